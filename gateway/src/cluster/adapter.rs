@@ -1,0 +1,559 @@
+//! The node's side of the cluster (Socket.IO calls this the adapter):
+//! publishes emits on the right channels, delivers what other nodes
+//! publish, answers and issues cluster-wide requests, and keeps the node
+//! registry with heartbeats.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::message::{Answer, Broadcast, BusMessage, Heartbeat, Op, Request, Response, Target};
+use super::registry::now_ms;
+use super::{BusError, BusEvent, Channels, ClusterBus, NodeInfo, Registry, Subscriptions};
+use crate::config::ClusterConfig;
+use crate::telemetry::{Metrics, RedisOp};
+
+/// A cluster operation that could not complete.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// Answers of a cluster-wide request.
+#[derive(Debug)]
+pub struct Gathered {
+    /// One answer per node that answered, this node's first.
+    pub answers: Vec<(String, Answer)>,
+    /// Nodes that did not answer: silent until the timeout, or gone.
+    pub missing: Vec<String>,
+}
+
+pub struct Adapter {
+    node_id: String,
+    bus: Arc<dyn ClusterBus>,
+    pub channels: Channels,
+    pub subscriptions: Arc<Subscriptions>,
+    pub registry: Registry,
+    pending: Mutex<HashMap<u64, mpsc::UnboundedSender<Response>>>,
+    next_request: AtomicU64,
+    request_timeout: Duration,
+    heartbeat_interval: Duration,
+    started_at_ms: u64,
+    connected: AtomicBool,
+    publish_errors: AtomicU64,
+    /// Bus counters are exported as the Redis series when the bus is Redis.
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl std::fmt::Debug for Adapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Adapter")
+            .field("node_id", &self.node_id)
+            .field("bus", &self.bus.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+impl Adapter {
+    pub fn new(
+        node_id: String,
+        bus: Arc<dyn ClusterBus>,
+        cfg: &ClusterConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let metrics = (bus.kind() == "redis").then_some(metrics);
+        Self {
+            metrics,
+            node_id,
+            connected: AtomicBool::new(bus.is_connected()),
+            bus,
+            channels: Channels::new(&cfg.channel_prefix),
+            subscriptions: Arc::new(Subscriptions::new()),
+            registry: Registry::new(Duration::from_millis(cfg.node_timeout_ms)),
+            pending: Mutex::new(HashMap::new()),
+            next_request: AtomicU64::new(rand::random::<u32>() as u64),
+            request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+            heartbeat_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
+            started_at_ms: now_ms(),
+            publish_errors: AtomicU64::new(0),
+        }
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn bus(&self) -> &Arc<dyn ClusterBus> {
+        &self.bus
+    }
+
+    pub fn started_at_ms(&self) -> u64 {
+        self.started_at_ms
+    }
+
+    /// The bus is connected (readiness).
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire) && self.bus.is_connected()
+    }
+
+    /// Publishes that failed since start.
+    pub fn publish_errors(&self) -> u64 {
+        self.publish_errors.load(Ordering::Relaxed)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    async fn publish(&self, channel: &str, msg: &BusMessage) -> Result<(), BusError> {
+        self.publish_counted(channel, msg).await.map(|_| ())
+    }
+
+    /// Counts a publish (or its failure) in the metrics and the log.
+    fn note_publish(&self, channel: &str, error: Option<&BusError>) {
+        match error {
+            None => {
+                if let Some(m) = &self.metrics {
+                    m.redis_published();
+                }
+            }
+            Some(e) => {
+                self.publish_errors.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &self.metrics {
+                    m.redis_error(RedisOp::Publish);
+                }
+                tracing::warn!(channel, error = %e, "cluster publish failed");
+            }
+        }
+    }
+
+    /// The message of an emit, before its copies are told apart.
+    fn broadcast(&self, nsp: &str, target: Target, text: &str, attachments: &[Bytes]) -> Broadcast {
+        Broadcast {
+            origin: self.node_id.clone(),
+            nsp: nsp.to_owned(),
+            target,
+            responsible: Vec::new(),
+            text: text.to_owned(),
+            attachments: attachments.to_vec(),
+            sent_at_us: now_us(),
+            trace: Vec::new(),
+        }
+    }
+
+    /// Publishes and returns the receiver count, when the bus tells it.
+    async fn publish_counted(
+        &self,
+        channel: &str,
+        msg: &BusMessage,
+    ) -> Result<Option<u64>, BusError> {
+        let result = self.bus.publish_counted(channel, msg.encode()).await;
+        self.note_publish(channel, result.as_ref().err());
+        result
+    }
+
+    /// Sends an emit to the other nodes that need it: one copy per target
+    /// room channel, one per node holding targeted socket ids, or one on
+    /// the namespace channel for a whole-namespace emit. This node's own
+    /// sockets were served by the caller.
+    ///
+    /// Returns how many other nodes the copies were handed to, as far as
+    /// the bus can tell (an upper bound: a node subscribed through several
+    /// targeted rooms counts once per room; when the bus cannot count, every
+    /// live peer counts). 0 means no other node can hold a recipient.
+    pub async fn publish_broadcast(
+        &self,
+        nsp: &str,
+        target: Target,
+        text: &str,
+        attachments: &[Bytes],
+    ) -> Result<u64, ClusterError> {
+        if !self.bus.may_have_peers() {
+            return Ok(0);
+        }
+        let copies = self.copies(nsp, &target);
+        let mut msg = self.broadcast(nsp, target, text, attachments);
+        let mut first_error = None;
+        let mut reached = 0u64;
+        for (channel, responsible) in copies {
+            msg.responsible = responsible;
+            let wrapped = BusMessage::Broadcast(msg);
+            // This node gets its own publishes on the channels it is
+            // subscribed to (and ignores them): not a node reached.
+            let own = u64::from(self.subscriptions.is_active(&channel));
+            match self.publish_counted(&channel, &wrapped).await {
+                Ok(Some(receivers)) => reached += receivers.saturating_sub(own),
+                Ok(None) => reached += self.registry.alive().len() as u64,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+            let BusMessage::Broadcast(m) = wrapped else {
+                unreachable!("wrapped a broadcast")
+            };
+            msg = m;
+        }
+        match first_error {
+            Some(e) => Err(e.into()),
+            None => Ok(reached),
+        }
+    }
+
+    /// The channels an emit to `target` goes out on, each with the target
+    /// indices its copy is responsible for.
+    fn copies(&self, nsp: &str, target: &Target) -> Vec<(String, Vec<u32>)> {
+        let mut copies: Vec<(String, Vec<u32>)> = Vec::new();
+        if target.is_namespace() {
+            copies.push((self.channels.namespace(nsp), Vec::new()));
+        } else {
+            let mut by_node: HashMap<&str, Vec<u32>> = HashMap::new();
+            for (i, room) in target.rooms.iter().enumerate() {
+                match crate::ids::node_of(room) {
+                    // A socket's own-id room lives on the socket's node.
+                    Some(node) if node == self.node_id => {}
+                    Some(node) => by_node.entry(node).or_default().push(i as u32),
+                    None => copies.push((self.channels.room(nsp, room), vec![i as u32])),
+                }
+            }
+            let base = target.rooms.len();
+            for (j, id) in target.socket_ids.iter().enumerate() {
+                match crate::ids::node_of(id) {
+                    Some(node) if node != self.node_id => {
+                        by_node.entry(node).or_default().push((base + j) as u32)
+                    }
+                    _ => {}
+                }
+            }
+            for (node, idx) in by_node {
+                copies.push((self.channels.node(node), idx));
+            }
+        }
+        copies
+    }
+
+    /// [`Adapter::publish_broadcast`] without waiting for the bus: the
+    /// copies are handed over in order (per room and publisher, order is
+    /// kept) and this returns at once. A bus known to be down is an error.
+    pub fn enqueue_broadcast(
+        &self,
+        nsp: &str,
+        target: Target,
+        text: &str,
+        attachments: &[Bytes],
+    ) -> Result<(), ClusterError> {
+        if !self.bus.may_have_peers() {
+            return Ok(());
+        }
+        let copies = self.copies(nsp, &target);
+        let mut msg = self.broadcast(nsp, target, text, attachments);
+        for (channel, responsible) in copies {
+            msg.responsible = responsible;
+            let wrapped = BusMessage::Broadcast(msg);
+            let result = self.bus.enqueue(channel.clone(), wrapped.encode());
+            self.note_publish(&channel, result.as_ref().err());
+            result?;
+            let BusMessage::Broadcast(m) = wrapped else {
+                unreachable!("wrapped a broadcast")
+            };
+            msg = m;
+        }
+        Ok(())
+    }
+
+    /// Sends `op` to every live node and gathers the answers, this node's
+    /// included (computed by `local`). Finishes at the last expected answer
+    /// or at the timeout; a node that dies meanwhile is reported missing.
+    pub async fn request<F>(
+        &self,
+        nsp: &str,
+        target: Target,
+        op: Op,
+        timeout: Duration,
+        local: F,
+    ) -> Result<Gathered, ClusterError>
+    where
+        F: std::future::Future<Output = Answer>,
+    {
+        // Without the bus the peers are unknown, not absent (their
+        // heartbeats stop arriving too): answering for this node alone would
+        // pass for the whole cluster.
+        if self.bus.may_have_peers() && !self.bus.is_connected() {
+            return Err(BusError::Unavailable("not connected".into()).into());
+        }
+        let peers: HashSet<String> = self
+            .registry
+            .alive()
+            .into_iter()
+            .map(|n| n.node_id)
+            .collect();
+        if peers.is_empty() {
+            return Ok(Gathered {
+                answers: vec![(self.node_id.clone(), local.await)],
+                missing: Vec::new(),
+            });
+        }
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        self.pending.lock().insert(id, tx);
+        let _guard = PendingGuard { adapter: self, id };
+        let msg = BusMessage::Request(Request {
+            id,
+            origin: self.node_id.clone(),
+            nsp: nsp.to_owned(),
+            target,
+            op,
+        });
+        self.publish(&self.channels.requests(), &msg).await?;
+        let remote = async {
+            let mut waiting = peers;
+            let mut answers = Vec::new();
+            let mut dead = Vec::new();
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut check = tokio::time::interval(Duration::from_millis(250));
+            while !waiting.is_empty() {
+                tokio::select! {
+                    r = rx.recv() => match r {
+                        Some(resp) => {
+                            if waiting.remove(&resp.node_id) {
+                                answers.push((resp.node_id, resp.body));
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = check.tick() => {
+                        // Nodes that died mid-request are not waited for.
+                        waiting.retain(|n| {
+                            let alive = self.registry.is_alive(n);
+                            if !alive {
+                                dead.push(n.clone());
+                            }
+                            alive
+                        });
+                    }
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            dead.extend(waiting);
+            (answers, dead)
+        };
+        let (mine, (mut answers, missing)) = tokio::join!(local, remote);
+        answers.insert(0, (self.node_id.clone(), mine));
+        Ok(Gathered { answers, missing })
+    }
+
+    /// Publishes this node's heartbeat.
+    pub async fn heartbeat(&self, connections: u64, sockets: u64, hello: bool) {
+        let msg = BusMessage::Heartbeat(Heartbeat {
+            node_id: self.node_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            connections,
+            sockets,
+            started_at_ms: self.started_at_ms,
+            hello,
+        });
+        if self
+            .bus
+            .publish(&self.channels.heartbeats(), msg.encode())
+            .await
+            .is_err()
+            && let Some(m) = &self.metrics
+        {
+            m.redis_error(RedisOp::Heartbeat);
+        }
+    }
+
+    /// Tells the others this node leaves (drain).
+    pub async fn goodbye(&self) {
+        let msg = BusMessage::Goodbye {
+            node_id: self.node_id.clone(),
+        };
+        let _ = self
+            .bus
+            .publish(&self.channels.heartbeats(), msg.encode())
+            .await;
+    }
+
+    /// This node and every live peer.
+    pub fn nodes(&self, connections: u64, sockets: u64) -> Vec<NodeInfo> {
+        let mut nodes = vec![NodeInfo {
+            node_id: self.node_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            connections,
+            sockets,
+            started_at_ms: self.started_at_ms,
+            last_heartbeat_ms: now_ms(),
+        }];
+        nodes.extend(self.registry.alive());
+        nodes
+    }
+
+    pub(crate) async fn respond(&self, origin: &str, id: u64, body: Answer) {
+        let msg = BusMessage::Response(Response {
+            id,
+            node_id: self.node_id.clone(),
+            body,
+        });
+        let _ = self.publish(&self.channels.node(origin), &msg).await;
+    }
+
+    fn on_response(&self, resp: Response) {
+        if let Some(tx) = self.pending.lock().get(&resp.id) {
+            let _ = tx.send(resp);
+        }
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        self.heartbeat_interval
+    }
+}
+
+struct PendingGuard<'a> {
+    adapter: &'a Adapter,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.adapter.pending.lock().remove(&self.id);
+    }
+}
+
+/// What the node does with messages from other nodes.
+#[async_trait::async_trait]
+pub trait Deliver: Send + Sync + 'static {
+    /// Delivers a broadcast from another node to local sockets.
+    fn deliver(&self, b: Broadcast);
+    /// Answers a request from another node.
+    async fn answer(&self, req: Request) -> Answer;
+    /// Connections and sockets of this node (heartbeats).
+    fn counts(&self) -> (u64, u64);
+}
+
+/// Runs the node's side of the cluster until `stop`: the bus events, the
+/// subscription reconciler and the heartbeat.
+pub async fn run(adapter: Arc<Adapter>, node: Arc<dyn Deliver>, stop: CancellationToken) {
+    let Some(mut events) = adapter.bus.take_events() else {
+        tracing::error!("cluster bus events already taken");
+        return;
+    };
+    let fixed = vec![
+        adapter.channels.node(&adapter.node_id),
+        adapter.channels.requests(),
+        adapter.channels.heartbeats(),
+    ];
+    for ch in fixed {
+        adapter.subscriptions.want(ch);
+    }
+    let reconciler = tokio::spawn(adapter.subscriptions.clone().reconcile(
+        adapter.bus.clone(),
+        adapter.metrics.clone(),
+        stop.clone(),
+    ));
+    let beat = {
+        let adapter = adapter.clone();
+        let node = node.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            // Wait for the heartbeat channel so the hello's answers arrive.
+            let hb = adapter.channels.heartbeats();
+            adapter
+                .subscriptions
+                .wait_active(&hb, Duration::from_secs(5))
+                .await;
+            let mut hello = true;
+            let mut tick = tokio::time::interval(adapter.heartbeat_interval);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.cancelled() => return,
+                }
+                let (c, s) = node.counts();
+                adapter.heartbeat(c, s, hello).await;
+                hello = false;
+            }
+        })
+    };
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => e,
+            _ = stop.cancelled() => break,
+        };
+        let Some(event) = event else { break };
+        match event {
+            BusEvent::Message { payload, .. } => {
+                let msg = match BusMessage::decode(&payload) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "undecodable bus message");
+                        continue;
+                    }
+                };
+                handle(&adapter, &node, msg).await;
+            }
+            BusEvent::Reconnected => {
+                adapter.connected.store(true, Ordering::Release);
+                adapter.subscriptions.reset();
+            }
+            BusEvent::Disconnected => {
+                adapter.connected.store(false, Ordering::Release);
+            }
+        }
+    }
+    adapter.goodbye().await;
+    beat.abort();
+    reconciler.abort();
+}
+
+async fn handle(adapter: &Arc<Adapter>, node: &Arc<dyn Deliver>, msg: BusMessage) {
+    match msg {
+        BusMessage::Broadcast(b) => {
+            if b.origin != adapter.node_id {
+                if let Some(m) = &adapter.metrics {
+                    m.redis_received(Some(Metrics::lag_since_unix_micros(b.sent_at_us)));
+                }
+                node.deliver(b);
+            }
+        }
+        BusMessage::Request(req) => {
+            if req.origin == adapter.node_id {
+                return;
+            }
+            let adapter = adapter.clone();
+            let node = node.clone();
+            // Requests may wait (emit-with-ack): answer off the event loop.
+            tokio::spawn(async move {
+                let (origin, id) = (req.origin.clone(), req.id);
+                let body = node.answer(req).await;
+                adapter.respond(&origin, id, body).await;
+            });
+        }
+        BusMessage::Response(resp) => adapter.on_response(resp),
+        BusMessage::Heartbeat(hb) => {
+            if hb.node_id == adapter.node_id {
+                return;
+            }
+            let new = adapter.registry.seen(&hb);
+            if hb.hello || new {
+                let (c, s) = node.counts();
+                adapter.heartbeat(c, s, false).await;
+            }
+        }
+        BusMessage::Goodbye { node_id } => adapter.registry.forget(&node_id),
+    }
+}

@@ -1,0 +1,154 @@
+//! What nodes say to each other over the bus, in a compact binary form
+//! (postcard). Every message names the node that sent it.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+pub use crate::socketio::Target;
+
+/// A message on a bus channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum BusMessage {
+    Broadcast(Broadcast),
+    Request(Request),
+    Response(Response),
+    Heartbeat(Heartbeat),
+    /// The node is leaving (drain): forget it now rather than at timeout.
+    Goodbye {
+        node_id: String,
+    },
+}
+
+impl BusMessage {
+    pub fn encode(&self) -> Bytes {
+        postcard::to_stdvec(self)
+            .map(Bytes::from)
+            .unwrap_or_default()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
+/// An emit to be delivered by the nodes receiving it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Broadcast {
+    pub origin: String,
+    pub nsp: String,
+    pub target: Target,
+    /// `target.rooms` then `target.socket_ids` form one ordered list of
+    /// target names; these are the indices this copy is responsible for. A receiving node
+    /// delivers to a local socket only when the first target name that
+    /// selects the socket is one of these: each socket gets one copy.
+    /// Empty for a whole-namespace emit.
+    pub responsible: Vec<u32>,
+    /// The Engine.IO text packet (`42...`), encoded once by the origin.
+    pub text: String,
+    pub attachments: Vec<Bytes>,
+    /// Microseconds since the epoch when published (pub/sub lag).
+    pub sent_at_us: u64,
+    /// W3C trace context (`traceparent`, `tracestate`), when tracing.
+    pub trace: Vec<(String, String)>,
+}
+
+/// A cluster-wide request; every node answers on the origin's node channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub id: u64,
+    pub origin: String,
+    pub nsp: String,
+    pub target: Target,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    FetchSockets,
+    Join(Vec<String>),
+    Leave(Vec<String>),
+    Disconnect {
+        close: bool,
+    },
+    ListRooms,
+    EmitWithAck {
+        event: String,
+        args: String,
+        attachments: Vec<Bytes>,
+        timeout_ms: u64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub id: u64,
+    pub node_id: String,
+    pub body: Answer,
+}
+
+/// One node's answer to a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Answer {
+    Sockets(Vec<SocketInfo>),
+    Count(u64),
+    Rooms(Vec<(String, u64)>),
+    Acks {
+        acks: Vec<SocketAck>,
+        timed_out: Vec<String>,
+    },
+}
+
+/// A socket as fetch-sockets reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketInfo {
+    pub id: String,
+    pub nsp: String,
+    pub rooms: Vec<String>,
+    pub user_id: Option<String>,
+    pub node_id: String,
+    pub transport: String,
+    pub connected_at_ms: u64,
+    /// Attached data as JSON text.
+    pub data: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketAck {
+    pub socket_id: String,
+    pub args: String,
+    pub attachments: Vec<Bytes>,
+}
+
+/// A node announcing itself (every heartbeat interval).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node_id: String,
+    pub version: String,
+    pub connections: u64,
+    pub sockets: u64,
+    pub started_at_ms: u64,
+    /// A new node asks everyone to announce themselves at once.
+    pub hello: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        let m = BusMessage::Broadcast(Broadcast {
+            origin: "node01".into(),
+            nsp: "/".into(),
+            target: Target::room("a").except("x"),
+            responsible: vec![0],
+            text: "42[\"ev\",1]".into(),
+            attachments: vec![Bytes::from_static(&[1, 2])],
+            sent_at_us: 7,
+            trace: vec![],
+        });
+        assert_eq!(BusMessage::decode(&m.encode()).unwrap(), m);
+        assert!(BusMessage::decode(&[0xff, 0xff, 0xff]).is_err());
+        assert!(BusMessage::decode(&[]).is_err());
+    }
+}

@@ -1,0 +1,131 @@
+//! The cluster: nodes that share nothing but a bus (Redis pub/sub, or an
+//! in-process broker when a node runs alone or tests run several nodes in
+//! one process).
+//!
+//! Channels (prefix `p`, default `sio-gw`):
+//! - `p:ns:<len>:<nsp>`: whole-namespace emits; subscribed while the node
+//!   has a socket in the namespace;
+//! - `p:room:<len>:<nsp>:<room>`: emits to a room; subscribed while the node
+//!   has a member in the room (so a node never receives traffic of rooms it
+//!   has no member in);
+//! - `p:node:<node id>`: emits to socket ids held by that node (a socket id
+//!   starts with its node's id) and answers to that node's requests;
+//! - `p:req`: cluster-wide requests (fetch sockets, join/leave, disconnect,
+//!   room lists, emit-with-ack), answered by every node;
+//! - `p:hb`: heartbeats, from which each node knows who is alive.
+
+pub mod adapter;
+pub mod local;
+pub mod message;
+pub mod redis;
+pub mod registry;
+pub mod subscriptions;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+pub use adapter::{Adapter, ClusterError, Gathered};
+pub use local::{LocalBroker, LocalBus};
+pub use registry::{NodeInfo, Registry};
+pub use subscriptions::Subscriptions;
+
+/// A bus failure.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BusError {
+    #[error("cluster bus unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What a bus hands the node.
+#[derive(Debug)]
+pub enum BusEvent {
+    /// A message on a subscribed channel (including the node's own).
+    Message { channel: String, payload: Bytes },
+    /// The connection came back: every subscription must be made again.
+    Reconnected,
+    /// The connection is lost.
+    Disconnected,
+}
+
+/// A publish/subscribe transport between nodes.
+#[async_trait::async_trait]
+pub trait ClusterBus: Send + Sync + 'static {
+    /// Publishes `payload` to every subscriber of `channel`.
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BusError>;
+    /// Publishes like [`ClusterBus::publish`] and says how many subscribers
+    /// the message was handed to, when the bus can tell (Redis: the reply to
+    /// `PUBLISH`; in-process: the subscriber count). The default cannot tell.
+    async fn publish_counted(
+        &self,
+        channel: &str,
+        payload: Bytes,
+    ) -> Result<Option<u64>, BusError> {
+        self.publish(channel, payload).await.map(|()| None)
+    }
+    /// Hands `payload` for `channel` to the bus without waiting for its
+    /// answer: messages go out in the order of the calls (pipelined on one
+    /// connection). Fails at once when the bus is known to be down or its
+    /// send queue is full.
+    fn enqueue(&self, channel: String, payload: Bytes) -> Result<(), BusError>;
+    async fn subscribe(&self, channels: &[String]) -> Result<(), BusError>;
+    async fn unsubscribe(&self, channels: &[String]) -> Result<(), BusError>;
+    /// The stream of incoming messages and connection events (taken once).
+    fn take_events(&self) -> Option<mpsc::Receiver<BusEvent>>;
+    /// Whether the bus is connected now.
+    fn is_connected(&self) -> bool;
+    /// Whether other nodes may be listening (false for a lone in-process
+    /// broker, which lets a single node skip encoding bus messages).
+    fn may_have_peers(&self) -> bool {
+        true
+    }
+    /// A short name for logs and metrics (`local`, `redis`).
+    fn kind(&self) -> &'static str;
+}
+
+/// Channel names of one cluster.
+#[derive(Debug, Clone)]
+pub struct Channels {
+    prefix: String,
+}
+
+impl Channels {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub fn namespace(&self, nsp: &str) -> String {
+        format!("{}:ns:{}:{}", self.prefix, nsp.len(), nsp)
+    }
+
+    pub fn room(&self, nsp: &str, room: &str) -> String {
+        format!("{}:room:{}:{}:{}", self.prefix, nsp.len(), nsp, room)
+    }
+
+    pub fn node(&self, node_id: &str) -> String {
+        format!("{}:node:{}", self.prefix, node_id)
+    }
+
+    pub fn requests(&self) -> String {
+        format!("{}:req", self.prefix)
+    }
+
+    pub fn heartbeats(&self) -> String {
+        format!("{}:hb", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_are_unambiguous() {
+        let c = Channels::new("p");
+        assert_ne!(c.room("/a:b", "c"), c.room("/a", "b:c"));
+        assert_eq!(c.room("/", "r"), "p:room:1:/:r");
+        assert_eq!(c.namespace("/chat"), "p:ns:5:/chat");
+        assert_eq!(c.node("abcdef"), "p:node:abcdef");
+    }
+}

@@ -1,0 +1,280 @@
+//! The Redis implementation of the bus, with `fred`: standalone, Sentinel
+//! (`redis-sentinel://...`) and Redis Cluster (`redis-cluster://...`,
+//! through sharded pub/sub: `SPUBLISH`/`SSUBSCRIBE`, Redis >= 7, so rooms
+//! spread over the shards by their channel names).
+//!
+//! Two connections: one publishes, one subscribes. Both reconnect forever;
+//! while Redis is down publishes fail at once (the caller reports
+//! `UNAVAILABLE`), and after it comes back the node subscribes every wanted
+//! channel again (see `subscriptions`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::clients::Client;
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use fred::types::Builder;
+use fred::types::config::{Config, ReconnectPolicy, ServerConfig};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use super::{BusError, BusEvent, ClusterBus};
+
+/// Events waiting for the node before further messages are dropped.
+const EVENT_QUEUE: usize = 65_536;
+/// Messages handed to [`ClusterBus::enqueue`] not yet sent.
+const SEND_QUEUE: usize = 65_536;
+/// Most messages sent in one pipeline.
+const SEND_BATCH: usize = 512;
+/// Messages fred's subscriber keeps for a slow reader of its broadcast
+/// channel (its default, 32, loses messages under load).
+const SUBSCRIBER_BACKLOG: usize = 16_384;
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub struct RedisBus {
+    publisher: Client,
+    subscriber: Client,
+    sharded: bool,
+    sender: mpsc::Sender<(String, Bytes)>,
+    rx: Mutex<Option<mpsc::Receiver<BusEvent>>>,
+    _tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> BusError {
+    BusError::Unavailable(e.to_string())
+}
+
+fn client(config: &Config) -> Result<Client, BusError> {
+    Builder::from_config(config.clone())
+        .with_connection_config(|c| {
+            c.connection_timeout = COMMAND_TIMEOUT;
+            c.internal_command_timeout = COMMAND_TIMEOUT;
+            c.max_command_attempts = 2;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = COMMAND_TIMEOUT;
+            p.broadcast_channel_capacity = SUBSCRIBER_BACKLOG;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        .build()
+        .map_err(unavailable)
+}
+
+impl RedisBus {
+    /// Connects to `url` (`redis://`, `redis-sentinel://`, `redis-cluster://`).
+    /// Returns once the connections are attempted; an unreachable Redis is
+    /// not an error here (the node starts, reports not ready, and retries).
+    pub async fn connect(url: &str) -> Result<Self, BusError> {
+        let config = Config::from_url(url).map_err(unavailable)?;
+        let sharded = matches!(config.server, ServerConfig::Clustered { .. });
+        let publisher = client(&config)?;
+        let subscriber = client(&config)?;
+        publisher.connect();
+        subscriber.connect();
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT, async {
+            let _ = publisher.wait_for_connect().await;
+            let _ = subscriber.wait_for_connect().await;
+        })
+        .await;
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        let mut tasks = Vec::new();
+        let (sender, outgoing) = mpsc::channel(SEND_QUEUE);
+        tasks.push(tokio::spawn(send_pipelined(
+            publisher.clone(),
+            sharded,
+            outgoing,
+        )));
+        let mut messages = subscriber.message_rx();
+        let msg_tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match messages.recv().await {
+                    Ok(msg) => {
+                        let Some(payload) = msg.value.into_bytes() else {
+                            continue;
+                        };
+                        let event = BusEvent::Message {
+                            channel: msg.channel.to_string(),
+                            payload,
+                        };
+                        if msg_tx.try_send(event).is_err() {
+                            tracing::warn!("bus event queue full; message dropped");
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "redis subscriber lagged");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }));
+        let mut reconnects = subscriber.reconnect_rx();
+        let re_tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            while reconnects.recv().await.is_ok() {
+                tracing::info!("redis subscriber connected");
+                let _ = re_tx.send(BusEvent::Reconnected).await;
+            }
+        }));
+        let mut errors = subscriber.error_rx();
+        let err_tx = tx;
+        tasks.push(tokio::spawn(async move {
+            while let Ok((e, _)) = errors.recv().await {
+                tracing::warn!(error = %e, "redis subscriber connection lost");
+                let _ = err_tx.send(BusEvent::Disconnected).await;
+            }
+        }));
+        Ok(Self {
+            publisher,
+            subscriber,
+            sharded,
+            sender,
+            rx: Mutex::new(Some(rx)),
+            _tasks: tasks,
+        })
+    }
+
+    pub fn is_sharded(&self) -> bool {
+        self.sharded
+    }
+
+    /// A client for other commands (tests read `PUBSUB` state with it).
+    pub fn client(&self) -> &Client {
+        &self.publisher
+    }
+}
+
+impl Drop for RedisBus {
+    fn drop(&mut self) {
+        for t in &self._tasks {
+            t.abort();
+        }
+        let (p, s) = (self.publisher.clone(), self.subscriber.clone());
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = p.quit().await;
+                let _ = s.quit().await;
+            });
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ClusterBus for RedisBus {
+    async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BusError> {
+        self.publish_counted(channel, payload).await.map(|_| ())
+    }
+
+    async fn publish_counted(
+        &self,
+        channel: &str,
+        payload: Bytes,
+    ) -> Result<Option<u64>, BusError> {
+        if !self.publisher.is_connected() {
+            return Err(BusError::Unavailable("redis not connected".into()));
+        }
+        let result: Result<i64, _> = if self.sharded {
+            self.publisher.spublish(channel, payload).await
+        } else {
+            self.publisher.publish(channel, payload).await
+        };
+        // The reply counts the subscriber connections: one per node.
+        result
+            .map(|receivers| Some(receivers.max(0) as u64))
+            .map_err(unavailable)
+    }
+
+    fn enqueue(&self, channel: String, payload: Bytes) -> Result<(), BusError> {
+        if !self.publisher.is_connected() {
+            return Err(BusError::Unavailable("redis not connected".into()));
+        }
+        self.sender
+            .try_send((channel, payload))
+            .map_err(|_| BusError::Unavailable("redis send queue full".into()))
+    }
+
+    async fn subscribe(&self, channels: &[String]) -> Result<(), BusError> {
+        if !self.subscriber.is_connected() {
+            return Err(BusError::Unavailable("redis not connected".into()));
+        }
+        if self.sharded {
+            // Sharded channels live on different slots: one call each.
+            for ch in channels {
+                self.subscriber
+                    .ssubscribe(ch.as_str())
+                    .await
+                    .map_err(unavailable)?;
+            }
+            Ok(())
+        } else {
+            self.subscriber
+                .subscribe(channels.to_vec())
+                .await
+                .map_err(unavailable)
+        }
+    }
+
+    async fn unsubscribe(&self, channels: &[String]) -> Result<(), BusError> {
+        if !self.subscriber.is_connected() {
+            return Err(BusError::Unavailable("redis not connected".into()));
+        }
+        if self.sharded {
+            for ch in channels {
+                self.subscriber
+                    .sunsubscribe(ch.as_str())
+                    .await
+                    .map_err(unavailable)?;
+            }
+            Ok(())
+        } else {
+            self.subscriber
+                .unsubscribe(channels.to_vec())
+                .await
+                .map_err(unavailable)
+        }
+    }
+
+    fn take_events(&self) -> Option<mpsc::Receiver<BusEvent>> {
+        self.rx.lock().take()
+    }
+
+    fn is_connected(&self) -> bool {
+        self.publisher.is_connected() && self.subscriber.is_connected()
+    }
+
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+}
+
+/// Sends enqueued messages in order, everything waiting at once as one
+/// pipeline (one round trip per batch, not per message).
+async fn send_pipelined(
+    client: Client,
+    sharded: bool,
+    mut outgoing: mpsc::Receiver<(String, Bytes)>,
+) {
+    let mut batch = Vec::with_capacity(SEND_BATCH);
+    while outgoing.recv_many(&mut batch, SEND_BATCH).await > 0 {
+        let pipeline = client.pipeline();
+        for (channel, payload) in batch.drain(..) {
+            let queued: Result<(), _> = if sharded {
+                pipeline.spublish(channel, payload).await
+            } else {
+                pipeline.publish(channel, payload).await
+            };
+            if let Err(e) = queued {
+                tracing::warn!(error = %e, "redis publish not queued");
+            }
+        }
+        if let Err(e) = pipeline.all::<Vec<fred::types::Value>>().await {
+            tracing::warn!(error = %e, "redis pipelined publish failed");
+        }
+    }
+}
+
+/// Keeps the `Arc` type in one place for callers.
+pub async fn connect(url: &str) -> Result<Arc<dyn ClusterBus>, BusError> {
+    Ok(Arc::new(RedisBus::connect(url).await?))
+}

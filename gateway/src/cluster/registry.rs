@@ -1,0 +1,78 @@
+//! Which nodes are alive: every node publishes a heartbeat; a node not heard
+//! from within the node timeout is gone (or sooner, when it says goodbye).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::message::Heartbeat;
+
+/// A live node as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub node_id: String,
+    pub version: String,
+    pub connections: u64,
+    pub sockets: u64,
+    pub started_at_ms: u64,
+    /// Milliseconds since the epoch of the last heartbeat.
+    pub last_heartbeat_ms: u64,
+}
+
+pub struct Registry {
+    timeout: Duration,
+    nodes: Mutex<HashMap<String, (NodeInfo, Instant)>>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Registry {
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            nodes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records a heartbeat; true when the node was not known.
+    pub fn seen(&self, hb: &Heartbeat) -> bool {
+        let info = NodeInfo {
+            node_id: hb.node_id.clone(),
+            version: hb.version.clone(),
+            connections: hb.connections,
+            sockets: hb.sockets,
+            started_at_ms: hb.started_at_ms,
+            last_heartbeat_ms: now_ms(),
+        };
+        self.nodes
+            .lock()
+            .insert(hb.node_id.clone(), (info, Instant::now()))
+            .is_none()
+    }
+
+    pub fn forget(&self, node_id: &str) {
+        self.nodes.lock().remove(node_id);
+    }
+
+    /// Live peers (this node excluded), dropping the expired ones.
+    pub fn alive(&self) -> Vec<NodeInfo> {
+        let mut nodes = self.nodes.lock();
+        let now = Instant::now();
+        nodes.retain(|_, (_, seen)| now.duration_since(*seen) < self.timeout);
+        nodes.values().map(|(n, _)| n.clone()).collect()
+    }
+
+    pub fn is_alive(&self, node_id: &str) -> bool {
+        self.nodes
+            .lock()
+            .get(node_id)
+            .is_some_and(|(_, seen)| seen.elapsed() < self.timeout)
+    }
+}

@@ -1,0 +1,784 @@
+//! Configuration: one typed struct, loaded from a TOML file, environment
+//! variables (`GATEWAY_<SECTION>__<KEY>`) and CLI flags, in that order of
+//! precedence (later wins), and validated before any port is bound.
+//!
+//! Every field documents its default; `Config::default()` is what a node runs
+//! with when nothing is configured: clients on `0.0.0.0:3000`, path
+//! `/socket.io/`, one namespace `/` where clients may join any room and
+//! publish into rooms they are in.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use globset::{Glob, GlobMatcher};
+use serde::Deserialize;
+
+/// Errors found while loading or validating the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or the environment could not be parsed into the schema.
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is out of its allowed range or inconsistent with another.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// The whole configuration of a node.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Client-facing listener and Engine.IO/Socket.IO protocol settings.
+    pub server: ServerConfig,
+    /// Bounds on what one client may hold or send.
+    pub limits: LimitsConfig,
+    /// Namespaces clients may connect to, with their policies. When empty, a
+    /// single namespace `/` with `join = ["*"]` and `publish = true`.
+    pub namespaces: Vec<NamespaceConfig>,
+    /// Cluster membership.
+    pub cluster: ClusterConfig,
+    /// Operations port: `/metrics`, `/healthz`, `/readyz`.
+    pub ops: OpsConfig,
+    /// Graceful shutdown (drain) on SIGTERM.
+    pub shutdown: ShutdownConfig,
+    /// Logs and OpenTelemetry tracing.
+    pub telemetry: TelemetryConfig,
+    /// The admin gRPC API (backend -> gateway).
+    pub admin: AdminConfig,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the client listener binds. Default `0.0.0.0:3000`.
+    pub listen: SocketAddr,
+    /// HTTP path of the Engine.IO endpoint. Default `/socket.io/`.
+    pub path: String,
+    /// Origins allowed by CORS; `"*"` allows any. Default none (no CORS headers).
+    pub cors_origins: Vec<String>,
+    /// Transports clients may use. Default `["polling", "websocket"]`.
+    pub transports: Vec<Transport>,
+    /// Interval between server pings, ms. Default 25000.
+    pub ping_interval_ms: u64,
+    /// Time a client has to answer a ping, ms. Default 20000.
+    pub ping_timeout_ms: u64,
+    /// Time a polling -> WebSocket upgrade may take, ms. Default 10000.
+    pub upgrade_timeout_ms: u64,
+    /// Time a new connection has to connect to a namespace, ms. Default 45000.
+    pub connect_timeout_ms: u64,
+    /// Largest Engine.IO message or polling POST body, bytes. Default 1000000.
+    pub max_payload: u64,
+    /// WebSocket read buffer per connection, bytes: grows while a large frame
+    /// arrives, so small keeps idle connections cheap. Default 1024.
+    pub ws_read_buffer: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 3000)),
+            path: "/socket.io/".to_owned(),
+            cors_origins: Vec::new(),
+            transports: vec![Transport::Polling, Transport::Websocket],
+            ping_interval_ms: 25_000,
+            ping_timeout_ms: 20_000,
+            upgrade_timeout_ms: 10_000,
+            connect_timeout_ms: 45_000,
+            max_payload: 1_000_000,
+            ws_read_buffer: 1024,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+    pub fn ping_timeout(&self) -> Duration {
+        Duration::from_millis(self.ping_timeout_ms)
+    }
+    pub fn upgrade_timeout(&self) -> Duration {
+        Duration::from_millis(self.upgrade_timeout_ms)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn allows(&self, transport: Transport) -> bool {
+        self.transports.contains(&transport)
+    }
+}
+
+/// An Engine.IO transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Polling,
+    Websocket,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Polling => "polling",
+            Transport::Websocket => "websocket",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "polling" => Some(Transport::Polling),
+            "websocket" => Some(Transport::Websocket),
+            _ => None,
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Engine.IO connections a node accepts; more get HTTP 503. Default 100000.
+    pub max_connections: usize,
+    /// Binary attachments in one Socket.IO packet. Default 10.
+    pub max_attachments: usize,
+    /// Rooms one socket may be in, its own-id room included. Default 256.
+    pub max_rooms_per_socket: usize,
+    /// Namespaces one connection may join at once. Default 16.
+    pub max_namespaces_per_connection: usize,
+    /// Frames queued for one connection before it counts as a slow consumer
+    /// and is disconnected. Default 1024.
+    pub outbound_queue_frames: usize,
+    /// Inbound packets per second per connection (token bucket); 0 disables.
+    /// A connection over the limit is disconnected. Default 1000.
+    pub rate_limit_per_sec: u32,
+    /// Burst size of the rate limit. Default 2000.
+    pub rate_limit_burst: u32,
+    /// Length of a room name, bytes. Default 256.
+    pub max_room_name: usize,
+    /// Length of an event name, bytes. Default 256.
+    pub max_event_name: usize,
+    /// Application events of one socket waiting for the hooks; past it an
+    /// event is dropped and its ack answers `backend busy`. Default 1024.
+    pub hook_queue: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_attachments: 10,
+            max_rooms_per_socket: 256,
+            max_namespaces_per_connection: 16,
+            outbound_queue_frames: 1024,
+            rate_limit_per_sec: 1000,
+            rate_limit_burst: 2000,
+            max_room_name: 256,
+            max_event_name: 256,
+            hook_queue: 1024,
+        }
+    }
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This node's id (6 characters of `[A-Za-z0-9_-]`), the prefix of every
+    /// socket id it hands out. Default: random at start.
+    pub node_id: Option<String>,
+    /// Redis to share rooms with other nodes: `redis://host:port` (standalone),
+    /// `redis-sentinel://host:port?sentinelServiceName=name&node=host2:port`
+    /// (Sentinel) or `redis-cluster://host:port?node=host2:port` (Redis
+    /// Cluster, sharded pub/sub). Default none: the node runs alone with the
+    /// in-process broker.
+    pub redis_url: Option<String>,
+    /// Prefix of every bus channel name. Default `sio-gw`.
+    pub channel_prefix: String,
+    /// Interval between heartbeats, ms. Default 2000.
+    pub heartbeat_interval_ms: u64,
+    /// A node not heard from for this long is gone, ms. Default 6000.
+    pub node_timeout_ms: u64,
+    /// Longest wait for the answers of a cluster-wide request, ms. Default 5000.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_id: None,
+            redis_url: None,
+            channel_prefix: "sio-gw".to_owned(),
+            heartbeat_interval_ms: 2_000,
+            node_timeout_ms: 6_000,
+            request_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// `[ops]`
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpsConfig {
+    /// Address of the operations listener (`/metrics`, `/healthz`,
+    /// `/readyz`). Default: unset, no operations port. The container image
+    /// sets `GATEWAY_OPS__LISTEN=0.0.0.0:9090`; left off by default so that
+    /// several nodes can run on one host without a port clash.
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[shutdown]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, how long the node waits for its clients to go and its
+    /// in-flight work to finish before it exits anyway, ms. Counted from the
+    /// end of the drain delay. Default 25000.
+    pub grace_period_ms: u64,
+    /// After SIGTERM, how long the node keeps serving while reporting not
+    /// ready, so that load balancers stop routing to it before it closes
+    /// its clients, ms. Default 0 (a Kubernetes `preStop` sleep does this).
+    pub drain_delay_ms: u64,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace_period_ms: 25_000,
+            drain_delay_ms: 0,
+        }
+    }
+}
+
+impl ShutdownConfig {
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_millis(self.grace_period_ms)
+    }
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay_ms)
+    }
+}
+
+/// `[telemetry]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// Log format on stderr: `text` or `json`. Default `text`; the CLI flag
+    /// `--log-format` (or `GATEWAY_LOG_FORMAT`) overrides it.
+    pub log_format: LogFormat,
+    /// Log filter (`tracing-subscriber` `EnvFilter` syntax, e.g.
+    /// `info,gateway=debug`). `RUST_LOG` overrides it. Default `info`.
+    pub log_level: String,
+    /// OTLP/gRPC endpoint spans are exported to, e.g.
+    /// `http://otel-collector:4317`. Default: `OTEL_EXPORTER_OTLP_ENDPOINT`;
+    /// when neither is set, no span leaves the process.
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans. Default: `OTEL_SERVICE_NAME`,
+    /// else `gateway`. Other resource attributes come from
+    /// `OTEL_RESOURCE_ATTRIBUTES`, sampling from `OTEL_TRACES_SAMPLER`.
+    pub service_name: Option<String>,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Text,
+            log_level: "info".to_owned(),
+            otlp_endpoint: None,
+            service_name: None,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[admin]`: the admin gRPC API through which backends drive the cluster.
+///
+/// Without a token the API is open to whoever reaches the port, so it must
+/// listen on a loopback address; validation refuses anything else.
+#[derive(Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address the admin gRPC listener binds. Default `127.0.0.1:50051`. Must
+    /// be a loopback address unless `token` is set.
+    pub listen: SocketAddr,
+    /// Bearer token every admin call must carry as the metadata
+    /// `authorization: Bearer <token>` (printable ASCII, no spaces). Default
+    /// none: calls are not authenticated and the API listens on localhost
+    /// only. Prefer the environment (`GATEWAY_ADMIN__TOKEN`) to a file.
+    pub token: Option<String>,
+    /// PEM file with the certificate chain the admin API presents (TLS).
+    /// Default none: plaintext HTTP/2. Set together with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the private key of `tls_cert`. Default none.
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            token: None,
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
+/// The token stays out of logs.
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
+            .finish()
+    }
+}
+
+impl AdminConfig {
+    /// Checks the `[admin]` rules: a token to listen beyond localhost, a
+    /// usable token, and a loadable TLS certificate and key (both or neither).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(token) = &self.token {
+            if token.is_empty() {
+                return Err(invalid("admin.token must not be empty when set"));
+            }
+            if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(
+                    "admin.token must be printable ASCII without spaces (it travels in an HTTP header)",
+                ));
+            }
+        } else if !self.listen.ip().is_loopback() {
+            return Err(invalid(format!(
+                "admin.listen {} is not a loopback address: without admin.token \
+                 (GATEWAY_ADMIN__TOKEN) the admin API listens on localhost only",
+                self.listen
+            )));
+        }
+        crate::admin::tls_config(self).map_err(|e| invalid(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// `[[namespaces]]`: a namespace, or a family of them, and its policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// Exact name (`/chat`) or glob pattern (`/tenant-*`). Must start with `/`.
+    pub name: String,
+    /// Glob patterns of rooms a client may `$join`/`$leave` itself. Default none.
+    #[serde(default)]
+    pub join: Vec<String>,
+    /// Whether a client may `$publish` into rooms it is in. Default false.
+    #[serde(default)]
+    pub publish: bool,
+    /// When set, connections must carry a valid JWT in `auth.token`.
+    #[serde(default)]
+    pub jwt: Option<JwtConfig>,
+    /// When set, connect / event / disconnect go to this backend's `Hooks`
+    /// gRPC service (`[namespaces.hooks]`). Default none.
+    #[serde(default)]
+    pub hooks: Option<crate::hooks::grpc::HooksConfig>,
+}
+
+/// `[namespaces.jwt]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// `HS256` or `RS256`.
+    pub algorithm: JwtAlgorithm,
+    /// Shared secret (HS256).
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// PEM public key (RS256).
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// Path of a PEM public key file (RS256), instead of `public_key`.
+    #[serde(default)]
+    pub public_key_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    RS256,
+}
+
+/// A compiled namespace name: exact or glob.
+#[derive(Debug, Clone)]
+pub enum NamespaceMatcher {
+    Exact(String),
+    Pattern(GlobMatcher),
+}
+
+impl NamespaceMatcher {
+    pub fn new(name: &str) -> Result<Self, ConfigError> {
+        if !name.starts_with('/') {
+            return Err(invalid(format!("namespace {name:?} must start with '/'")));
+        }
+        if name.contains(['*', '?', '[', '{']) {
+            let glob =
+                Glob::new(name).map_err(|e| invalid(format!("namespace pattern {name:?}: {e}")))?;
+            Ok(Self::Pattern(glob.compile_matcher()))
+        } else {
+            Ok(Self::Exact(name.to_owned()))
+        }
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            Self::Exact(n) => n == name,
+            Self::Pattern(g) => g.is_match(name),
+        }
+    }
+
+    pub fn is_pattern(&self) -> bool {
+        matches!(self, Self::Pattern(_))
+    }
+}
+
+impl Config {
+    /// Loads `file` (when given), then `GATEWAY_*` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // Only section-qualified names (`GATEWAY_SERVER__LISTEN`) are settings;
+        // others such as `GATEWAY_CONFIG` belong to the binary.
+        figment = figment.merge(
+            Env::prefixed("GATEWAY_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
+        let config: Config = figment.extract().map_err(Box::new)?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document (no environment), for tests and examples.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = Figment::from(Toml::string(text))
+            .extract()
+            .map_err(Box::new)?;
+        Ok(config)
+    }
+
+    /// The namespaces in effect: the configured ones, or the default `/`.
+    pub fn effective_namespaces(&self) -> Vec<NamespaceConfig> {
+        if self.namespaces.is_empty() {
+            vec![NamespaceConfig {
+                name: "/".to_owned(),
+                join: vec!["*".to_owned()],
+                publish: true,
+                jwt: None,
+                hooks: None,
+            }]
+        } else {
+            self.namespaces.clone()
+        }
+    }
+
+    /// Checks every value; called before any port is bound.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if !s.path.starts_with('/') {
+            return Err(invalid("server.path must start with '/'"));
+        }
+        if s.transports.is_empty() {
+            return Err(invalid(
+                "server.transports must name at least one transport",
+            ));
+        }
+        for (name, v) in [
+            ("server.ping_interval_ms", s.ping_interval_ms),
+            ("server.ping_timeout_ms", s.ping_timeout_ms),
+            ("server.upgrade_timeout_ms", s.upgrade_timeout_ms),
+            ("server.connect_timeout_ms", s.connect_timeout_ms),
+        ] {
+            if v == 0 || v > 3_600_000 {
+                return Err(invalid(format!("{name} must be between 1 and 3600000")));
+            }
+        }
+        if s.max_payload < 16 || s.max_payload > 256 * 1024 * 1024 {
+            return Err(invalid(
+                "server.max_payload must be between 16 and 268435456",
+            ));
+        }
+        if s.ws_read_buffer < 64 {
+            return Err(invalid("server.ws_read_buffer must be at least 64"));
+        }
+        let l = &self.limits;
+        for (name, v) in [
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_rooms_per_socket", l.max_rooms_per_socket),
+            (
+                "limits.max_namespaces_per_connection",
+                l.max_namespaces_per_connection,
+            ),
+            ("limits.outbound_queue_frames", l.outbound_queue_frames),
+            ("limits.max_room_name", l.max_room_name),
+            ("limits.max_event_name", l.max_event_name),
+            ("limits.hook_queue", l.hook_queue),
+        ] {
+            if v == 0 {
+                return Err(invalid(format!("{name} must be at least 1")));
+            }
+        }
+        if l.rate_limit_per_sec > 0 && l.rate_limit_burst == 0 {
+            return Err(invalid(
+                "limits.rate_limit_burst must be at least 1 when the rate limit is on",
+            ));
+        }
+        if let Some(id) = &self.cluster.node_id
+            && !crate::ids::is_valid_node_id(id)
+        {
+            return Err(invalid(format!(
+                "cluster.node_id {id:?} must be {} characters of [A-Za-z0-9_-]",
+                crate::ids::NODE_ID_LEN
+            )));
+        }
+        let c = &self.cluster;
+        if c.channel_prefix.is_empty() || c.channel_prefix.contains(char::is_whitespace) {
+            return Err(invalid(
+                "cluster.channel_prefix must be non-empty, without spaces",
+            ));
+        }
+        if c.heartbeat_interval_ms == 0 || c.node_timeout_ms <= c.heartbeat_interval_ms {
+            return Err(invalid(
+                "cluster.node_timeout_ms must be greater than cluster.heartbeat_interval_ms (> 0)",
+            ));
+        }
+        if c.request_timeout_ms == 0 {
+            return Err(invalid("cluster.request_timeout_ms must be at least 1"));
+        }
+        if let Some(url) = &c.redis_url {
+            let known = [
+                "redis://",
+                "rediss://",
+                "redis-cluster://",
+                "redis-sentinel://",
+                "valkey://",
+            ];
+            if !known.iter().any(|p| url.starts_with(p)) {
+                return Err(invalid(format!(
+                    "cluster.redis_url {url:?} must start with one of {known:?}"
+                )));
+            }
+        }
+        self.validate_operations()?;
+        let mut seen = std::collections::HashSet::new();
+        for ns in &self.namespaces {
+            if !seen.insert(ns.name.as_str()) {
+                return Err(invalid(format!(
+                    "namespace {:?} is declared twice",
+                    ns.name
+                )));
+            }
+            NamespaceMatcher::new(&ns.name)?;
+            for pattern in &ns.join {
+                Glob::new(pattern).map_err(|e| {
+                    invalid(format!(
+                        "namespace {:?}: join pattern {pattern:?}: {e}",
+                        ns.name
+                    ))
+                })?;
+            }
+            if let Some(jwt) = &ns.jwt {
+                crate::auth::JwtVerifier::new(jwt)
+                    .map_err(|e| invalid(format!("namespace {:?}: jwt: {e}", ns.name)))?;
+            }
+            if let Some(hooks) = &ns.hooks {
+                hooks
+                    .validate()
+                    .map_err(|e| invalid(format!("namespace {:?}: hooks: {e}", ns.name)))?;
+            }
+        }
+        crate::hooks::grpc::validate_backends(&self.namespaces).map_err(invalid)?;
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Checks `[ops]`, `[shutdown]`, `[telemetry]` and `[admin]`.
+    fn validate_operations(&self) -> Result<(), ConfigError> {
+        let sd = &self.shutdown;
+        if sd.grace_period_ms > 3_600_000 {
+            return Err(invalid("shutdown.grace_period_ms must be at most 3600000"));
+        }
+        if sd.drain_delay_ms > 3_600_000 {
+            return Err(invalid("shutdown.drain_delay_ms must be at most 3600000"));
+        }
+        let t = &self.telemetry;
+        tracing_subscriber::EnvFilter::try_new(&t.log_level)
+            .map_err(|e| invalid(format!("telemetry.log_level {:?}: {e}", t.log_level)))?;
+        if let Some(endpoint) = &t.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(invalid(format!(
+                "telemetry.otlp_endpoint {endpoint:?} must start with http:// or https://"
+            )));
+        }
+        if t.service_name.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid("telemetry.service_name must not be empty"));
+        }
+        self.admin.validate()?;
+        for (name, addr) in [
+            ("ops.listen", self.ops.listen),
+            ("admin.listen", Some(self.admin.listen)),
+        ] {
+            if let Some(addr) = addr
+                && addr.port() != 0
+                && addr == self.server.listen
+            {
+                return Err(invalid(format!("{name} must differ from server.listen")));
+            }
+        }
+        if let Some(ops) = self.ops.listen
+            && ops.port() != 0
+            && ops == self.admin.listen
+        {
+            return Err(invalid("ops.listen must differ from admin.listen"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_reference_server() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.server.ping_interval_ms, 25_000);
+        assert_eq!(c.server.ping_timeout_ms, 20_000);
+        assert_eq!(c.server.connect_timeout_ms, 45_000);
+        assert_eq!(c.server.upgrade_timeout_ms, 10_000);
+        assert_eq!(c.server.max_payload, 1_000_000);
+        let ns = c.effective_namespaces();
+        assert_eq!(ns.len(), 1);
+        assert_eq!(ns[0].name, "/");
+        assert!(ns[0].publish);
+    }
+
+    #[test]
+    fn parses_a_full_file() {
+        let c = Config::from_toml(
+            r#"
+            [server]
+            listen = "127.0.0.1:4000"
+            ping_interval_ms = 300
+            transports = ["websocket"]
+            [limits]
+            outbound_queue_frames = 8
+            [[namespaces]]
+            name = "/tenant-*"
+            join = ["public-*"]
+            publish = true
+            [namespaces.jwt]
+            algorithm = "HS256"
+            secret = "s3cret"
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.server.listen.port(), 4000);
+        assert!(!c.server.allows(Transport::Polling));
+        assert_eq!(c.limits.outbound_queue_frames, 8);
+        let m = NamespaceMatcher::new(&c.namespaces[0].name).unwrap();
+        assert!(m.matches("/tenant-42"));
+        assert!(!m.matches("/other"));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for text in [
+            "[server]\npath = \"x\"",
+            "[server]\ntransports = []",
+            "[server]\nping_interval_ms = 0",
+            "[limits]\noutbound_queue_frames = 0",
+            "[[namespaces]]\nname = \"chat\"",
+            "[[namespaces]]\nname = \"/a\"\n[[namespaces]]\nname = \"/a\"",
+            "[[namespaces]]\nname = \"/a\"\n[namespaces.jwt]\nalgorithm = \"HS256\"",
+            "[cluster]\nnode_id = \"toolongid\"",
+        ] {
+            let c = Config::from_toml(text).unwrap();
+            assert!(c.validate().is_err(), "accepted: {text}");
+        }
+        assert!(Config::from_toml("[server]\nnope = 1").is_err());
+    }
+
+    #[test]
+    fn operations_sections() {
+        let c = Config::default();
+        assert_eq!(c.ops.listen, None);
+        assert_eq!(c.shutdown.grace_period_ms, 25_000);
+        assert_eq!(c.shutdown.drain_delay_ms, 0);
+        assert_eq!(c.telemetry.log_format, LogFormat::Text);
+        let c = Config::from_toml(
+            r#"
+            [ops]
+            listen = "127.0.0.1:9090"
+            [shutdown]
+            grace_period_ms = 1000
+            drain_delay_ms = 200
+            [telemetry]
+            log_format = "json"
+            log_level = "info,gateway=debug"
+            otlp_endpoint = "http://collector:4317"
+            service_name = "edge"
+            [admin]
+            listen = "0.0.0.0:50051"
+            token = "t"
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.ops.listen.unwrap().port(), 9090);
+        assert_eq!(c.shutdown.drain_delay(), Duration::from_millis(200));
+        assert_eq!(c.telemetry.log_format, LogFormat::Json);
+        for text in [
+            "[ops]\nlisten = \"0.0.0.0:3000\"",
+            "[shutdown]\ngrace_period_ms = 99999999",
+            "[telemetry]\notlp_endpoint = \"collector:4317\"",
+            "[telemetry]\nlog_level = \"info,=x=y\"",
+            "[admin]\ntoken = \"\"",
+        ] {
+            let c = Config::from_toml(text).unwrap();
+            assert!(c.validate().is_err(), "accepted: {text}");
+        }
+        assert!(Config::from_toml("[ops]\nport = 1").is_err());
+        assert!(Config::from_toml("[telemetry]\nlog_format = \"xml\"").is_err());
+    }
+
+    #[test]
+    fn accepts_the_kubernetes_base_configuration() {
+        let text = include_str!("../../deploy/kubernetes/base/gateway.toml");
+        let mut c = Config::from_toml(text).unwrap();
+        // The admin API listens on every interface: only with the token,
+        // which the deployment sets from a Secret (GATEWAY_ADMIN__TOKEN).
+        assert!(c.validate().is_err(), "no token, not loopback");
+        c.admin.token = Some("from-the-secret".into());
+        c.validate().unwrap();
+        assert_eq!(c.ops.listen.unwrap().port(), 9090);
+    }
+}

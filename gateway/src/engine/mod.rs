@@ -1,0 +1,234 @@
+//! Engine.IO v4: sessions, the two transports (HTTP long-polling and
+//! WebSocket), the polling -> WebSocket upgrade and the server heartbeat.
+//!
+//! The engine knows nothing of Socket.IO: it hands every message of a session
+//! to the [`Connection`] its [`EngineHandler`] created for it, in order, and
+//! tells it once when the session ends.
+//!
+//! Tasks per session: one driver (heartbeat, connect deadline, and the
+//! WebSocket writer once the session is on WebSocket) plus, on WebSocket, the
+//! reader (the connection's own task). Polling requests run in their HTTP
+//! request tasks.
+
+pub mod polling;
+pub mod queue;
+pub mod session;
+pub mod websocket;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, Transport};
+use crate::reason::DisconnectReason;
+pub use queue::{Frame, OutboundQueue, PushError};
+pub use session::Session;
+
+/// The Socket.IO side of one Engine.IO session.
+#[async_trait::async_trait]
+pub trait Connection: Send + Sync {
+    /// A text message (the text after the Engine.IO `4`). An error closes the
+    /// session with that reason.
+    async fn on_message(&self, text: &str) -> Result<(), DisconnectReason>;
+    /// A binary message.
+    async fn on_binary(&self, data: Bytes) -> Result<(), DisconnectReason>;
+    /// The session ended; called exactly once.
+    fn on_close(&self, reason: DisconnectReason);
+}
+
+/// Creates the [`Connection`] of each new session.
+pub trait EngineHandler: Send + Sync + 'static {
+    fn on_open(&self, session: &Arc<Session>) -> Arc<dyn Connection>;
+}
+
+/// What the client told us when it opened the session.
+#[derive(Debug, Clone)]
+pub struct HandshakeInfo {
+    pub remote: SocketAddr,
+    /// The raw query string of the handshake request.
+    pub query: Box<str>,
+    /// Request headers (kept only when something needs them, such as hooks).
+    pub headers: Vec<(Box<str>, Box<str>)>,
+}
+
+/// Why a request could not open or reach a session: the documented HTTP 400
+/// errors of Engine.IO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineError {
+    UnknownTransport,
+    UnknownSid,
+    BadHandshakeMethod,
+    BadRequest,
+    Forbidden,
+    UnsupportedProtocolVersion,
+    /// The node holds `limits.max_connections` sessions (HTTP 503).
+    AtCapacity,
+    /// The node is shutting down (HTTP 503).
+    ShuttingDown,
+    /// A polling POST body over `max_payload` (HTTP 413).
+    PayloadTooLarge,
+}
+
+impl EngineError {
+    pub fn code(self) -> u8 {
+        match self {
+            Self::UnknownTransport => 0,
+            Self::UnknownSid => 1,
+            Self::BadHandshakeMethod => 2,
+            Self::BadRequest | Self::PayloadTooLarge => 3,
+            Self::Forbidden | Self::AtCapacity | Self::ShuttingDown => 4,
+            Self::UnsupportedProtocolVersion => 5,
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::UnknownTransport => "Transport unknown",
+            Self::UnknownSid => "Session ID unknown",
+            Self::BadHandshakeMethod => "Bad handshake method",
+            Self::BadRequest => "Bad request",
+            Self::Forbidden => "Forbidden",
+            Self::UnsupportedProtocolVersion => "Unsupported protocol version",
+            Self::AtCapacity => "Server at capacity",
+            Self::ShuttingDown => "Server shutting down",
+            Self::PayloadTooLarge => "Payload too large",
+        }
+    }
+
+    pub fn status(self) -> u16 {
+        match self {
+            Self::AtCapacity | Self::ShuttingDown => 503,
+            Self::PayloadTooLarge => 413,
+            _ => 400,
+        }
+    }
+}
+
+/// The Engine.IO server of a node: the registry of live sessions.
+pub struct Engine {
+    pub(crate) config: Arc<Config>,
+    sessions: RwLock<std::collections::HashMap<Box<str>, Arc<Session>>>,
+    handler: Arc<dyn EngineHandler>,
+    pub(crate) tracker: TaskTracker,
+    shutdown: CancellationToken,
+    open_count: AtomicUsize,
+    keep_headers: bool,
+    pub(crate) metrics: Arc<crate::telemetry::Metrics>,
+}
+
+impl Engine {
+    pub fn new(
+        config: Arc<Config>,
+        handler: Arc<dyn EngineHandler>,
+        keep_headers: bool,
+        metrics: Arc<crate::telemetry::Metrics>,
+    ) -> Self {
+        Self {
+            config,
+            sessions: RwLock::new(Default::default()),
+            handler,
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            open_count: AtomicUsize::new(0),
+            keep_headers,
+            metrics,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn keep_headers(&self) -> bool {
+        self.keep_headers
+    }
+
+    /// Live sessions.
+    pub fn len(&self) -> usize {
+        self.open_count.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, sid: &str) -> Option<Arc<Session>> {
+        self.sessions.read().get(sid).cloned()
+    }
+
+    /// Opens a session: registers it, creates its connection and starts its
+    /// driver. The caller sends the open packet.
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        transport: Transport,
+        info: HandshakeInfo,
+        ws_sink: Option<websocket::WsSink>,
+    ) -> Result<Arc<Session>, EngineError> {
+        if self.shutdown.is_cancelled() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let max = self.config.limits.max_connections;
+        if self
+            .open_count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(EngineError::AtCapacity);
+        }
+        let session = Arc::new(Session::new(
+            crate::ids::new_session_id(),
+            transport,
+            info,
+            self.config.limits.outbound_queue_frames,
+            session::RateLimit::new(
+                self.config.limits.rate_limit_per_sec,
+                self.config.limits.rate_limit_burst,
+            ),
+        ));
+        let conn = self.handler.on_open(&session);
+        session.attach(conn);
+        self.sessions
+            .write()
+            .insert(session.sid.clone(), session.clone());
+        self.metrics.engine_opened(transport);
+        let engine = self.clone();
+        let driver_session = session.clone();
+        self.tracker.spawn(async move {
+            session::drive(driver_session, engine, ws_sink).await;
+        });
+        Ok(session)
+    }
+
+    /// Called by a session's driver when it ends.
+    pub(crate) fn remove(&self, sid: &str) {
+        if self.sessions.write().remove(sid).is_some() {
+            self.open_count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Stops accepting sessions and closes every live one with `reason`.
+    pub fn close_all(&self, reason: DisconnectReason) {
+        self.shutdown.cancel();
+        let sessions: Vec<_> = self.sessions.read().values().cloned().collect();
+        for s in sessions {
+            s.close(reason);
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// Resolves when every session task has ended (after `close_all`).
+    pub async fn wait_closed(&self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}

@@ -1,0 +1,361 @@
+//! One Engine.IO session: its outbound queue, its transport, its heartbeat,
+//! and the packet handling shared by both transports.
+//!
+//! The driver task owns the timers (ping, pong deadline, connect deadline)
+//! and, once the session is on WebSocket, the socket's write half: it drains
+//! everything queued, writes it, and flushes once.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::ws::Message;
+use futures_util::SinkExt;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use super::queue::{Frame, OutboundQueue};
+use super::websocket::WsSink;
+use super::{Connection, Engine, HandshakeInfo};
+use crate::config::Transport;
+use crate::protocol::engineio::Packet;
+use crate::reason::DisconnectReason;
+
+const POLLING: u8 = 0;
+const WEBSOCKET: u8 = 1;
+
+/// Token bucket of inbound Engine.IO packets (every packet counts: messages,
+/// attachments, pongs, noops).
+pub(crate) struct RateLimit {
+    per_sec: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    pub(crate) fn new(per_sec: u32, burst: u32) -> Option<Self> {
+        (per_sec > 0).then(|| Self {
+            per_sec: f64::from(per_sec),
+            burst: f64::from(burst),
+            tokens: f64::from(burst),
+            last: Instant::now(),
+        })
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.per_sec).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Request bookkeeping of the polling transport: one GET and one POST at a
+/// time, and whether an upgrade is under way.
+#[derive(Default)]
+pub(crate) struct PollState {
+    pub get_active: bool,
+    pub post_active: bool,
+    pub upgrading: bool,
+}
+
+pub struct Session {
+    pub sid: Box<str>,
+    pub queue: OutboundQueue,
+    transport: AtomicU8,
+    closed: CancellationToken,
+    reason: OnceLock<DisconnectReason>,
+    /// No ping is waiting for its pong.
+    pong_received: AtomicBool,
+    /// A namespace was connected (stops the connect timeout).
+    connected: AtomicBool,
+    pub info: HandshakeInfo,
+    pub(crate) poll: Mutex<PollState>,
+    /// Hands the WebSocket write half to the driver after an upgrade.
+    ws_handoff: Mutex<Option<oneshot::Sender<WsSink>>>,
+    ws_handoff_rx: Mutex<Option<oneshot::Receiver<WsSink>>>,
+    conn: OnceLock<Arc<dyn Connection>>,
+    rate: Option<Mutex<RateLimit>>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("sid", &self.sid)
+            .field("transport", &self.transport())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(
+        sid: String,
+        transport: Transport,
+        info: HandshakeInfo,
+        queue_capacity: usize,
+        rate: Option<RateLimit>,
+    ) -> Self {
+        let (handoff, handoff_rx) = if transport == Transport::Polling {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        Self {
+            sid: sid.into_boxed_str(),
+            queue: OutboundQueue::new(queue_capacity),
+            transport: AtomicU8::new(match transport {
+                Transport::Polling => POLLING,
+                Transport::Websocket => WEBSOCKET,
+            }),
+            closed: CancellationToken::new(),
+            reason: OnceLock::new(),
+            pong_received: AtomicBool::new(true),
+            connected: AtomicBool::new(false),
+            info,
+            poll: Mutex::new(PollState::default()),
+            ws_handoff: Mutex::new(handoff),
+            ws_handoff_rx: Mutex::new(handoff_rx),
+            conn: OnceLock::new(),
+            rate: rate.map(Mutex::new),
+        }
+    }
+
+    pub(crate) fn attach(&self, conn: Arc<dyn Connection>) {
+        let _ = self.conn.set(conn);
+    }
+
+    pub fn transport(&self) -> Transport {
+        match self.transport.load(Ordering::Acquire) {
+            POLLING => Transport::Polling,
+            _ => Transport::Websocket,
+        }
+    }
+
+    /// Marks that a namespace is connected, which ends the connect timeout.
+    pub fn mark_connected(&self) {
+        self.connected.store(true, Ordering::Release);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.is_cancelled()
+    }
+
+    /// The reason the session closed, once it has.
+    pub fn close_reason(&self) -> Option<DisconnectReason> {
+        self.reason.get().copied()
+    }
+
+    /// Resolves when the session closes.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await
+    }
+
+    /// Closes the session (idempotent; the first reason wins). Never blocks
+    /// and never calls back into the Socket.IO layer: the driver does the
+    /// cleanup, so this is safe to call while holding room or namespace
+    /// locks (for example from a broadcast that found a full queue).
+    pub fn close(&self, reason: DisconnectReason) {
+        if self.reason.set(reason).is_err() {
+            return;
+        }
+        if self.transport() == Transport::Polling {
+            // A pending poll learns why: "6" when the client asked to close
+            // (as the reference server does), otherwise a close packet.
+            let frame = if reason == DisconnectReason::ClientClose {
+                Frame::text_static("6")
+            } else {
+                Frame::text_static("1")
+            };
+            self.queue.push_control(frame);
+        }
+        self.queue.close();
+        self.closed.cancel();
+    }
+
+    /// Handles one decoded packet from the client, whichever the transport.
+    pub(crate) async fn handle_packet(&self, packet: Packet<'_>) -> Result<(), DisconnectReason> {
+        let conn = self.conn.get().ok_or(DisconnectReason::TransportError)?;
+        if let Some(rate) = &self.rate
+            && !rate.lock().take()
+        {
+            return Err(DisconnectReason::RateLimited);
+        }
+        match packet {
+            Packet::Message(text) => conn.on_message(text).await,
+            Packet::Binary(data) => conn.on_binary(data).await,
+            Packet::Pong(_) => {
+                self.pong_received.store(true, Ordering::Release);
+                Ok(())
+            }
+            Packet::Close => Err(DisconnectReason::ClientClose),
+            Packet::Noop => Ok(()),
+            // Clients do not ping in v4 (probes are handled by the upgrade),
+            // nor send open or upgrade packets outside an upgrade.
+            Packet::Ping(_) | Packet::Open(_) | Packet::Upgrade => {
+                Err(DisconnectReason::ProtocolError)
+            }
+        }
+    }
+
+    /// Starts the polling -> WebSocket upgrade: a pending poll is answered
+    /// with a noop so the client can switch.
+    pub(crate) fn begin_upgrade(&self) -> bool {
+        let mut poll = self.poll.lock();
+        if poll.upgrading || self.transport() != Transport::Polling {
+            return false;
+        }
+        poll.upgrading = true;
+        drop(poll);
+        self.queue.push_control(Frame::text_static("6"));
+        true
+    }
+
+    pub(crate) fn abort_upgrade(&self) {
+        self.poll.lock().upgrading = false;
+    }
+
+    /// Finishes the upgrade: from now on the driver writes to `sink`.
+    pub(crate) fn complete_upgrade(&self, sink: WsSink) -> bool {
+        let Some(handoff) = self.ws_handoff.lock().take() else {
+            return false;
+        };
+        self.transport.store(WEBSOCKET, Ordering::Release);
+        self.poll.lock().upgrading = false;
+        // Wake a poll that may still be pending: it answers with a noop.
+        self.queue.wake();
+        handoff.send(sink).is_ok()
+    }
+}
+
+/// Runs a session until it closes: heartbeat, connect deadline, WebSocket
+/// writes. Then unregisters it and tells the connection.
+pub(crate) async fn drive(session: Arc<Session>, engine: Arc<Engine>, mut sink: Option<WsSink>) {
+    let cfg = &engine.config.server;
+    let ping_interval = cfg.ping_interval();
+    let ping_timeout = cfg.ping_timeout();
+    let start = Instant::now();
+    let mut next_ping = Some(start + ping_interval);
+    let mut pong_deadline: Option<Instant> = None;
+    let mut connect_deadline = Some(start + cfg.connect_timeout());
+    let mut handoff = session.ws_handoff_rx.lock().take();
+    let mut batch: VecDeque<Frame> = VecDeque::new();
+
+    // One timer for the session, moved only when the next deadline changes
+    // (not re-registered on every write).
+    let sleep = sleep_until(start + ping_interval);
+    tokio::pin!(sleep);
+    let reason = loop {
+        let timer = [next_ping, pong_deadline, connect_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + ping_interval);
+        if sleep.deadline() != timer {
+            sleep.as_mut().reset(timer);
+        }
+        tokio::select! {
+            biased;
+            _ = session.closed.cancelled() => break None,
+            received = async { handoff.as_mut().expect("guarded").await }, if handoff.is_some() => {
+                handoff = None;
+                if let Ok(s) = received {
+                    sink = Some(s);
+                    session.queue.wake();
+                }
+            }
+            _ = session.queue.notified(), if sink.is_some() => {
+                let Some(s) = sink.as_mut() else { continue };
+                session.queue.drain_into(&mut batch);
+                if batch.is_empty() {
+                    continue;
+                }
+                let sent = &engine.metrics;
+                let write = write_batch(s, &mut batch, sent);
+                let result = tokio::select! {
+                    r = write => r,
+                    _ = session.closed.cancelled() => break None,
+                };
+                if result.is_err() {
+                    break Some(DisconnectReason::TransportError);
+                }
+            }
+            _ = &mut sleep => {
+                let now = Instant::now();
+                if connect_deadline.is_some_and(|d| now >= d) {
+                    if !session.connected.load(Ordering::Acquire) {
+                        break Some(DisconnectReason::ConnectTimeout);
+                    }
+                    connect_deadline = None;
+                }
+                if let Some(deadline) = pong_deadline {
+                    if session.pong_received.load(Ordering::Acquire) {
+                        pong_deadline = None;
+                        if next_ping.is_none() {
+                            next_ping = Some(deadline - ping_timeout + ping_interval);
+                        }
+                    } else if now >= deadline {
+                        break Some(DisconnectReason::PingTimeout);
+                    }
+                }
+                if next_ping.is_some_and(|t| now >= t) {
+                    session.pong_received.store(false, Ordering::Release);
+                    session.queue.push_control(Frame::text_static("2"));
+                    pong_deadline = Some(now + ping_timeout);
+                    next_ping = None;
+                }
+            }
+        }
+    };
+    if let Some(reason) = reason {
+        session.close(reason);
+    }
+    let reason = session
+        .close_reason()
+        .unwrap_or(DisconnectReason::TransportClose);
+    if let Some(mut s) = sink {
+        // Flush what was queued before the close (for example a
+        // disconnect packet), then close the WebSocket, all bounded.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            session.queue.drain_into(&mut batch);
+            let _ = write_batch(&mut s, &mut batch, &engine.metrics).await;
+            let _ = s.close().await;
+        })
+        .await;
+    }
+    engine.metrics.engine_closed(session.transport(), reason);
+    engine.remove(&session.sid);
+    if let Some(conn) = session.conn.get() {
+        conn.on_close(reason);
+    }
+    tracing::debug!(sid = %session.sid, %reason, "session closed");
+}
+
+async fn write_batch(
+    sink: &mut WsSink,
+    batch: &mut VecDeque<Frame>,
+    metrics: &crate::telemetry::Metrics,
+) -> Result<(), axum::Error> {
+    let frames = batch.len() as u64;
+    let bytes: usize = batch.iter().map(Frame::len).sum();
+    metrics
+        .transport(Transport::Websocket)
+        .sent(frames, bytes as u64);
+    while let Some(frame) = batch.pop_front() {
+        let msg = match frame {
+            Frame::Text(t) => Message::Text(t),
+            Frame::Binary(b) => Message::Binary(b),
+        };
+        sink.feed(msg).await?;
+    }
+    sink.flush().await
+}

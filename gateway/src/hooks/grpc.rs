@@ -1,0 +1,1131 @@
+//! The gRPC client of a backend's `Hooks` service
+//! (`socketio_gateway.hooks.v1`, see `proto/`): [`GrpcHooks`] implements
+//! [`Hooks`] for the namespaces whose configuration has a `[namespaces.hooks]`
+//! table.
+//!
+//! What it owns:
+//! - routing: a namespace uses the hooks of the policy it matches (an exact
+//!   declaration beats a pattern, as for the policy itself);
+//! - one lazily connecting channel per backend url, shared by every namespace
+//!   that names it, with a bound on the calls in flight ([`HooksConfig::max_in_flight`]);
+//! - every call's deadline ([`HooksConfig::timeout_ms`], sent as
+//!   `grpc-timeout` and enforced here too; waiting for a free slot counts
+//!   against it);
+//! - retries where safe: `OnConnect` and `OnDisconnect` are retried once when
+//!   the first attempt failed with `UNAVAILABLE` before reaching the backend
+//!   (the connection could not be made); `OnEvent` never is;
+//! - the mapping between the gateway's types and the protobuf messages, and
+//!   of failures to what the client sees ([`HookError`]);
+//! - `OnDisconnect` as fire and forget: spawned, tracked, drained at shutdown
+//!   ([`GrpcHooks::drain`]);
+//! - counters of calls, failures and latency ([`HookStats`]), until the
+//!   telemetry module exports them as metrics.
+//!
+//! The order of one socket's events is kept by the caller (the socket's
+//! event queue hands [`Hooks::on_event`] one event at a time).
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use gateway_proto::common::v1 as pb_common;
+use gateway_proto::hooks::v1 as pb;
+use gateway_proto::hooks::v1::hooks_client::HooksClient;
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use super::{ConnectDecision, ConnectRequest, Event, HookError, Hooks};
+use crate::config::{Config, ConfigError, NamespaceConfig, NamespaceMatcher};
+use crate::reason::DisconnectReason;
+use crate::socketio::{Payload, Socket, payload};
+
+/// Longest message of a backend's error status passed on to a client; longer
+/// ones are cut (at a character boundary).
+const MAX_CLIENT_MESSAGE: usize = 1024;
+
+/// `[namespaces.hooks]`: the backend that hears about a namespace's sockets.
+///
+/// ```toml
+/// [[namespaces]]
+/// name = "/chat"
+/// [namespaces.hooks]
+/// url = "http://127.0.0.1:50061"
+/// timeout_ms = 2000
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Address of the backend's `Hooks` service, `http://host:port`.
+    /// Required. (TLS to backends is not supported yet.)
+    pub url: String,
+    /// Call `OnConnect` to decide admission. Default true.
+    #[serde(default = "yes")]
+    pub connect: bool,
+    /// Send application events to `OnEvent`. Default true. When false, a
+    /// client asking for an ack gets `{"ok":false,"error":...}`.
+    #[serde(default = "yes")]
+    pub events: bool,
+    /// Report departures to `OnDisconnect`. Default true.
+    #[serde(default = "yes")]
+    pub disconnect: bool,
+    /// Deadline of each call, ms, waiting for a free slot included; an
+    /// `OnConnect` deadline is also bounded by `server.connect_timeout_ms`.
+    /// Default 5000.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Calls in flight to this backend at once, all its namespaces together
+    /// (namespaces naming the same `url` must agree on it). Default 256.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_max_in_flight() -> usize {
+    256
+}
+
+impl HooksConfig {
+    /// A backend at `url` with every default.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            connect: true,
+            events: true,
+            disconnect: true,
+            timeout_ms: default_timeout_ms(),
+            max_in_flight: default_max_in_flight(),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// Checks the values of one table; the message names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        endpoint(&self.url)?;
+        if self.timeout_ms == 0 || self.timeout_ms > 3_600_000 {
+            return Err("timeout_ms must be between 1 and 3600000".into());
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS {
+            return Err(format!(
+                "max_in_flight must be between 1 and {}",
+                Semaphore::MAX_PERMITS
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a backend url into an endpoint; only `http://host[:port]`.
+fn endpoint(url: &str) -> Result<Endpoint, String> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| format!("url {url:?} is not a valid URI: {e}"))?;
+    let uri = endpoint.uri();
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "url {url:?}: TLS to hooks backends is not supported yet, use http://"
+            ));
+        }
+        _ => return Err(format!("url {url:?} must start with http://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("url {url:?} has no host"));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(format!(
+            "url {url:?} must not have a path (the service path is fixed)"
+        ));
+    }
+    Ok(endpoint)
+}
+
+/// Checks what spans namespaces: those naming the same backend share its
+/// bound on calls in flight, so they must agree on it.
+pub fn validate_backends(namespaces: &[NamespaceConfig]) -> Result<(), String> {
+    let mut bounds: HashMap<&str, (&str, usize)> = HashMap::new();
+    for ns in namespaces {
+        let Some(hooks) = &ns.hooks else { continue };
+        match bounds.get(hooks.url.as_str()) {
+            Some(&(other, bound)) if bound != hooks.max_in_flight => {
+                return Err(format!(
+                    "namespaces {other:?} and {:?} name the hooks backend {:?} with different \
+                     max_in_flight ({bound} and {}); it bounds the backend as a whole, so give \
+                     them the same value",
+                    ns.name, hooks.url, hooks.max_in_flight
+                ));
+            }
+            Some(_) => {}
+            None => {
+                bounds.insert(&hooks.url, (&ns.name, hooks.max_in_flight));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether any namespace of `config` names a hooks backend.
+pub fn configured(config: &Config) -> bool {
+    config.namespaces.iter().any(|ns| ns.hooks.is_some())
+}
+
+// ---------------------------------------------------------------------------
+// Counters
+
+/// Counters of one rpc. A stand-in for the telemetry module's metrics
+/// (`gateway_hook_*`), which will read them or replace them.
+#[derive(Debug, Default)]
+pub struct RpcStats {
+    calls: AtomicU64,
+    ok: AtomicU64,
+    refused: AtomicU64,
+    unavailable: AtomicU64,
+    timeout: AtomicU64,
+    busy: AtomicU64,
+    failed: AtomicU64,
+    retries: AtomicU64,
+    latency_us: AtomicU64,
+}
+
+/// A reading of [`RpcStats`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RpcCounts {
+    /// Calls made (a retry is the same call).
+    pub calls: u64,
+    /// Calls answered with a usable response (a refusal included).
+    pub ok: u64,
+    /// `OnConnect` calls answered with `Refuse`.
+    pub refused: u64,
+    /// Failures: unreachable backend, error status, unusable response.
+    pub unavailable: u64,
+    /// Failures: the deadline passed during the call.
+    pub timeout: u64,
+    /// Failures: the deadline passed while waiting for a free slot.
+    pub busy: u64,
+    /// The backend rejected an event with a status meant for the client.
+    pub failed: u64,
+    /// Second attempts (connection failed before reaching the backend).
+    pub retries: u64,
+    /// Sum of the calls' durations, waiting included, microseconds.
+    pub latency_us: u64,
+}
+
+impl RpcStats {
+    fn read(&self) -> RpcCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RpcCounts {
+            calls: get(&self.calls),
+            ok: get(&self.ok),
+            refused: get(&self.refused),
+            unavailable: get(&self.unavailable),
+            timeout: get(&self.timeout),
+            busy: get(&self.busy),
+            failed: get(&self.failed),
+            retries: get(&self.retries),
+            latency_us: get(&self.latency_us),
+        }
+    }
+
+    fn record(&self, elapsed: Duration, outcome: Result<(), &HookError>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.latency_us.fetch_add(micros, Ordering::Relaxed);
+        let counter = match outcome {
+            Ok(()) => &self.ok,
+            Err(HookError::Unavailable(_)) => &self.unavailable,
+            Err(HookError::Timeout) => &self.timeout,
+            Err(HookError::Busy) => &self.busy,
+            Err(HookError::Failed(_)) => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Hook latency and errors, per rpc.
+#[derive(Debug, Default)]
+pub struct HookStats {
+    pub connect: RpcStats,
+    pub event: RpcStats,
+    pub disconnect: RpcStats,
+}
+
+/// A reading of [`HookStats`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HookCounts {
+    pub connect: RpcCounts,
+    pub event: RpcCounts,
+    pub disconnect: RpcCounts,
+}
+
+impl HookStats {
+    pub fn read(&self) -> HookCounts {
+        HookCounts {
+            connect: self.connect.read(),
+            event: self.event.read(),
+            disconnect: self.disconnect.read(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Backends and routes
+
+/// One backend: its channel and its bound on calls in flight.
+struct Backend {
+    url: String,
+    client: HooksClient<Channel>,
+    slots: Semaphore,
+    /// Set by a failure, cleared by a success: logs the transitions only,
+    /// so that a backend that is down does not log once per call.
+    failing: AtomicBool,
+}
+
+impl Backend {
+    fn new(hooks: &HooksConfig, connect_timeout: Duration) -> Result<Self, ConfigError> {
+        let endpoint = endpoint(&hooks.url)
+            .map_err(ConfigError::Invalid)?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            // Finds a backend that vanished without closing its connections.
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
+        Ok(Self {
+            url: hooks.url.clone(),
+            client: HooksClient::new(endpoint.connect_lazy()),
+            slots: Semaphore::new(hooks.max_in_flight),
+            failing: AtomicBool::new(false),
+        })
+    }
+
+    fn note(&self, rpc: &'static str, outcome: Result<(), &HookError>) {
+        match outcome {
+            Ok(()) | Err(HookError::Failed(_)) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(url = %self.url, rpc, "hooks backend answers again");
+                }
+            }
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(url = %self.url, rpc, error = ?e, "hooks backend failing");
+                } else {
+                    tracing::debug!(url = %self.url, rpc, error = ?e, "hook call failed");
+                }
+            }
+        }
+    }
+}
+
+/// The hooks of one namespace policy.
+struct NamespaceHooks {
+    backend: Arc<Backend>,
+    connect: bool,
+    events: bool,
+    disconnect: bool,
+    timeout: Duration,
+    connect_deadline: Duration,
+}
+
+/// A declared namespace (exact or pattern) and its hooks, if any.
+struct Route {
+    name: String,
+    matcher: NamespaceMatcher,
+    hooks: Option<Arc<NamespaceHooks>>,
+}
+
+struct Inner {
+    routes: Vec<Route>,
+    max_room_name: usize,
+    stats: Arc<HookStats>,
+    disconnects: TaskTracker,
+    /// The node's Prometheus series, once attached.
+    metrics: std::sync::OnceLock<Arc<crate::telemetry::Metrics>>,
+}
+
+/// The Prometheus result label of a hook call's outcome.
+fn hook_result<T>(result: &Result<T, HookError>) -> crate::telemetry::HookResult {
+    use crate::telemetry::HookResult;
+    match result {
+        Ok(_) => HookResult::Ok,
+        Err(HookError::Unavailable(_)) => HookResult::Unavailable,
+        Err(HookError::Timeout) => HookResult::Timeout,
+        Err(HookError::Busy) => HookResult::Overloaded,
+        Err(HookError::Failed(_)) => HookResult::Error,
+    }
+}
+
+/// [`Hooks`] backed by the `Hooks` gRPC services named in the configuration.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct GrpcHooks {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for GrpcHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let routes: Vec<(&str, Option<&str>)> = self
+            .inner
+            .routes
+            .iter()
+            .map(|r| {
+                (
+                    r.name.as_str(),
+                    r.hooks.as_ref().map(|h| h.backend.url.as_str()),
+                )
+            })
+            .collect();
+        f.debug_struct("GrpcHooks")
+            .field("routes", &routes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GrpcHooks {
+    /// Builds the hooks of every namespace of `config` (namespaces without a
+    /// `[namespaces.hooks]` table get none). Connects lazily: a backend that
+    /// is down does not stop the node; its calls fail until it is up. Must be
+    /// called inside a tokio runtime.
+    pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        let connect_timeout_cap = config.server.connect_timeout();
+        let mut backends: HashMap<String, Arc<Backend>> = HashMap::new();
+        let mut routes = Vec::new();
+        for ns in config.effective_namespaces() {
+            let matcher = NamespaceMatcher::new(&ns.name)?;
+            let hooks = match &ns.hooks {
+                None => None,
+                Some(cfg) => {
+                    cfg.validate().map_err(|e| {
+                        ConfigError::Invalid(format!("namespace {:?}: hooks: {e}", ns.name))
+                    })?;
+                    let backend = match backends.get(&cfg.url) {
+                        Some(b) => b.clone(),
+                        None => {
+                            // The longest deadline of the namespaces naming it.
+                            let connect_timeout = config
+                                .namespaces
+                                .iter()
+                                .filter_map(|n| n.hooks.as_ref())
+                                .filter(|h| h.url == cfg.url)
+                                .map(HooksConfig::timeout)
+                                .max()
+                                .unwrap_or_else(|| cfg.timeout());
+                            let b = Arc::new(Backend::new(cfg, connect_timeout)?);
+                            backends.insert(cfg.url.clone(), b.clone());
+                            b
+                        }
+                    };
+                    Some(Arc::new(NamespaceHooks {
+                        backend,
+                        connect: cfg.connect,
+                        events: cfg.events,
+                        disconnect: cfg.disconnect,
+                        timeout: cfg.timeout(),
+                        connect_deadline: cfg.timeout().min(connect_timeout_cap),
+                    }))
+                }
+            };
+            routes.push(Route {
+                name: ns.name.clone(),
+                matcher,
+                hooks,
+            });
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                routes,
+                max_room_name: config.limits.max_room_name,
+                stats: Arc::new(HookStats::default()),
+                disconnects: TaskTracker::new(),
+                metrics: std::sync::OnceLock::new(),
+            }),
+        })
+    }
+
+    /// Records hook calls in the node's metrics from now on
+    /// (`gateway_hook_requests_total`, `gateway_hook_duration_seconds`,
+    /// `gateway_hook_in_flight`).
+    pub fn attach_metrics(&self, metrics: Arc<crate::telemetry::Metrics>) {
+        let _ = self.inner.metrics.set(metrics);
+    }
+
+    /// Hook latency and error counters.
+    pub fn stats(&self) -> HookCounts {
+        self.inner.stats.read()
+    }
+
+    /// The counters themselves, for an exporter that reads them on scrape.
+    pub fn stats_handle(&self) -> Arc<HookStats> {
+        self.inner.stats.clone()
+    }
+
+    /// Waits up to `grace` for the `OnDisconnect` calls still under way (at
+    /// shutdown, after the sessions closed). True when all finished.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        let tasks = &self.inner.disconnects;
+        tasks.close();
+        let done = tokio::time::timeout(grace, tasks.wait()).await.is_ok();
+        tasks.reopen();
+        done
+    }
+
+    /// The hooks of the policy `namespace` falls under: the policy declared
+    /// with exactly that name (or that pattern text), else the first pattern
+    /// that matches, as `Namespaces::policy` chooses.
+    fn route(&self, namespace: &str) -> Option<&Arc<NamespaceHooks>> {
+        let routes = &self.inner.routes;
+        routes
+            .iter()
+            .find(|r| r.name == namespace)
+            .or_else(|| routes.iter().find(|r| r.matcher.matches(namespace)))
+            .and_then(|r| r.hooks.as_ref())
+    }
+
+    fn stats_of(&self, rpc: Rpc) -> &RpcStats {
+        rpc.stats(&self.inner.stats)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Calls
+
+#[derive(Debug, Clone, Copy)]
+enum Rpc {
+    Connect,
+    Event,
+    Disconnect,
+}
+
+impl Rpc {
+    fn name(self) -> &'static str {
+        match self {
+            Rpc::Connect => "OnConnect",
+            Rpc::Event => "OnEvent",
+            Rpc::Disconnect => "OnDisconnect",
+        }
+    }
+
+    /// Safe to send again: only when the first attempt never reached the
+    /// backend, and never for events.
+    fn retry_once(self) -> bool {
+        !matches!(self, Rpc::Event)
+    }
+
+    fn stats(self, stats: &HookStats) -> &RpcStats {
+        match self {
+            Rpc::Connect => &stats.connect,
+            Rpc::Event => &stats.event,
+            Rpc::Disconnect => &stats.disconnect,
+        }
+    }
+}
+
+/// Why a call produced no response.
+#[derive(Debug)]
+enum CallError {
+    /// No free slot before the deadline.
+    Busy,
+    /// The deadline passed during the call.
+    Timeout,
+    /// The call ended with an error status.
+    Status(Status),
+}
+
+/// Statuses a backend uses to reject an event with a reason for the client.
+const APPLICATION_CODES: [Code; 9] = [
+    Code::InvalidArgument,
+    Code::FailedPrecondition,
+    Code::PermissionDenied,
+    Code::Unauthenticated,
+    Code::NotFound,
+    Code::AlreadyExists,
+    Code::OutOfRange,
+    Code::ResourceExhausted,
+    Code::Aborted,
+];
+
+/// Whether an error of type `E` is among the causes of `status`.
+fn caused_by<E: std::error::Error + 'static>(status: &Status) -> bool {
+    let mut source = status.source();
+    while let Some(e) = source {
+        if e.is::<E>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The call failed with `UNAVAILABLE` because the connection could not be
+/// made: no byte of it reached the backend.
+fn never_reached(status: &Status) -> bool {
+    status.code() == Code::Unavailable && caused_by::<tonic::ConnectError>(status)
+}
+
+/// The status as a failure of the gateway: its code and message, for logs.
+fn describe(status: &Status) -> String {
+    format!("{:?}: {}", status.code(), status.message())
+}
+
+/// Cuts `text` to at most `max` bytes at a character boundary.
+fn truncate(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+impl CallError {
+    /// What the client and the counters see; `application` when the rpc
+    /// passes application statuses on (`OnEvent`).
+    fn into_hook_error(self, application: bool) -> HookError {
+        match self {
+            CallError::Busy => HookError::Busy,
+            CallError::Timeout => HookError::Timeout,
+            CallError::Status(s) if matches!(s.code(), Code::DeadlineExceeded) => {
+                HookError::Timeout
+            }
+            // The channel's own enforcement of `grpc-timeout`.
+            CallError::Status(s)
+                if s.code() == Code::Cancelled && caused_by::<tonic::TimeoutExpired>(&s) =>
+            {
+                HookError::Timeout
+            }
+            CallError::Status(s) if application && APPLICATION_CODES.contains(&s.code()) => {
+                let message = if s.message().is_empty() {
+                    s.code().description().to_owned()
+                } else {
+                    s.message().to_owned()
+                };
+                HookError::Failed(truncate(message, MAX_CLIENT_MESSAGE))
+            }
+            CallError::Status(s) => HookError::Unavailable(describe(&s)),
+        }
+    }
+}
+
+/// Makes one call through `backend` within `deadline`: waits for a free slot,
+/// then calls (twice at most, when `rpc` may be retried and the first
+/// attempt never reached the backend).
+async fn call<Req, Resp, F, Fut>(
+    backend: &Backend,
+    rpc: Rpc,
+    deadline: Instant,
+    mut request: Req,
+    mut send: F,
+    retries: &AtomicU64,
+) -> Result<Resp, CallError>
+where
+    Req: Clone + Default,
+    F: FnMut(HooksClient<Channel>, tonic::Request<Req>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let Ok(Ok(_slot)) = tokio::time::timeout_at(deadline, backend.slots.acquire()).await else {
+        // The semaphore is never closed: only the deadline gets here.
+        return Err(CallError::Busy);
+    };
+    let mut may_retry = rpc.retry_once();
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(CallError::Timeout);
+        }
+        // Keep a copy only while a second attempt is possible.
+        let message = if may_retry {
+            request.clone()
+        } else {
+            std::mem::take(&mut request)
+        };
+        let mut req = tonic::Request::new(message);
+        req.set_timeout(remaining);
+        match tokio::time::timeout_at(deadline, send(backend.client.clone(), req)).await {
+            Err(_) => return Err(CallError::Timeout),
+            Ok(Ok(response)) => return Ok(response.into_inner()),
+            Ok(Err(status)) if may_retry && never_reached(&status) => {
+                tracing::debug!(url = %backend.url, rpc = rpc.name(), error = %describe(&status),
+                    "hooks backend not reached, retrying once");
+                retries.fetch_add(1, Ordering::Relaxed);
+                may_retry = false;
+            }
+            Ok(Err(status)) => return Err(CallError::Status(status)),
+        }
+    }
+}
+
+/// `DisconnectReason` as Socket.IO's server-side disconnect reason text.
+pub fn socketio_reason(reason: DisconnectReason) -> &'static str {
+    match reason {
+        DisconnectReason::ClientDisconnect => "client namespace disconnect",
+        DisconnectReason::ClientClose | DisconnectReason::TransportClose => "transport close",
+        DisconnectReason::TransportError => "transport error",
+        DisconnectReason::PingTimeout => "ping timeout",
+        DisconnectReason::ConnectTimeout => "connect timeout",
+        DisconnectReason::ServerDisconnect => "server namespace disconnect",
+        DisconnectReason::SlowConsumer => "slow consumer",
+        DisconnectReason::ProtocolError => "parse error",
+        DisconnectReason::RateLimited => "rate limited",
+        DisconnectReason::Shutdown => "server shutting down",
+    }
+}
+
+/// Query parameters of a raw query string; a repeated name keeps its last value.
+fn parse_query(query: &str) -> HashMap<String, String> {
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// Request headers, names in lower case, repeated headers joined with `, `.
+fn headers_map(headers: &[(Box<str>, Box<str>)]) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = HashMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        out.entry(name.to_ascii_lowercase())
+            .and_modify(|v| {
+                v.push_str(", ");
+                v.push_str(value);
+            })
+            .or_insert_with(|| value.to_string());
+    }
+    out
+}
+
+fn to_proto_payload(payload: Payload) -> pb_common::Payload {
+    pb_common::Payload {
+        json_args: payload.args,
+        attachments: payload.attachments.iter().map(|b| b.to_vec()).collect(),
+    }
+}
+
+/// A payload from a backend, checked (a JSON array whose placeholders match
+/// its attachments) before it can reach a client.
+fn from_proto_payload(payload: pb_common::Payload) -> Result<Payload, String> {
+    let args = if payload.json_args.trim().is_empty() {
+        "[]".to_owned()
+    } else {
+        payload.json_args
+    };
+    let payload = Payload {
+        args,
+        attachments: payload.attachments.into_iter().map(Bytes::from).collect(),
+    };
+    payload::validate(&payload).map_err(|e| format!("invalid ack_args: {e}"))?;
+    Ok(payload)
+}
+
+/// Optional JSON text: empty is none, anything else must parse.
+fn json_field(text: &str, field: &str) -> Result<Option<serde_json::Value>, String> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|e| format!("{field} is not JSON: {e}"))
+}
+
+impl GrpcHooks {
+    fn decision(&self, response: pb::OnConnectResponse) -> Result<ConnectDecision, String> {
+        use pb::on_connect_response::Decision;
+        match response.decision {
+            Some(Decision::Allow(allow)) => {
+                let data = json_field(&allow.data, "Allow.data")?;
+                let max = self.inner.max_room_name;
+                let rooms = allow
+                    .rooms
+                    .into_iter()
+                    .filter(|room| {
+                        let ok = !room.is_empty() && room.len() <= max;
+                        if !ok {
+                            tracing::debug!(
+                                room_len = room.len(),
+                                "hooks backend named an empty or over-long room; skipped"
+                            );
+                        }
+                        ok
+                    })
+                    .collect();
+                Ok(ConnectDecision::Allow {
+                    user_id: (!allow.user_id.is_empty()).then_some(allow.user_id),
+                    rooms,
+                    data,
+                })
+            }
+            Some(Decision::Refuse(refuse)) => Ok(ConnectDecision::Refuse {
+                data: json_field(&refuse.data, "Refuse.data")?,
+                message: refuse.message,
+            }),
+            None => Err("OnConnectResponse has no decision".to_owned()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Hooks for GrpcHooks {
+    fn handles_connect(&self, namespace: &str) -> bool {
+        self.route(namespace).is_some_and(|h| h.connect)
+    }
+
+    fn handles_events(&self, namespace: &str) -> bool {
+        self.route(namespace).is_some_and(|h| h.events)
+    }
+
+    async fn on_connect(&self, req: ConnectRequest<'_>) -> Result<ConnectDecision, HookError> {
+        let Some(hooks) = self.route(req.namespace).filter(|h| h.connect).cloned() else {
+            return Ok(ConnectDecision::allow());
+        };
+        let started = Instant::now();
+        let request = pb::OnConnectRequest {
+            socket_id: req.socket_id.to_owned(),
+            namespace: req.namespace.to_owned(),
+            auth: req.auth.map(|a| a.to_string()).unwrap_or_default(),
+            headers: headers_map(&req.handshake.headers),
+            query: parse_query(&req.handshake.query),
+            remote_addr: req.handshake.remote.to_string(),
+            node_id: crate::ids::node_of(req.socket_id)
+                .unwrap_or_default()
+                .to_owned(),
+            user_id: req.user_id.unwrap_or_default().to_owned(),
+        };
+        let stats = self.stats_of(Rpc::Connect);
+        let metrics = self.inner.metrics.get().cloned();
+        let observed = metrics
+            .as_ref()
+            .map(|m| m.hook_call(crate::telemetry::HookKind::Connect));
+        let result = call(
+            &hooks.backend,
+            Rpc::Connect,
+            started + hooks.connect_deadline,
+            request,
+            |mut client, r| async move { client.on_connect(r).await },
+            &stats.retries,
+        )
+        .await
+        .map_err(|e| e.into_hook_error(false))
+        .and_then(|r| self.decision(r).map_err(HookError::Unavailable));
+        stats.record(started.elapsed(), result.as_ref().map(|_| ()));
+        if let Some(call) = observed {
+            call.finish(hook_result(&result));
+        }
+        hooks
+            .backend
+            .note(Rpc::Connect.name(), result.as_ref().map(|_| ()));
+        if let Ok(ConnectDecision::Refuse { .. }) = &result {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn on_event(
+        &self,
+        socket: &Arc<Socket>,
+        event: Event,
+    ) -> Result<Option<Payload>, HookError> {
+        let namespace = &socket.namespace().name;
+        let Some(hooks) = self.route(namespace).filter(|h| h.events).cloned() else {
+            return Ok(None);
+        };
+        let started = Instant::now();
+        let wants_ack = event.wants_ack;
+        let request = pb::OnEventRequest {
+            socket_id: socket.id().to_owned(),
+            namespace: namespace.to_string(),
+            user_id: socket.user_id().unwrap_or_default().to_owned(),
+            event: event.name,
+            args: Some(to_proto_payload(event.args)),
+            wants_ack,
+            // The proto numbers a socket's events from 1.
+            sequence: event.sequence.saturating_add(1),
+        };
+        let stats = self.stats_of(Rpc::Event);
+        let metrics = self.inner.metrics.get().cloned();
+        let observed = metrics
+            .as_ref()
+            .map(|m| m.hook_call(crate::telemetry::HookKind::Event));
+        let result = call(
+            &hooks.backend,
+            Rpc::Event,
+            started + hooks.timeout,
+            request,
+            |mut client, r| async move { client.on_event(r).await },
+            &stats.retries,
+        )
+        .await
+        .map_err(|e| e.into_hook_error(true))
+        .and_then(|response| match response.ack_args {
+            Some(args) if wants_ack => from_proto_payload(args)
+                .map(Some)
+                .map_err(HookError::Unavailable),
+            _ => Ok(None),
+        });
+        stats.record(started.elapsed(), result.as_ref().map(|_| ()));
+        if let Some(call) = observed {
+            call.finish(hook_result(&result));
+        }
+        hooks
+            .backend
+            .note(Rpc::Event.name(), result.as_ref().map(|_| ()));
+        result
+    }
+
+    fn on_disconnect(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
+        let namespace = &socket.namespace().name;
+        let Some(hooks) = self.route(namespace).filter(|h| h.disconnect).cloned() else {
+            return;
+        };
+        let request = pb::OnDisconnectRequest {
+            socket_id: socket.id().to_owned(),
+            namespace: namespace.to_string(),
+            user_id: socket.user_id().unwrap_or_default().to_owned(),
+            reason: socketio_reason(reason).to_owned(),
+        };
+        let stats = self.inner.stats.clone();
+        let started = Instant::now();
+        let metrics = self.inner.metrics.get().cloned();
+        self.inner.disconnects.spawn(async move {
+            let observed = metrics
+                .as_ref()
+                .map(|m| m.hook_call(crate::telemetry::HookKind::Disconnect));
+            let stats = Rpc::Disconnect.stats(&stats);
+            let result = call(
+                &hooks.backend,
+                Rpc::Disconnect,
+                started + hooks.timeout,
+                request,
+                |mut client, r| async move { client.on_disconnect(r).await },
+                &stats.retries,
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| e.into_hook_error(false));
+            stats.record(started.elapsed(), result.as_ref().copied());
+            if let Some(call) = observed {
+                call.finish(hook_result(&result));
+            }
+            hooks
+                .backend
+                .note(Rpc::Disconnect.name(), result.as_ref().copied());
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        let c = Config::from_toml(text).unwrap();
+        c.validate().unwrap();
+        c
+    }
+
+    #[test]
+    fn defaults_and_full_table() {
+        let c = config(
+            r#"
+            [[namespaces]]
+            name = "/chat"
+            [namespaces.hooks]
+            url = "http://127.0.0.1:50061"
+            [[namespaces]]
+            name = "/tenant-*"
+            [namespaces.hooks]
+            url = "http://backend:9000"
+            connect = false
+            events = true
+            disconnect = false
+            timeout_ms = 250
+            max_in_flight = 8
+            "#,
+        );
+        assert_eq!(
+            c.namespaces[0].hooks,
+            Some(HooksConfig::new("http://127.0.0.1:50061"))
+        );
+        let h = c.namespaces[0].hooks.as_ref().unwrap();
+        assert!(h.connect && h.events && h.disconnect);
+        assert_eq!((h.timeout_ms, h.max_in_flight), (5000, 256));
+        let t = c.namespaces[1].hooks.as_ref().unwrap();
+        assert!(!t.connect && t.events && !t.disconnect);
+        assert_eq!((t.timeout_ms, t.max_in_flight), (250, 8));
+        assert!(configured(&c));
+        assert!(!configured(&Config::default()));
+    }
+
+    #[test]
+    fn rejects_bad_tables() {
+        for text in [
+            "url = \"127.0.0.1:50061\"",
+            "url = \"https://127.0.0.1:50061\"",
+            "url = \"http://\"",
+            "url = \"http://a:1/some/path\"",
+            "url = \"not a url\"",
+            "url = \"http://a:1\"\ntimeout_ms = 0",
+            "url = \"http://a:1\"\nmax_in_flight = 0",
+        ] {
+            let c = Config::from_toml(&format!(
+                "[[namespaces]]\nname = \"/a\"\n[namespaces.hooks]\n{text}"
+            ))
+            .unwrap();
+            let err = c.validate().expect_err(text).to_string();
+            assert!(err.contains("namespace \"/a\": hooks:"), "{err}");
+        }
+        // Missing url, unknown key.
+        assert!(Config::from_toml("[[namespaces]]\nname = \"/a\"\n[namespaces.hooks]\n").is_err());
+        assert!(
+            Config::from_toml(
+                "[[namespaces]]\nname = \"/a\"\n[namespaces.hooks]\nurl = \"http://a:1\"\nretries = 3"
+            )
+            .is_err()
+        );
+        // One backend, two bounds.
+        let c = Config::from_toml(
+            r#"
+            [[namespaces]]
+            name = "/a"
+            [namespaces.hooks]
+            url = "http://b:1"
+            max_in_flight = 4
+            [[namespaces]]
+            name = "/b"
+            [namespaces.hooks]
+            url = "http://b:1"
+            max_in_flight = 5
+            "#,
+        )
+        .unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("different max_in_flight"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn routes_like_the_policies() {
+        let c = config(
+            r#"
+            [[namespaces]]
+            name = "/t-*"
+            [namespaces.hooks]
+            url = "http://127.0.0.1:1"
+            [[namespaces]]
+            name = "/t-public"
+            [[namespaces]]
+            name = "/events-only"
+            [namespaces.hooks]
+            url = "http://127.0.0.1:1"
+            connect = false
+            disconnect = false
+            "#,
+        );
+        let hooks = GrpcHooks::from_config(&c).unwrap();
+        assert!(hooks.handles_connect("/t-42") && hooks.handles_events("/t-42"));
+        assert!(hooks.handles_connect("/t-*"), "the policy's own name");
+        // The exact declaration wins, and it has no hooks.
+        assert!(!hooks.handles_connect("/t-public") && !hooks.handles_events("/t-public"));
+        assert!(!hooks.handles_connect("/events-only") && hooks.handles_events("/events-only"));
+        assert!(!hooks.handles_connect("/") && !hooks.handles_events("/other"));
+        // Both namespaces share one backend.
+        let a = &hooks.route("/t-1").unwrap().backend;
+        let b = &hooks.route("/events-only").unwrap().backend;
+        assert!(Arc::ptr_eq(a, b));
+    }
+
+    #[test]
+    fn maps_statuses_to_what_the_client_sees() {
+        let app = CallError::Status(Status::invalid_argument("text too long"));
+        assert_eq!(app.into_hook_error(true).to_string(), "text too long");
+        let app = CallError::Status(Status::permission_denied("no"));
+        assert_eq!(
+            app.into_hook_error(false).to_string(),
+            "backend unavailable"
+        );
+        let empty = CallError::Status(Status::not_found(""));
+        assert!(!empty.into_hook_error(true).to_string().is_empty());
+        let long = CallError::Status(Status::aborted("é".repeat(2000)));
+        assert!(long.into_hook_error(true).to_string().len() <= MAX_CLIENT_MESSAGE);
+        for (status, kind) in [
+            (Status::internal("boom"), "unavailable"),
+            (Status::unavailable("down"), "unavailable"),
+            (Status::unknown("?"), "unavailable"),
+            (Status::deadline_exceeded("late"), "timeout"),
+        ] {
+            let e = CallError::Status(status).into_hook_error(true);
+            assert_eq!(
+                (e.kind(), e.to_string().as_str()),
+                (kind, "backend unavailable")
+            );
+        }
+        assert_eq!(CallError::Busy.into_hook_error(true).kind(), "busy");
+        assert_eq!(CallError::Timeout.into_hook_error(true).kind(), "timeout");
+        assert!(!never_reached(&Status::unavailable("down")));
+    }
+
+    #[test]
+    fn maps_request_parts() {
+        let q = parse_query("EIO=4&transport=websocket&name=a%20b+c&x=1&x=2&flag");
+        assert_eq!(q["EIO"], "4");
+        assert_eq!(q["name"], "a b c");
+        assert_eq!(q["x"], "2");
+        assert_eq!(q["flag"], "");
+        let h = headers_map(&[
+            ("Host".into(), "h".into()),
+            ("x-a".into(), "1".into()),
+            ("x-a".into(), "2".into()),
+        ]);
+        assert_eq!(h["host"], "h");
+        assert_eq!(h["x-a"], "1, 2");
+        assert_eq!(
+            socketio_reason(DisconnectReason::ClientDisconnect),
+            "client namespace disconnect"
+        );
+        assert_eq!(
+            socketio_reason(DisconnectReason::PingTimeout),
+            "ping timeout"
+        );
+    }
+
+    #[test]
+    fn checks_backend_payloads() {
+        let ok = from_proto_payload(pb_common::Payload {
+            json_args: r#"["a",{"_placeholder":true,"num":0}]"#.into(),
+            attachments: vec![vec![1, 2]],
+        })
+        .unwrap();
+        assert_eq!(ok.attachments, vec![Bytes::from_static(&[1, 2])]);
+        assert_eq!(
+            from_proto_payload(pb_common::Payload::default())
+                .unwrap()
+                .args,
+            "[]"
+        );
+        for (json, n) in [
+            (r#"{"a":1}"#, 0),
+            ("[1", 0),
+            (r#"[{"_placeholder":true,"num":1}]"#, 1),
+        ] {
+            let p = pb_common::Payload {
+                json_args: json.into(),
+                attachments: vec![vec![0]; n],
+            };
+            assert!(from_proto_payload(p).is_err(), "{json}");
+        }
+        assert_eq!(json_field("  ", "d"), Ok(None));
+        assert!(json_field("{", "d").is_err());
+    }
+}

@@ -1,0 +1,214 @@
+//! The client-facing HTTP endpoint: routes Engine.IO requests to the polling
+//! or WebSocket transport, answers CORS preflights and turns
+//! [`EngineError`]s into the documented `{"code":N,"message":...}` answers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::config::Transport;
+use crate::engine::{Engine, EngineError, HandshakeInfo, polling, websocket};
+
+/// The router serving `config.server.path`.
+pub fn router(engine: Arc<Engine>) -> Router {
+    let path = engine.config().server.path.clone();
+    let trimmed = path.trim_end_matches('/').to_owned();
+    let mut router = Router::new().route(&path, axum::routing::any(endpoint));
+    if !trimmed.is_empty() && trimmed != path {
+        router = router.route(&trimmed, axum::routing::any(endpoint));
+    }
+    router.with_state(engine)
+}
+
+#[derive(Deserialize, Default)]
+struct EngineQuery {
+    #[serde(rename = "EIO")]
+    eio: Option<String>,
+    transport: Option<String>,
+    sid: Option<String>,
+}
+
+async fn endpoint(
+    State(engine): State<Arc<Engine>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let cors = cors_headers(&engine, &parts.headers);
+    let mut response = route(&engine, remote, &mut parts, body).await;
+    response.headers_mut().extend(cors);
+    response
+}
+
+async fn route(
+    engine: &Arc<Engine>,
+    remote: SocketAddr,
+    parts: &mut axum::http::request::Parts,
+    body: Body,
+) -> Response {
+    if parts.method == Method::OPTIONS {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let query: EngineQuery = parts.uri.query().and_then(parse_query).unwrap_or_default();
+    if query.eio.as_deref() != Some("4") {
+        return error(EngineError::UnsupportedProtocolVersion);
+    }
+    let Some(transport) = query
+        .transport
+        .as_deref()
+        .and_then(Transport::parse)
+        .filter(|t| engine.config().server.allows(*t))
+    else {
+        return error(EngineError::UnknownTransport);
+    };
+    match (transport, query.sid) {
+        (Transport::Websocket, sid) => {
+            let Ok(upgrade) = WebSocketUpgrade::from_request_parts(parts, &()).await else {
+                return error(EngineError::BadRequest);
+            };
+            let cfg = &engine.config().server;
+            let upgrade = upgrade
+                .read_buffer_size(cfg.ws_read_buffer)
+                .write_buffer_size(0)
+                .max_message_size(cfg.max_payload as usize)
+                .max_frame_size(cfg.max_payload as usize);
+            let engine = engine.clone();
+            match sid {
+                None => {
+                    if engine.is_shutting_down() {
+                        return error(EngineError::ShuttingDown);
+                    }
+                    if engine.len() >= engine.config().limits.max_connections {
+                        return error(EngineError::AtCapacity);
+                    }
+                    let info = handshake_info(&engine, remote, parts);
+                    upgrade.on_upgrade(move |socket| websocket::serve_new(engine, socket, info))
+                }
+                Some(sid) => {
+                    let Some(session) = engine.get(&sid) else {
+                        return error(EngineError::UnknownSid);
+                    };
+                    if session.transport() != Transport::Polling || session.is_closed() {
+                        return error(EngineError::BadRequest);
+                    }
+                    upgrade
+                        .on_upgrade(move |socket| websocket::serve_upgrade(engine, session, socket))
+                }
+            }
+        }
+        (Transport::Polling, None) => {
+            if parts.method != Method::GET {
+                return error(EngineError::BadHandshakeMethod);
+            }
+            let info = handshake_info(engine, remote, parts);
+            match polling::handshake(engine, info) {
+                Ok(body) => text_plain(body),
+                Err(e) => error(e),
+            }
+        }
+        (Transport::Polling, Some(sid)) => {
+            let Some(session) = engine.get(&sid) else {
+                return error(EngineError::UnknownSid);
+            };
+            if parts.method == Method::GET {
+                match polling::get(engine, session).await {
+                    Ok(body) => text_plain(body),
+                    Err(e) => error(e),
+                }
+            } else if parts.method == Method::POST {
+                let limit = engine.config().server.max_payload as usize;
+                let bytes = match axum::body::to_bytes(body, limit).await {
+                    Ok(b) => b,
+                    Err(_) => {
+                        session.close(crate::reason::DisconnectReason::ProtocolError);
+                        return error(EngineError::PayloadTooLarge);
+                    }
+                };
+                match polling::post(engine, session, bytes).await {
+                    Ok(()) => ([(header::CONTENT_TYPE, "text/html")], "ok").into_response(),
+                    Err(e) => error(e),
+                }
+            } else {
+                error(EngineError::BadRequest)
+            }
+        }
+    }
+}
+
+fn parse_query(q: &str) -> Option<EngineQuery> {
+    axum::extract::Query::<EngineQuery>::try_from_uri(&format!("/?{q}").parse().ok()?)
+        .ok()
+        .map(|axum::extract::Query(q)| q)
+}
+
+fn handshake_info(
+    engine: &Engine,
+    remote: SocketAddr,
+    parts: &axum::http::request::Parts,
+) -> HandshakeInfo {
+    let headers = if engine.keep_headers() {
+        parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().into(), v.to_str().ok()?.into())))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    HandshakeInfo {
+        remote,
+        query: parts.uri.query().unwrap_or("").into(),
+        headers,
+    }
+}
+
+fn text_plain(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=UTF-8")], body).into_response()
+}
+
+fn error(e: EngineError) -> Response {
+    let body = format!("{{\"code\":{},\"message\":\"{}\"}}", e.code(), e.message());
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn cors_headers(engine: &Engine, request: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    let allowed = &engine.config().server.cors_origins;
+    if allowed.is_empty() {
+        return out;
+    }
+    let origin = request.get(header::ORIGIN);
+    if allowed.iter().any(|o| o == "*") {
+        out.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    } else if let Some(origin) =
+        origin.filter(|o| allowed.iter().any(|a| a.as_bytes() == o.as_bytes()))
+    {
+        out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        out.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+        out.insert(header::VARY, HeaderValue::from_static("Origin"));
+    } else {
+        return out;
+    }
+    out.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    if let Some(h) = request.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, h.clone());
+    }
+    out
+}

@@ -1,0 +1,415 @@
+//! A horizontally scalable Socket.IO gateway node.
+//!
+//! Layers, from the wire inwards:
+//! - [`protocol`]: the pure Engine.IO v4 / Socket.IO v5 codec;
+//! - [`engine`] and [`http`]: Engine.IO sessions over HTTP long-polling and
+//!   WebSocket, with the upgrade and the heartbeat;
+//! - [`socketio`]: namespaces, sockets, rooms, acks, policies, emits;
+//! - [`hooks`]: what the application behind the gateway decides and hears;
+//! - [`admin`]: the gRPC admin API through which backends drive the cluster;
+//! - [`config`], [`auth`], [`ids`], [`reason`]: the supporting pieces;
+//! - [`telemetry`] and [`ops`]: metrics, logs and traces, and the operations
+//!   port (`/metrics`, `/healthz`, `/readyz`).
+//!
+//! [`run`] serves a node on listeners it is given until a shutdown future
+//! resolves; the binary and the tests both call it. Shutdown is a drain:
+//! not ready at once, then (after `shutdown.drain_delay_ms`) stop accepting,
+//! close every client with [`DisconnectReason::Shutdown`] (clients see a
+//! transport close and reconnect elsewhere), wait for in-flight work, and
+//! return within `shutdown.grace_period_ms`.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod auth;
+pub mod cluster;
+pub mod config;
+pub mod engine;
+pub mod hooks;
+pub mod http;
+pub mod ids;
+pub mod ops;
+pub mod protocol;
+pub mod reason;
+pub mod socketio;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::Config;
+use engine::Engine;
+use hooks::{Hooks, NoHooks};
+use reason::DisconnectReason;
+pub use socketio::SocketIo;
+
+/// Errors that stop a node from starting or serving.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("client listener failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Bus(#[from] cluster::BusError),
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
+}
+
+/// The sockets a node serves on, bound by the caller (port 0 in tests).
+#[derive(Debug)]
+pub struct Listeners {
+    /// Client traffic (Engine.IO over HTTP and WebSocket).
+    pub client: TcpListener,
+    /// The operations port (`/metrics`, `/healthz`, `/readyz`), if any.
+    pub ops: Option<TcpListener>,
+    /// The admin gRPC API, if served.
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Client traffic only, no operations port, no admin API.
+    pub fn new(client: TcpListener) -> Self {
+        Self {
+            client,
+            ops: None,
+            admin: None,
+        }
+    }
+
+    /// Also serves the admin API on `admin`.
+    pub fn with_admin(mut self, admin: TcpListener) -> Self {
+        self.admin = Some(admin);
+        self
+    }
+
+    /// Also serves the operations port on `ops`.
+    pub fn with_ops(mut self, ops: TcpListener) -> Self {
+        self.ops = Some(ops);
+        self
+    }
+}
+
+/// How often recorded histogram samples are folded into their buckets.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+/// How often the cluster's state is sampled into readiness and gauges.
+const CLUSTER_STATUS_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the operations server may take to stop once drained.
+const OPS_STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A configured node, ready to serve.
+pub struct Node {
+    config: Arc<Config>,
+    io: SocketIo,
+    engine: Arc<Engine>,
+    // -- operations (telemetry, readiness, drain) --
+    metrics: Arc<telemetry::Metrics>,
+    readiness: ops::Readiness,
+    tasks: TaskTracker,
+    admin_stats: Arc<admin::AdminStats>,
+}
+
+impl Node {
+    /// A node alone, with the in-process broker (the Redis settings, if
+    /// any, are not used: see [`Node::connect`]).
+    pub fn new(config: Config, hooks: Arc<dyn Hooks>) -> Result<Self, RunError> {
+        let bus = Arc::new(cluster::LocalBroker::new().connect());
+        Self::with_bus(config, hooks, bus)
+    }
+
+    /// A node on the bus its configuration names: Redis when
+    /// `cluster.redis_url` is set, else the in-process broker.
+    pub async fn connect(config: Config, hooks: Arc<dyn Hooks>) -> Result<Self, RunError> {
+        config.validate()?;
+        match config.cluster.redis_url.clone() {
+            Some(url) => {
+                let bus = cluster::redis::connect(&url).await?;
+                Self::with_bus(config, hooks, bus)
+            }
+            None => Self::new(config, hooks),
+        }
+    }
+
+    /// Validates `config` and builds the node's Socket.IO server and engine
+    /// on `bus` (for example a shared [`cluster::LocalBroker`] member, to
+    /// run several nodes in one process).
+    pub fn with_bus(
+        config: Config,
+        hooks: Arc<dyn Hooks>,
+        bus: Arc<dyn cluster::ClusterBus>,
+    ) -> Result<Self, RunError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        // Created first: the engine and Socket.IO layers record into it.
+        let metrics = Arc::new(telemetry::Metrics::for_config(&config));
+        let node_id = config
+            .cluster
+            .node_id
+            .clone()
+            .unwrap_or_else(ids::new_node_id);
+        let io = SocketIo::new(config.clone(), node_id, hooks, bus, metrics.clone())?;
+        let keep_headers = io
+            .namespaces()
+            .policies()
+            .iter()
+            .any(|p| io.hooks().handles_connect(&p.name));
+        let engine = Arc::new(Engine::new(
+            config.clone(),
+            Arc::new(io.clone()),
+            keep_headers,
+            metrics.clone(),
+        ));
+        Ok(Self {
+            config,
+            io,
+            engine,
+            metrics,
+            readiness: ops::Readiness::new(),
+            tasks: TaskTracker::new(),
+            admin_stats: Arc::new(admin::AdminStats::new()),
+        })
+    }
+
+    /// The node's Socket.IO server (emit, look up sockets).
+    pub fn io(&self) -> &SocketIo {
+        &self.io
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The node's metrics (one recorder per node).
+    pub fn metrics(&self) -> &Arc<telemetry::Metrics> {
+        &self.metrics
+    }
+
+    /// The node's readiness (`/readyz`): register checks such as `"redis"`.
+    pub fn readiness(&self) -> &ops::Readiness {
+        &self.readiness
+    }
+
+    /// In-flight work a drain waits for (within the grace period) before
+    /// [`Node::serve`] returns: spawn admin and hook calls, bus handlers and
+    /// the like on it.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// Admin calls served by this node, by method and status code.
+    pub fn admin_stats(&self) -> &Arc<admin::AdminStats> {
+        &self.admin_stats
+    }
+
+    /// Serves until `shutdown` resolves, then drains: `/readyz` fails at
+    /// once (`gateway_draining` 1); after `shutdown.drain_delay_ms` the client
+    /// listener stops accepting and every session is closed with
+    /// [`DisconnectReason::Shutdown`] (clients see a transport close and
+    /// reconnect elsewhere); then it waits for sessions and in-flight
+    /// [`Node::tasks`] to end, at most `shutdown.grace_period_ms`, and returns.
+    pub async fn serve(
+        self,
+        listeners: Listeners,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), RunError> {
+        // Built first: a TLS identity that does not load stops the start.
+        let admin_api = match listeners.admin {
+            Some(listener) => {
+                let api = admin::AdminApi::new(
+                    self.io.clone(),
+                    &self.config.admin,
+                    self.admin_stats.clone(),
+                    self.metrics.clone(),
+                )?;
+                Some((api, listener))
+            }
+            None => None,
+        };
+        let ops_stop = CancellationToken::new();
+        let ops_server = listeners.ops.map(|listener| {
+            let app = ops::router(self.metrics.clone(), self.readiness.clone());
+            let stop = ops_stop.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            })
+        });
+        let upkeep = tokio::spawn(metrics_upkeep(self.metrics.clone(), ops_stop.clone()));
+        let status = tokio::spawn(cluster_status(
+            self.io.clone(),
+            self.metrics.clone(),
+            self.readiness.clone(),
+            ops_stop.clone(),
+        ));
+
+        let app = http::router(self.engine.clone());
+        let listener = listeners.client.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let stop = CancellationToken::new();
+        let server = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let mut server = tokio::spawn(async move { server.await });
+        // The admin server stops accepting with the client listener; the
+        // calls in flight are waited for with the node's other tasks.
+        let admin = admin_api.map(|(api, listener)| {
+            self.tasks
+                .spawn(api.serve(listener, stop.clone().cancelled_owned()))
+        });
+        let cluster_stop = CancellationToken::new();
+        let mut cluster = {
+            let io = self.io.clone();
+            let stop = cluster_stop.clone();
+            tokio::spawn(async move { io.run_cluster(stop).await })
+        };
+
+        shutdown.await;
+        let shutdown_cfg = &self.config.shutdown;
+        let started = Instant::now();
+        self.readiness.start_draining();
+        self.metrics.set_draining(true);
+        tracing::info!(
+            sessions = self.engine.len(),
+            drain_delay_ms = shutdown_cfg.drain_delay_ms,
+            grace_period_ms = shutdown_cfg.grace_period_ms,
+            "shutting down: not ready"
+        );
+        tokio::time::sleep(shutdown_cfg.drain_delay()).await;
+        let deadline = Instant::now() + shutdown_cfg.grace_period();
+
+        stop.cancel();
+        self.engine.close_all(DisconnectReason::Shutdown);
+        if tokio::time::timeout_at(deadline, self.engine.wait_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                sessions = self.engine.len(),
+                "sessions still open after the grace period"
+            );
+        }
+        self.tasks.close();
+        if tokio::time::timeout_at(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.tasks.len(),
+                "in-flight work still running after the grace period"
+            );
+        }
+        if let Some(admin) = admin {
+            admin.abort(); // a no-op once it stopped by itself
+            if let Ok(Err(e)) = admin.await {
+                tracing::warn!(error = %e, "admin server failed");
+            }
+        }
+        cluster_stop.cancel();
+        if tokio::time::timeout_at(deadline, &mut cluster)
+            .await
+            .is_err()
+        {
+            tracing::warn!("cluster tasks still running after the grace period");
+            cluster.abort();
+        }
+        let served = match tokio::time::timeout_at(deadline, &mut server).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "client server task failed");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::warn!("client connections still open after the grace period");
+                server.abort();
+                Ok(())
+            }
+        };
+
+        ops_stop.cancel();
+        let _ = upkeep.await;
+        let _ = status.await;
+        if let Some(mut ops_server) = ops_server {
+            match tokio::time::timeout(OPS_STOP_TIMEOUT, &mut ops_server).await {
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "operations server failed"),
+                Ok(_) => {}
+                Err(_) => ops_server.abort(),
+            }
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "shut down"
+        );
+        served?;
+        Ok(())
+    }
+}
+
+/// Folds histogram samples into buckets every few seconds until `stop`.
+async fn metrics_upkeep(metrics: Arc<telemetry::Metrics>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(METRICS_UPKEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => metrics.run_upkeep(),
+        }
+    }
+}
+
+/// Samples the cluster's state every second until `stop`: with Redis,
+/// `gateway_redis_connected` and the `redis` readiness check follow the bus
+/// connection (so `/readyz` fails while Redis is unreachable); the node
+/// count of the registry goes to `gateway_cluster_nodes`.
+async fn cluster_status(
+    io: SocketIo,
+    metrics: Arc<telemetry::Metrics>,
+    readiness: ops::Readiness,
+    stop: CancellationToken,
+) {
+    let redis = io.adapter().bus().kind() == "redis";
+    if redis {
+        metrics.enable_redis();
+    }
+    let mut tick = tokio::time::interval(CLUSTER_STATUS_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if redis {
+            let up = io.adapter().is_connected();
+            metrics.set_redis_connected(up);
+            readiness.set("redis", up);
+        }
+        metrics.set_cluster_nodes(io.nodes().len().max(1));
+    }
+}
+
+/// Runs a node with the default hooks until `shutdown` resolves.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    Node::connect(config, Arc::new(NoHooks))
+        .await?
+        .serve(listeners, shutdown)
+        .await
+}

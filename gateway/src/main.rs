@@ -1,0 +1,176 @@
+//! The `gateway` binary: parses configuration, sets up logs and traces,
+//! binds the listeners and serves a [`gateway::Node`] (with the gRPC hooks
+//! when a namespace names a hooks backend).
+//!
+//! It prints `gateway listening on <addr>` once the client listener is
+//! bound, then `gateway admin listening on <addr>` for the admin API
+//! (`[admin] listen`), then `gateway ops listening on <addr>` when the
+//! operations port is configured (`[ops] listen`, `GATEWAY_OPS__LISTEN`), so
+//! that scripts and tests that bind port 0 learn the addresses.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use gateway::config::LogFormat;
+use gateway::hooks::grpc::GrpcHooks;
+use gateway::telemetry::{self, TracingOptions};
+use tokio::io::AsyncWriteExt;
+
+/// How long the `OnDisconnect` calls of the sockets closed at shutdown may
+/// take before the process exits.
+const DISCONNECT_HOOKS_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+impl From<LogFormatArg> for LogFormat {
+    fn from(f: LogFormatArg) -> Self {
+        match f {
+            LogFormatArg::Text => LogFormat::Text,
+            LogFormatArg::Json => LogFormat::Json,
+        }
+    }
+}
+
+/// Socket.IO gateway node.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "GATEWAY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Client listener address (overrides `server.listen`).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Admin gRPC listener address (overrides `admin.listen`).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Validate the configuration and exit (0 valid, 2 invalid).
+    #[arg(long)]
+    check_config: bool,
+    /// Log format (overrides `telemetry.log_format`; default text).
+    #[arg(long, value_enum, env = "GATEWAY_LOG_FORMAT")]
+    log_format: Option<LogFormatArg>,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the {what} listener on {addr}"))
+}
+
+async fn announce(line: String) -> anyhow::Result<()> {
+    let mut stdout = tokio::io::stdout();
+    stdout.write_all(line.as_bytes()).await?;
+    stdout.flush().await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = match gateway::Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    if let Some(listen) = cli.listen {
+        config.server.listen = listen;
+    }
+    if let Some(listen) = cli.admin_listen {
+        config.admin.listen = listen;
+    }
+    if let Some(format) = cli.log_format {
+        config.telemetry.log_format = format.into();
+    }
+    if let Err(e) = config.validate() {
+        eprintln!("{e}");
+        std::process::exit(2);
+    }
+    if cli.check_config {
+        println!("configuration is valid");
+        return Ok(());
+    }
+    let telemetry = telemetry::init(&TracingOptions::from_config(&config.telemetry))?;
+    // Namespaces that name a hooks backend call it over gRPC; the channels
+    // connect lazily, so a backend that is down does not stop the node.
+    let hooks = if gateway::hooks::grpc::configured(&config) {
+        Some(Arc::new(GrpcHooks::from_config(&config)?))
+    } else {
+        None
+    };
+
+    let client = bind(config.server.listen, "client").await?;
+    let admin = bind(config.admin.listen, "admin API").await?;
+    let ops = match config.ops.listen {
+        Some(addr) => Some(bind(addr, "operations").await?),
+        None => None,
+    };
+    let addr = client.local_addr()?;
+    tracing::info!(%addr, path = %config.server.path, "gateway listening");
+    announce(format!("gateway listening on {addr}\n")).await?;
+    let admin_addr = admin.local_addr()?;
+    tracing::info!(
+        addr = %admin_addr,
+        tls = config.admin.tls_cert.is_some(),
+        token = config.admin.token.is_some(),
+        "admin API listening"
+    );
+    announce(format!("gateway admin listening on {admin_addr}\n")).await?;
+    let mut listeners = gateway::Listeners::new(client).with_admin(admin);
+    if let Some(ops) = ops {
+        let addr = ops.local_addr()?;
+        tracing::info!(%addr, "operations port listening");
+        announce(format!("gateway ops listening on {addr}\n")).await?;
+        listeners = listeners.with_ops(ops);
+    }
+    let served = match hooks {
+        Some(hooks) => {
+            let served = match gateway::Node::connect(config, hooks.clone()).await {
+                Ok(node) => {
+                    hooks.attach_metrics(node.metrics().clone());
+                    node.serve(listeners, shutdown_signal()).await
+                }
+                Err(e) => Err(e),
+            };
+            if !hooks.drain(DISCONNECT_HOOKS_GRACE).await {
+                tracing::warn!("OnDisconnect calls still under way at exit");
+            }
+            served
+        }
+        None => gateway::run(listeners, config, shutdown_signal()).await,
+    };
+    telemetry.shutdown().await;
+    served?;
+    Ok(())
+}

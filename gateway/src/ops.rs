@@ -1,0 +1,180 @@
+//! The operations port: `GET /metrics` (Prometheus text), `/healthz` (live:
+//! the process serves) and `/readyz` (ready: not draining and every
+//! readiness check passing), and the [`Readiness`] state behind `/readyz`.
+//!
+//! Readiness checks are named flags that other parts of the node set, for
+//! example the cluster bus: `readiness.set("redis", false)` while Redis is
+//! unreachable. Liveness never depends on them, so an orchestrator takes a
+//! node out of rotation without restarting it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::Metrics;
+
+/// Content type of the Prometheus text exposition format.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Debug, Default)]
+struct ReadinessInner {
+    draining: CancellationToken,
+    /// Check name -> passing.
+    checks: Mutex<BTreeMap<String, bool>>,
+}
+
+/// Whether the node should receive new clients (cheap to clone; clones
+/// share the state).
+#[derive(Debug, Clone, Default)]
+pub struct Readiness {
+    inner: Arc<ReadinessInner>,
+}
+
+/// Why the node is not ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReady {
+    /// The node is shutting down.
+    Draining,
+    /// These checks fail.
+    Failing(Vec<String>),
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Draining => f.write_str("draining"),
+            Self::Failing(checks) => write!(f, "failing: {}", checks.join(", ")),
+        }
+    }
+}
+
+impl Readiness {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers or updates the check `name` (e.g. `"redis"`).
+    pub fn set(&self, name: &str, passing: bool) {
+        let mut checks = self.inner.checks.lock();
+        match checks.get_mut(name) {
+            Some(v) => *v = passing,
+            None => {
+                checks.insert(name.to_owned(), passing);
+            }
+        }
+    }
+
+    /// Forgets the check `name`.
+    pub fn remove(&self, name: &str) {
+        self.inner.checks.lock().remove(name);
+    }
+
+    /// Not ready from now on, for good: the node is shutting down.
+    pub fn start_draining(&self) {
+        self.inner.draining.cancel();
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.is_cancelled()
+    }
+
+    /// Resolves once the node starts draining (for servers and background
+    /// work that should wind down with it).
+    pub async fn draining(&self) {
+        self.inner.draining.cancelled().await
+    }
+
+    /// Ready, or why not.
+    pub fn check(&self) -> Result<(), NotReady> {
+        if self.is_draining() {
+            return Err(NotReady::Draining);
+        }
+        let failing: Vec<String> = self
+            .inner
+            .checks
+            .lock()
+            .iter()
+            .filter(|(_, passing)| !**passing)
+            .map(|(name, _)| name.clone())
+            .collect();
+        if failing.is_empty() {
+            Ok(())
+        } else {
+            Err(NotReady::Failing(failing))
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.check().is_ok()
+    }
+}
+
+#[derive(Clone)]
+struct OpsState {
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+}
+
+/// The router of the operations port.
+pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(OpsState { metrics, readiness })
+}
+
+async fn metrics_text(State(state): State<OpsState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<OpsState>) -> Response {
+    match state.readiness.check() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()).into_response(),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_names_what_fails() {
+        let r = Readiness::new();
+        assert!(r.is_ready());
+        r.set("redis", false);
+        r.set("hooks", true);
+        assert_eq!(r.check(), Err(NotReady::Failing(vec!["redis".into()])));
+        assert_eq!(r.check().unwrap_err().to_string(), "failing: redis");
+        r.set("redis", true);
+        assert!(r.is_ready());
+        r.set("redis", false);
+        r.remove("redis");
+        assert!(r.is_ready());
+        let clone = r.clone();
+        clone.start_draining();
+        assert_eq!(r.check(), Err(NotReady::Draining));
+        r.set("redis", true);
+        assert!(!r.is_ready(), "draining is for good");
+    }
+}

@@ -1,0 +1,69 @@
+//! Why a connection or a socket ended: one typed reason, mapped to the
+//! protocol's close and to the `reason` label of the disconnect metrics.
+
+/// Why a socket or a whole connection was disconnected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DisconnectReason {
+    /// The client left a namespace (`41`).
+    ClientDisconnect,
+    /// The client closed the Engine.IO session (`1`).
+    ClientClose,
+    /// The transport closed (TCP or WebSocket closed by the peer).
+    TransportClose,
+    /// The transport failed (read or write error).
+    TransportError,
+    /// No pong within `pingTimeout`.
+    PingTimeout,
+    /// No namespace connected within `connectTimeout`.
+    ConnectTimeout,
+    /// The server (an admin call) disconnected the socket.
+    ServerDisconnect,
+    /// The outbound queue was full: the client does not read fast enough.
+    SlowConsumer,
+    /// The client sent something the protocol does not allow.
+    ProtocolError,
+    /// The client sent more packets than its rate limit allows.
+    RateLimited,
+    /// The node is shutting down; the client should reconnect elsewhere.
+    Shutdown,
+}
+
+impl DisconnectReason {
+    /// The metric label and log value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClientDisconnect => "client_disconnect",
+            Self::ClientClose => "client_close",
+            Self::TransportClose => "transport_close",
+            Self::TransportError => "transport_error",
+            Self::PingTimeout => "ping_timeout",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::ServerDisconnect => "server_disconnect",
+            Self::SlowConsumer => "slow_consumer",
+            Self::ProtocolError => "protocol_error",
+            Self::RateLimited => "rate_limited",
+            Self::Shutdown => "shutdown",
+        }
+    }
+
+    /// All reasons, for registering metric series up front.
+    pub const ALL: [DisconnectReason; 11] = [
+        Self::ClientDisconnect,
+        Self::ClientClose,
+        Self::TransportClose,
+        Self::TransportError,
+        Self::PingTimeout,
+        Self::ConnectTimeout,
+        Self::ServerDisconnect,
+        Self::SlowConsumer,
+        Self::ProtocolError,
+        Self::RateLimited,
+        Self::Shutdown,
+    ];
+}
+
+impl std::fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,568 @@
+//! The Socket.IO side of one Engine.IO session: decodes packets in order,
+//! assembles binary packets, multiplexes namespaces, runs admission (policy,
+//! JWT, hooks), the reserved `$join`/`$leave`/`$publish` events, and hands
+//! application events to the hooks through the socket's ordered queue.
+
+use std::sync::{Arc, Weak};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+
+use super::SocketIo;
+use super::namespace::{Joined, Target};
+use super::payload::{self, Payload};
+use super::socket::{Inbound, InboundEvent, Socket};
+use crate::engine::{Connection, Session};
+use crate::hooks::{ConnectDecision, ConnectRequest, Event};
+use crate::protocol::socketio::{self, DecodeLimits, PacketKind, RESERVED_EVENTS};
+use crate::reason::DisconnectReason;
+use crate::socketio::Policy;
+use crate::telemetry::ConnectErrorReason;
+
+/// A binary packet waiting for its attachments.
+struct Partial {
+    kind: PacketKind,
+    nsp: String,
+    id: Option<u64>,
+    data: String,
+    expected: usize,
+    attachments: Vec<Bytes>,
+}
+
+pub struct Client {
+    io: SocketIo,
+    session: Weak<Session>,
+    me: Weak<Client>,
+    sockets: Mutex<Vec<Arc<Socket>>>,
+    /// A CONNECT was received: before it, any other packet is an error.
+    greeted: std::sync::atomic::AtomicBool,
+    partial: Mutex<Option<Partial>>,
+    limits: DecodeLimits,
+}
+
+type Flow = Result<(), DisconnectReason>;
+
+fn ok_ack() -> Payload {
+    Payload {
+        args: r#"[{"ok":true}]"#.to_owned(),
+        attachments: Vec::new(),
+    }
+}
+
+fn err_ack(error: &str) -> Payload {
+    Payload::from_values(&[serde_json::json!({ "ok": false, "error": error })])
+}
+
+impl Client {
+    pub(crate) fn new(io: SocketIo, session: &Arc<Session>) -> Arc<Self> {
+        let limits = &io.config().limits;
+        let decode = DecodeLimits {
+            max_attachments: limits.max_attachments,
+        };
+        Arc::new_cyclic(|me| Self {
+            io,
+            session: Arc::downgrade(session),
+            me: me.clone(),
+            sockets: Mutex::new(Vec::new()),
+            greeted: std::sync::atomic::AtomicBool::new(false),
+            partial: Mutex::new(None),
+            limits: decode,
+        })
+    }
+
+    fn socket(&self, nsp: &str) -> Option<Arc<Socket>> {
+        self.sockets
+            .lock()
+            .iter()
+            .find(|s| &*s.namespace().name == nsp)
+            .cloned()
+    }
+
+    fn session(&self) -> Result<Arc<Session>, DisconnectReason> {
+        self.session
+            .upgrade()
+            .ok_or(DisconnectReason::TransportClose)
+    }
+
+    /// Removes the socket of `nsp` (if connected) and tells everyone.
+    pub(crate) fn remove_socket(&self, nsp: &str, reason: DisconnectReason) {
+        let socket = {
+            let mut sockets = self.sockets.lock();
+            let Some(pos) = sockets.iter().position(|s| &*s.namespace().name == nsp) else {
+                return;
+            };
+            sockets.swap_remove(pos)
+        };
+        self.finish(&socket, reason);
+    }
+
+    fn finish(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
+        let events = socket.mark_disconnected();
+        let ns = socket.namespace().clone();
+        ns.remove(socket);
+        self.io.namespaces().remove_if_empty(&ns.name);
+        self.io.socket_gone();
+        self.io.metrics().socket_disconnected(&ns.metrics, reason);
+        match events {
+            // Events still queued for the hooks go first: the queue reports
+            // the departure once it has handed them over.
+            Some(queue) => report_left(&self.io, socket, queue, reason),
+            None => self.io.hooks().on_disconnect(socket, reason),
+        }
+        tracing::debug!(socket = socket.id(), nsp = %ns.name, %reason, "socket disconnected");
+    }
+
+    async fn dispatch(
+        &self,
+        kind: PacketKind,
+        nsp: &str,
+        id: Option<u64>,
+        data: Option<&str>,
+        attachments: Vec<Bytes>,
+    ) -> Flow {
+        use std::sync::atomic::Ordering;
+        if kind == PacketKind::Connect {
+            self.greeted.store(true, Ordering::Release);
+        } else if !self.greeted.load(Ordering::Acquire) {
+            // The protocol: the first packet must be a CONNECT.
+            return Err(DisconnectReason::ProtocolError);
+        }
+        match kind {
+            PacketKind::Connect => self.connect(nsp, data).await,
+            PacketKind::Disconnect => {
+                self.remove_socket(nsp, DisconnectReason::ClientDisconnect);
+                Ok(())
+            }
+            PacketKind::Event | PacketKind::BinaryEvent => {
+                let Some(socket) = self.socket(nsp) else {
+                    // A late packet for a namespace that just left: ignored.
+                    tracing::debug!(nsp, "event for a namespace not connected");
+                    return Ok(());
+                };
+                let data = data.ok_or(DisconnectReason::ProtocolError)?;
+                let (event, args) =
+                    socketio::split_event(data).map_err(|_| DisconnectReason::ProtocolError)?;
+                let args = Payload { args, attachments };
+                self.on_event(&socket, event, args, id).await
+            }
+            PacketKind::Ack | PacketKind::BinaryAck => {
+                let (Some(socket), Some(id), Some(data)) = (self.socket(nsp), id, data) else {
+                    return Ok(());
+                };
+                socket.resolve_ack(
+                    id,
+                    Payload {
+                        args: data.to_owned(),
+                        attachments,
+                    },
+                );
+                Ok(())
+            }
+            PacketKind::ConnectError => Err(DisconnectReason::ProtocolError),
+        }
+    }
+
+    fn refuse(
+        &self,
+        session: &Session,
+        nsp: &str,
+        why: (Option<&Policy>, ConnectErrorReason),
+        message: &str,
+        data: Option<serde_json::Value>,
+    ) {
+        let metrics = self.io.metrics();
+        match why.0 {
+            Some(policy) => metrics.namespace(&policy.name).connect_error(why.1),
+            None => metrics.unknown_namespace().connect_error(why.1),
+        }
+        let mut body = serde_json::Map::new();
+        body.insert("message".into(), message.into());
+        if let Some(d) = data {
+            body.insert("data".into(), d);
+        }
+        let text = serde_json::Value::Object(body).to_string();
+        let frame = payload::encode_control(PacketKind::ConnectError, nsp, Some(&text));
+        let _ = session.queue.push(frame);
+    }
+
+    async fn connect(&self, nsp: &str, data: Option<&str>) -> Flow {
+        let session = self.session()?;
+        if self.socket(nsp).is_some() {
+            tracing::debug!(nsp, "namespace already connected");
+            return Ok(());
+        }
+        let Some(policy) = self.io.namespaces().policy(nsp) else {
+            self.refuse(
+                &session,
+                nsp,
+                (None, ConnectErrorReason::InvalidNamespace),
+                "Invalid namespace",
+                None,
+            );
+            return Ok(());
+        };
+        if self.sockets.lock().len() >= self.io.config().limits.max_namespaces_per_connection {
+            self.refuse(
+                &session,
+                nsp,
+                (Some(&policy), ConnectErrorReason::TooManyNamespaces),
+                "Too many namespaces on this connection",
+                None,
+            );
+            return Ok(());
+        }
+        let auth: Option<serde_json::Value> = match data {
+            Some(d) => Some(serde_json::from_str(d).map_err(|_| DisconnectReason::ProtocolError)?),
+            None => None,
+        };
+        let mut user_id = None;
+        let mut rooms = Vec::new();
+        if let Some(jwt) = &policy.jwt {
+            match jwt.verify_auth(auth.as_ref()) {
+                Ok(grant) => {
+                    user_id = grant.user_id;
+                    rooms = grant.rooms;
+                }
+                Err(e) => {
+                    let why = (Some(&*policy), ConnectErrorReason::Unauthorized);
+                    self.refuse(&session, nsp, why, &e.to_string(), None);
+                    return Ok(());
+                }
+            }
+        }
+        let socket_id = crate::ids::new_socket_id(self.io.node_id());
+        let mut attached = None;
+        let hooks = self.io.hooks();
+        if hooks.handles_connect(nsp) {
+            let req = ConnectRequest {
+                socket_id: &socket_id,
+                namespace: nsp,
+                auth: auth.as_ref(),
+                handshake: &session.info,
+                user_id: user_id.as_deref(),
+            };
+            match hooks.on_connect(req).await {
+                Ok(ConnectDecision::Allow {
+                    user_id: uid,
+                    rooms: extra,
+                    data,
+                }) => {
+                    if uid.is_some() {
+                        user_id = uid;
+                    }
+                    rooms.extend(extra);
+                    attached = data;
+                }
+                Ok(ConnectDecision::Refuse { message, data }) => {
+                    let why = (Some(&*policy), ConnectErrorReason::Refused);
+                    self.refuse(&session, nsp, why, &message, data);
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(nsp, error = %e, "connect hook failed");
+                    let why = (Some(&*policy), ConnectErrorReason::HookError);
+                    self.refuse(&session, nsp, why, &e.to_string(), None);
+                    return Ok(());
+                }
+            }
+        }
+        if session.is_closed() {
+            return Ok(());
+        }
+        // The CONNECT reply goes first, so that nothing reaches the client
+        // for this namespace before it knows it is connected.
+        let reply = format!("{{\"sid\":\"{socket_id}\"}}");
+        session
+            .queue
+            .push(payload::encode_control(
+                PacketKind::Connect,
+                nsp,
+                Some(&reply),
+            ))
+            .map_err(|_| DisconnectReason::SlowConsumer)?;
+        let io = &self.io;
+        let socket = io.register_socket(
+            nsp,
+            &policy,
+            socket_id,
+            &session,
+            self.me.clone(),
+            user_id,
+            attached,
+        );
+        let max_rooms = io.config().limits.max_rooms_per_socket;
+        for room in rooms {
+            match socket.join(&room, max_rooms) {
+                Ok(Joined::Yes { first_local: true }) => {
+                    io.room_subscribed(socket.namespace(), &room).await;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(room, error = e, "initial room refused"),
+            }
+        }
+        self.sockets.lock().push(socket.clone());
+        session.mark_connected();
+        socket.namespace().metrics.connected();
+        hooks.on_connected(&socket);
+        Ok(())
+    }
+
+    async fn on_event(
+        &self,
+        socket: &Arc<Socket>,
+        event: String,
+        args: Payload,
+        ack: Option<u64>,
+    ) -> Flow {
+        if event.len() > self.io.config().limits.max_event_name {
+            return Err(DisconnectReason::ProtocolError);
+        }
+        if event.starts_with('$') {
+            let reply = self.reserved(socket, &event, &args).await;
+            if let Some(id) = ack {
+                let _ = socket.ack(id, &reply);
+            }
+            return Ok(());
+        }
+        let nsp = &socket.namespace().name;
+        if !self.io.hooks().handles_events(nsp) {
+            if let Some(id) = ack {
+                let _ = socket.ack(id, &err_ack("no handler for application events"));
+            }
+            return Ok(());
+        }
+        let tx = {
+            let mut slot = socket.events.lock();
+            if !socket.is_connected() {
+                return Ok(());
+            }
+            slot.get_or_insert_with(|| {
+                spawn_event_worker(
+                    self.io.clone(),
+                    socket.clone(),
+                    self.io.config().limits.hook_queue,
+                )
+            })
+            .clone()
+        };
+        let sequence = socket
+            .next_event
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let item = Inbound::Event(InboundEvent {
+            event,
+            args,
+            ack,
+            sequence,
+        });
+        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(item) {
+            tracing::debug!(socket = socket.id(), "hook queue full; event dropped");
+            if let Some(id) = ack {
+                let busy = Payload::from_values(&[serde_json::json!({ "error": "backend busy" })]);
+                let _ = socket.ack(id, &busy);
+            }
+        }
+        Ok(())
+    }
+
+    /// `$join`, `$leave`, `$publish`: the answer for the client's ack.
+    async fn reserved(&self, socket: &Arc<Socket>, event: &str, args: &Payload) -> Payload {
+        let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(&args.args) else {
+            return err_ack("invalid arguments");
+        };
+        let string_at = |i: usize| -> Option<String> {
+            list.get(i)
+                .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+        };
+        let limits = &self.io.config().limits;
+        let policy = &socket.namespace().policy;
+        let Some(room) = string_at(0).filter(|r| !r.is_empty() && r.len() <= limits.max_room_name)
+        else {
+            return err_ack("room must be a non-empty string");
+        };
+        match event {
+            "$join" => {
+                if !policy.may_join(&room) {
+                    return err_ack("not allowed to join this room");
+                }
+                match socket.join(&room, limits.max_rooms_per_socket) {
+                    Ok(Joined::Yes { first_local }) => {
+                        if first_local {
+                            self.io.room_subscribed(socket.namespace(), &room).await;
+                        }
+                        ok_ack()
+                    }
+                    Ok(Joined::Already) => ok_ack(),
+                    Err(e) => err_ack(e),
+                }
+            }
+            "$leave" => {
+                if !policy.may_join(&room) {
+                    return err_ack("not allowed to leave this room");
+                }
+                socket.namespace().leave(socket, &room);
+                ok_ack()
+            }
+            "$publish" => {
+                if !policy.publish {
+                    return err_ack("publishing is not allowed in this namespace");
+                }
+                if !socket.in_room(&room) || room == socket.id() {
+                    return err_ack("not a member of this room");
+                }
+                let Some(name) = string_at(1) else {
+                    return err_ack("event must be a string");
+                };
+                if name.is_empty()
+                    || name.starts_with('$')
+                    || name.len() > limits.max_event_name
+                    || RESERVED_EVENTS.contains(&name.as_str())
+                {
+                    return err_ack("this event name cannot be published");
+                }
+                let rest: Vec<&str> = list.iter().skip(2).map(|v| v.get()).collect();
+                let payload = Payload {
+                    args: format!("[{}]", rest.join(",")),
+                    attachments: args.attachments.clone(),
+                };
+                let target = Target::room(room).except(socket.id());
+                match self
+                    .io
+                    .emit_nowait(&socket.namespace().name, &target, &name, &payload)
+                {
+                    Ok(_) => ok_ack(),
+                    Err(e) => err_ack(&e.to_string()),
+                }
+            }
+            _ => err_ack("unknown reserved event"),
+        }
+    }
+}
+
+/// Puts the departure of `socket` at the end of its hook queue.
+fn report_left(
+    io: &SocketIo,
+    socket: &Arc<Socket>,
+    queue: mpsc::Sender<Inbound>,
+    reason: DisconnectReason,
+) {
+    match queue.try_send(Inbound::Left(reason)) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(left)) => {
+            tokio::spawn(async move {
+                let _ = queue.send(left).await;
+            });
+        }
+        // The worker is gone (it outlives every sender unless it panicked).
+        Err(mpsc::error::TrySendError::Closed(_)) => io.hooks().on_disconnect(socket, reason),
+    }
+}
+
+/// The socket's ordered queue to the hooks (`limits.hook_queue` long). Past
+/// it, an event is dropped and a client asking for an ack gets
+/// `{"error":"backend busy"}`: the reader never waits on a backend, so
+/// heartbeats keep flowing.
+fn spawn_event_worker(io: SocketIo, socket: Arc<Socket>, bound: usize) -> mpsc::Sender<Inbound> {
+    let (tx, mut rx) = mpsc::channel::<Inbound>(bound);
+    tokio::spawn(async move {
+        while let Some(item) = rx.recv().await {
+            let ev = match item {
+                Inbound::Event(ev) => ev,
+                Inbound::Left(reason) => {
+                    io.hooks().on_disconnect(&socket, reason);
+                    break;
+                }
+            };
+            let event = Event {
+                name: ev.event,
+                args: ev.args,
+                wants_ack: ev.ack.is_some(),
+                sequence: ev.sequence,
+            };
+            let result = io.hooks().on_event(&socket, event).await;
+            match ev.ack {
+                // An event forwarded after its socket left is not acked:
+                // the client may have reconnected with new ack ids.
+                Some(id) if socket.is_connected() => {
+                    let reply = match result {
+                        Ok(Some(p)) => p,
+                        Ok(None) => Payload::empty(),
+                        Err(e) => {
+                            Payload::from_values(&[serde_json::json!({ "error": e.to_string() })])
+                        }
+                    };
+                    let _ = socket.ack(id, &reply);
+                }
+                _ => {
+                    if let Err(e) = result {
+                        tracing::debug!(socket = socket.id(), error = %e, "event hook failed");
+                    }
+                }
+            }
+        }
+    });
+    tx
+}
+
+#[async_trait::async_trait]
+impl Connection for Client {
+    async fn on_message(&self, text: &str) -> Flow {
+        if self.partial.lock().is_some() {
+            // Attachments must follow their packet directly.
+            return Err(DisconnectReason::ProtocolError);
+        }
+        let packet = socketio::decode(text, &self.limits).map_err(|e| {
+            tracing::debug!(error = %e, "invalid socket.io packet");
+            DisconnectReason::ProtocolError
+        })?;
+        if packet.kind.is_binary() {
+            let data = packet.data.unwrap_or("");
+            socketio::check_placeholders(data, packet.attachments)
+                .map_err(|_| DisconnectReason::ProtocolError)?;
+            if packet.attachments > 0 {
+                *self.partial.lock() = Some(Partial {
+                    kind: packet.kind,
+                    nsp: packet.nsp.to_owned(),
+                    id: packet.id,
+                    data: data.to_owned(),
+                    expected: packet.attachments,
+                    attachments: Vec::with_capacity(packet.attachments),
+                });
+                return Ok(());
+            }
+        }
+        self.dispatch(packet.kind, packet.nsp, packet.id, packet.data, Vec::new())
+            .await
+    }
+
+    async fn on_binary(&self, data: Bytes) -> Flow {
+        let complete = {
+            let mut slot = self.partial.lock();
+            let Some(partial) = slot.as_mut() else {
+                return Err(DisconnectReason::ProtocolError);
+            };
+            partial.attachments.push(data);
+            if partial.attachments.len() == partial.expected {
+                slot.take()
+            } else {
+                None
+            }
+        };
+        match complete {
+            Some(p) => {
+                self.dispatch(p.kind, &p.nsp, p.id, Some(&p.data), p.attachments)
+                    .await
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn on_close(&self, reason: DisconnectReason) {
+        self.io.connection_gone();
+        let sockets = std::mem::take(&mut *self.sockets.lock());
+        for socket in &sockets {
+            self.finish(socket, reason);
+        }
+    }
+}

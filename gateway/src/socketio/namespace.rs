@@ -1,0 +1,477 @@
+//! Namespaces: their policies (from configuration), their sockets and their
+//! rooms, and local delivery of an encoded packet to a target.
+//!
+//! Every socket is in the room named after its own id. That room is not
+//! stored: a target room that is a local socket id resolves to that socket.
+//! Names shaped like a socket id are reserved for those rooms (a join is
+//! refused), so nobody can listen in on another socket's own room.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use parking_lot::RwLock;
+
+use super::socket::Socket;
+use crate::auth::JwtVerifier;
+use crate::cluster::{Channels, Subscriptions};
+use crate::config::{Config, ConfigError, NamespaceConfig, NamespaceMatcher};
+use crate::engine::{Frame, PushError};
+use crate::reason::DisconnectReason;
+use crate::telemetry::{Metrics, NamespaceMetrics};
+
+/// What clients of a namespace may do.
+#[derive(Debug)]
+pub struct Policy {
+    /// The configured name or pattern (the metrics label).
+    pub name: String,
+    matcher: NamespaceMatcher,
+    join: GlobSet,
+    pub publish: bool,
+    pub jwt: Option<JwtVerifier>,
+}
+
+impl Policy {
+    pub fn new(cfg: &NamespaceConfig) -> Result<Self, ConfigError> {
+        let mut join = GlobSetBuilder::new();
+        for p in &cfg.join {
+            join.add(Glob::new(p).map_err(|e| ConfigError::Invalid(e.to_string()))?);
+        }
+        Ok(Self {
+            name: cfg.name.clone(),
+            matcher: NamespaceMatcher::new(&cfg.name)?,
+            join: join
+                .build()
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+            publish: cfg.publish,
+            jwt: cfg
+                .jwt
+                .as_ref()
+                .map(JwtVerifier::new)
+                .transpose()
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+        })
+    }
+
+    /// May a client join or leave `room` by itself?
+    pub fn may_join(&self, room: &str) -> bool {
+        self.join.is_match(room)
+    }
+}
+
+/// Who an emit is for: sockets in any of `rooms` or with one of
+/// `socket_ids`, except those in any of `except_rooms` (room names or socket
+/// ids). No rooms and no ids means the whole namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Target {
+    pub rooms: Vec<String>,
+    pub socket_ids: Vec<String>,
+    pub except_rooms: Vec<String>,
+    /// Drop rather than disconnect when a recipient's queue is full.
+    pub volatile: bool,
+}
+
+impl Target {
+    pub fn room(room: impl Into<String>) -> Self {
+        Self {
+            rooms: vec![room.into()],
+            ..Self::default()
+        }
+    }
+
+    pub fn socket(id: impl Into<String>) -> Self {
+        Self {
+            socket_ids: vec![id.into()],
+            ..Self::default()
+        }
+    }
+
+    pub fn except(mut self, name: impl Into<String>) -> Self {
+        self.except_rooms.push(name.into());
+        self
+    }
+
+    /// Whether it selects the whole namespace.
+    pub fn is_namespace(&self) -> bool {
+        self.rooms.is_empty() && self.socket_ids.is_empty()
+    }
+
+    /// Target name `i` of the ordered list `rooms ++ socket_ids`.
+    fn name(&self, i: usize) -> Option<Name<'_>> {
+        match self.rooms.get(i) {
+            Some(r) => Some(Name::Room(r)),
+            None => self
+                .socket_ids
+                .get(i - self.rooms.len())
+                .map(|s| Name::Id(s)),
+        }
+    }
+
+    fn names(&self) -> usize {
+        self.rooms.len() + self.socket_ids.len()
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Name<'a> {
+    Room(&'a str),
+    Id(&'a str),
+}
+
+/// Subscribes the node to the channels its local membership needs.
+pub(crate) struct ChannelWatch {
+    pub subscriptions: Arc<Subscriptions>,
+    pub channels: Channels,
+    pub metrics: Arc<Metrics>,
+}
+
+type Members = HashMap<Arc<str>, Arc<Socket>>;
+
+/// A live namespace on this node.
+pub struct Namespace {
+    pub name: Arc<str>,
+    pub policy: Arc<Policy>,
+    /// The series of this namespace's policy.
+    pub metrics: Arc<NamespaceMetrics>,
+    watch: Arc<ChannelWatch>,
+    sockets: RwLock<Members>,
+    rooms: RwLock<HashMap<Arc<str>, Members>>,
+}
+
+impl std::fmt::Debug for Namespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Namespace")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Outcome of a join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// Newly joined; `first_local` when no other local socket was in the room.
+    Yes {
+        first_local: bool,
+    },
+    Already,
+}
+
+impl Namespace {
+    fn new(name: &str, policy: Arc<Policy>, watch: Arc<ChannelWatch>) -> Self {
+        Self {
+            name: name.into(),
+            metrics: watch.metrics.namespace(&policy.name),
+            policy,
+            watch,
+            sockets: RwLock::new(HashMap::new()),
+            rooms: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The node's metrics.
+    pub fn node_metrics(&self) -> &Metrics {
+        &self.watch.metrics
+    }
+
+    pub fn socket(&self, id: &str) -> Option<Arc<Socket>> {
+        self.sockets.read().get(id).cloned()
+    }
+
+    pub fn sockets(&self) -> Vec<Arc<Socket>> {
+        self.sockets.read().values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.sockets.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn insert(&self, socket: Arc<Socket>) {
+        self.sockets.write().insert(socket.id_arc(), socket);
+    }
+
+    /// Adds `socket` to `room`. Lock order: the room map, then the socket's
+    /// own room list.
+    pub fn join(
+        &self,
+        socket: &Arc<Socket>,
+        room: &str,
+        max_rooms: usize,
+    ) -> Result<Joined, &'static str> {
+        if room == socket.id() {
+            return Ok(Joined::Already);
+        }
+        if crate::ids::is_socket_id_shape(room) {
+            return Err("room name reserved: it has the shape of a socket id");
+        }
+        let mut rooms = self.rooms.write();
+        let mut own = socket.rooms_mut();
+        if own.iter().any(|r| &**r == room) {
+            return Ok(Joined::Already);
+        }
+        // The own-id room counts against the limit.
+        if own.len() + 1 >= max_rooms {
+            return Err("too many rooms");
+        }
+        let (key, members) = match rooms.get_key_value(room) {
+            Some((k, _)) => (k.clone(), None),
+            None => (Arc::<str>::from(room), Some(Members::new())),
+        };
+        let first_local = members.is_some();
+        if first_local {
+            self.watch
+                .subscriptions
+                .want(self.watch.channels.room(&self.name, room));
+            self.metrics.rooms_added(1);
+        }
+        let entry = rooms
+            .entry(key.clone())
+            .or_insert_with(|| members.unwrap_or_default());
+        entry.insert(socket.id_arc(), socket.clone());
+        own.push(key);
+        Ok(Joined::Yes { first_local })
+    }
+
+    /// Removes `socket` from `room`; returns `Some(last_local)` when it was in it.
+    pub fn leave(&self, socket: &Socket, room: &str) -> Option<bool> {
+        let mut rooms = self.rooms.write();
+        let mut own = socket.rooms_mut();
+        let pos = own.iter().position(|r| &**r == room)?;
+        own.swap_remove(pos);
+        let members = rooms.get_mut(room)?;
+        members.remove(socket.id());
+        let last = members.is_empty();
+        if last {
+            rooms.remove(room);
+            self.unwatch_room(room);
+        }
+        Some(last)
+    }
+
+    /// Removes `socket` from the namespace and all its rooms; returns the
+    /// rooms that no local socket is in any more.
+    pub(crate) fn remove(&self, socket: &Socket) -> Vec<Arc<str>> {
+        let mut emptied = Vec::new();
+        {
+            let mut rooms = self.rooms.write();
+            let mut own = socket.rooms_mut();
+            for room in own.drain(..) {
+                if let Some(members) = rooms.get_mut(&room) {
+                    members.remove(socket.id());
+                    if members.is_empty() {
+                        rooms.remove(&room);
+                        self.unwatch_room(&room);
+                        emptied.push(room);
+                    }
+                }
+            }
+        }
+        self.sockets.write().remove(socket.id());
+        emptied
+    }
+
+    fn unwatch_room(&self, room: &str) {
+        self.metrics.rooms_removed(1);
+        self.watch
+            .subscriptions
+            .unwant(&self.watch.channels.room(&self.name, room));
+    }
+
+    /// The bus channel of `room` in this namespace.
+    pub fn room_channel(&self, room: &str) -> String {
+        self.watch.channels.room(&self.name, room)
+    }
+
+    /// Rooms with their local member counts (own-id rooms not included).
+    pub fn room_counts(&self) -> Vec<(String, usize)> {
+        self.rooms
+            .read()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.len()))
+            .collect()
+    }
+
+    /// Is local socket `id` in the room `name`, or is `name` its id?
+    fn in_room(rooms: &HashMap<Arc<str>, Members>, name: &str, id: &str) -> bool {
+        name == id || rooms.get(name).is_some_and(|m| m.contains_key(id))
+    }
+
+    fn selects(rooms: &HashMap<Arc<str>, Members>, name: Name<'_>, id: &str) -> bool {
+        match name {
+            Name::Room(r) => r == id || rooms.get(r).is_some_and(|m| m.contains_key(id)),
+            Name::Id(s) => s == id,
+        }
+    }
+
+    /// The local sockets `target` selects, each once.
+    pub fn select(&self, target: &Target) -> Vec<Arc<Socket>> {
+        let mut out = Vec::new();
+        self.for_each_target(target, None, |s| out.push(s.clone()));
+        out
+    }
+
+    /// Calls `f` once for every local socket `target` selects. With `only`,
+    /// a socket is visited only when the first target name selecting it is
+    /// one of `only` (the copy of a cluster emit responsible for it). Holds
+    /// the namespace's read locks: `f` must not block or re-enter.
+    pub fn for_each_target(
+        &self,
+        target: &Target,
+        only: Option<&[u32]>,
+        mut f: impl FnMut(&Arc<Socket>),
+    ) {
+        let rooms = self.rooms.read();
+        let sockets = self.sockets.read();
+        let excluded = |id: &str| {
+            target
+                .except_rooms
+                .iter()
+                .any(|r| Self::in_room(&rooms, r, id))
+        };
+        if target.is_namespace() {
+            for s in sockets.values() {
+                if !excluded(s.id()) {
+                    f(s);
+                }
+            }
+            return;
+        }
+        for i in 0..target.names() {
+            if only.is_some_and(|o| !o.contains(&(i as u32))) {
+                continue;
+            }
+            let Some(name) = target.name(i) else { break };
+            let mut visit = |s: &Arc<Socket>| {
+                // Exactly once: skip sockets an earlier target name selects.
+                let seen = (0..i).any(|k| {
+                    target
+                        .name(k)
+                        .is_some_and(|n| Self::selects(&rooms, n, s.id()))
+                });
+                if !seen && !excluded(s.id()) {
+                    f(s);
+                }
+            };
+            match name {
+                Name::Id(id) => {
+                    if let Some(s) = sockets.get(id) {
+                        visit(s);
+                    }
+                }
+                Name::Room(room) => {
+                    if let Some(members) = rooms.get(room) {
+                        members.values().for_each(&mut visit);
+                    } else if let Some(s) = sockets.get(room) {
+                        // The socket's own-id room.
+                        visit(s);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues the encoded `frames` for every selected local socket; returns
+    /// how many got them. A full queue disconnects that socket's connection
+    /// as a slow consumer (or, for a volatile emit, skips it).
+    pub fn deliver(&self, target: &Target, only: Option<&[u32]>, frames: &[Frame]) -> usize {
+        let mut delivered = 0;
+        self.for_each_target(target, only, |s| match s.session().queue.push_all(frames) {
+            Ok(()) => delivered += 1,
+            Err(PushError::Full) if target.volatile => self.watch.metrics.slow_consumer_drop(),
+            Err(PushError::Full) => s.session().close(DisconnectReason::SlowConsumer),
+            Err(PushError::Closed) => {}
+        });
+        self.watch.metrics.broadcast(delivered);
+        delivered
+    }
+}
+
+/// The namespaces of a node: configured policies and the live namespaces.
+pub struct Namespaces {
+    policies: Vec<Arc<Policy>>,
+    watch: Arc<ChannelWatch>,
+    live: RwLock<HashMap<Arc<str>, Arc<Namespace>>>,
+}
+
+impl Namespaces {
+    pub(crate) fn new(config: &Config, watch: Arc<ChannelWatch>) -> Result<Self, ConfigError> {
+        let policies = config
+            .effective_namespaces()
+            .iter()
+            .map(|n| Policy::new(n).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            policies,
+            watch,
+            live: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The policy of `name`: an exact declaration wins over a pattern.
+    pub fn policy(&self, name: &str) -> Option<Arc<Policy>> {
+        self.policies
+            .iter()
+            .find(|p| !p.matcher.is_pattern() && p.matcher.matches(name))
+            .or_else(|| self.policies.iter().find(|p| p.matcher.matches(name)))
+            .cloned()
+    }
+
+    pub fn policies(&self) -> &[Arc<Policy>] {
+        &self.policies
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Namespace>> {
+        self.live.read().get(name).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Namespace>> {
+        self.live.read().values().cloned().collect()
+    }
+
+    /// Creates a socket with `make` and registers it in namespace `name`
+    /// (created on first use).
+    pub(crate) fn insert_with(
+        &self,
+        name: &str,
+        policy: &Arc<Policy>,
+        make: impl FnOnce(Arc<Namespace>) -> Arc<Socket>,
+    ) -> Arc<Socket> {
+        {
+            let live = self.live.read();
+            if let Some(ns) = live.get(name) {
+                // Inserted under the registry's read lock so that removal of
+                // an empty namespace (under the write lock) cannot race it.
+                let socket = make(ns.clone());
+                ns.insert(socket.clone());
+                return socket;
+            }
+        }
+        let mut live = self.live.write();
+        let ns = live
+            .entry(Arc::from(name))
+            .or_insert_with(|| {
+                self.watch
+                    .subscriptions
+                    .want(self.watch.channels.namespace(name));
+                Arc::new(Namespace::new(name, policy.clone(), self.watch.clone()))
+            })
+            .clone();
+        let socket = make(ns.clone());
+        ns.insert(socket.clone());
+        socket
+    }
+
+    /// Drops namespace `name` when it has no socket left.
+    pub(crate) fn remove_if_empty(&self, name: &str) {
+        let mut live = self.live.write();
+        if live.get(name).is_some_and(|ns| ns.is_empty()) {
+            live.remove(name);
+            self.watch
+                .subscriptions
+                .unwant(&self.watch.channels.namespace(name));
+        }
+    }
+}

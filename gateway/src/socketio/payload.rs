@@ -1,0 +1,198 @@
+//! Event payloads in Socket.IO's own shape, and their encoding into frames
+//! (once per emit, shared by every recipient).
+
+use bytes::Bytes;
+
+use crate::engine::Frame;
+use crate::protocol::socketio::{self, PacketKind};
+
+/// Arguments of an event or an ack: the JSON text of an array, with binary
+/// attachments referenced by `{"_placeholder":true,"num":N}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    /// JSON array text, kept byte for byte (key order included).
+    pub args: String,
+    pub attachments: Vec<Bytes>,
+}
+
+impl Payload {
+    /// `[]`, no attachments.
+    pub fn empty() -> Self {
+        Self {
+            args: "[]".to_owned(),
+            attachments: Vec::new(),
+        }
+    }
+
+    /// Arguments from JSON values (no binary).
+    pub fn from_values(values: &[serde_json::Value]) -> Self {
+        Self {
+            args: serde_json::to_string(values).unwrap_or_else(|_| "[]".to_owned()),
+            attachments: Vec::new(),
+        }
+    }
+
+    /// The arguments as JSON values (placeholders stay as objects).
+    pub fn values(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.args).unwrap_or_default()
+    }
+}
+
+/// Errors building a packet from caller-supplied parts.
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error("arguments must be the JSON text of an array")]
+    NotAnArray,
+    #[error("placeholders do not match the {0} attachment(s)")]
+    Placeholders(usize),
+}
+
+/// Checks a payload built by a backend before it is sent anywhere.
+pub fn validate(payload: &Payload) -> Result<(), PayloadError> {
+    let value: serde_json::Value =
+        serde_json::from_str(&payload.args).map_err(|_| PayloadError::NotAnArray)?;
+    if !value.is_array() {
+        return Err(PayloadError::NotAnArray);
+    }
+    socketio::check_placeholders(&payload.args, payload.attachments.len())
+        .map_err(|_| PayloadError::Placeholders(payload.attachments.len()))
+}
+
+fn frames(text: String, attachments: &[Bytes]) -> Vec<Frame> {
+    let mut frames = Vec::with_capacity(1 + attachments.len());
+    frames.push(Frame::text(text));
+    frames.extend(attachments.iter().cloned().map(Frame::Binary));
+    frames
+}
+
+/// `event(...args)` to namespace `nsp`, with an ack id when one is wanted.
+pub fn encode_event(
+    nsp: &str,
+    event: &str,
+    payload: &Payload,
+    ack: Option<u64>,
+) -> Result<Vec<Frame>, PayloadError> {
+    let mut data = String::with_capacity(payload.args.len() + event.len() + 4);
+    socketio::write_event_array(&mut data, event, &payload.args)
+        .map_err(|_| PayloadError::NotAnArray)?;
+    let kind = if payload.attachments.is_empty() {
+        PacketKind::Event
+    } else {
+        PacketKind::BinaryEvent
+    };
+    let mut text = String::with_capacity(data.len() + nsp.len() + 24);
+    text.push('4');
+    socketio::encode_into(
+        &mut text,
+        kind,
+        nsp,
+        payload.attachments.len(),
+        ack,
+        Some(&data),
+    );
+    Ok(frames(text, &payload.attachments))
+}
+
+/// The answer to the client's ack `id`.
+pub fn encode_ack(nsp: &str, id: u64, payload: &Payload) -> Vec<Frame> {
+    let kind = if payload.attachments.is_empty() {
+        PacketKind::Ack
+    } else {
+        PacketKind::BinaryAck
+    };
+    let mut text = String::with_capacity(payload.args.len() + nsp.len() + 24);
+    text.push('4');
+    socketio::encode_into(
+        &mut text,
+        kind,
+        nsp,
+        payload.attachments.len(),
+        Some(id),
+        Some(&payload.args),
+    );
+    frames(text, &payload.attachments)
+}
+
+/// A control packet (CONNECT reply, CONNECT_ERROR, DISCONNECT) with JSON data.
+pub fn encode_control(kind: PacketKind, nsp: &str, data: Option<&str>) -> Frame {
+    let mut text = String::with_capacity(nsp.len() + data.map_or(0, str::len) + 4);
+    text.push('4');
+    socketio::encode_into(&mut text, kind, nsp, 0, None, data);
+    Frame::text(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(f: &Frame) -> &str {
+        match f {
+            Frame::Text(t) => t.as_str(),
+            Frame::Binary(_) => panic!("binary"),
+        }
+    }
+
+    #[test]
+    fn encodes_events_acks_and_control_packets() {
+        let p = Payload {
+            args: r#"[1,"2",{"3":[true],"a":0}]"#.into(),
+            attachments: vec![],
+        };
+        let f = encode_event("/", "message-back", &p, None).unwrap();
+        assert_eq!(
+            text(&f[0]),
+            r#"42["message-back",1,"2",{"3":[true],"a":0}]"#
+        );
+        let f = encode_event("/custom", "auth", &Payload::from_values(&[]), Some(7)).unwrap();
+        assert_eq!(text(&f[0]), r#"42/custom,7["auth"]"#);
+        let bin = Payload {
+            args: r#"[{"_placeholder":true,"num":0}]"#.into(),
+            attachments: vec![Bytes::from_static(&[1, 2, 3])],
+        };
+        let f = encode_ack("/", 789, &bin);
+        assert_eq!(text(&f[0]), r#"461-789[{"_placeholder":true,"num":0}]"#);
+        assert_eq!(f[1], Frame::Binary(Bytes::from_static(&[1, 2, 3])));
+        let f = encode_control(
+            PacketKind::ConnectError,
+            "/random",
+            Some(r#"{"message":"Invalid namespace"}"#),
+        );
+        assert_eq!(text(&f), r#"44/random,{"message":"Invalid namespace"}"#);
+        assert!(
+            encode_event(
+                "/",
+                "x",
+                &Payload {
+                    args: "{}".into(),
+                    attachments: vec![]
+                },
+                None
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn validates_backend_payloads() {
+        assert!(validate(&Payload::empty()).is_ok());
+        assert!(
+            validate(&Payload {
+                args: "{}".into(),
+                attachments: vec![]
+            })
+            .is_err()
+        );
+        assert!(
+            validate(&Payload {
+                args: "[".into(),
+                attachments: vec![]
+            })
+            .is_err()
+        );
+        let bad = Payload {
+            args: r#"[{"_placeholder":true,"num":1}]"#.into(),
+            attachments: vec![Bytes::new()],
+        };
+        assert!(validate(&bad).is_err());
+    }
+}

@@ -1,0 +1,1293 @@
+//! The Prometheus metrics of one node.
+//!
+//! Each node owns a [`Metrics`]: its own Prometheus recorder (not the
+//! process-global one, so that several nodes in one process, as in the
+//! tests, keep their numbers apart) and every metric handle, registered once
+//! when the node starts. Every series the dashboard and the alert rules read
+//! exists from startup, at zero.
+//!
+//! The node's code updates metrics through cheap methods: an atomic add on a
+//! pre-registered handle, never a string formatted or a label allocated on
+//! the hot path. Labels are of low cardinality and fixed sets (transport,
+//! [`DisconnectReason`], [`ConnectErrorReason`], [`RedisOp`], [`AdminMethod`]
+//! and gRPC code, [`HookKind`] and [`HookResult`]), except `namespace`,
+//! which is the *policy* name from the configuration (`/chat`, `/tenant-*`),
+//! never a client-chosen string: [`Metrics::namespace`] hands out one
+//! [`NamespaceMetrics`] per policy, to be kept beside the namespace.
+//!
+//! The names and labels are a contract with `deploy/` (the Grafana dashboard
+//! and the alert rules, listed in `deploy/metric-names.txt`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use ::metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString,
+};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use parking_lot::RwLock;
+
+use crate::config::Transport;
+use crate::reason::DisconnectReason;
+
+/// Metric names, as exported.
+pub mod names {
+    pub const BUILD_INFO: &str = "gateway_build_info";
+    pub const ENGINE_CONNECTIONS: &str = "gateway_engine_connections";
+    pub const SOCKETS: &str = "gateway_sockets";
+    pub const CONNECTS: &str = "gateway_connects_total";
+    pub const CONNECT_ERRORS: &str = "gateway_connect_errors_total";
+    pub const DISCONNECTS: &str = "gateway_disconnects_total";
+    pub const ROOMS: &str = "gateway_rooms";
+    pub const PACKETS_RECEIVED: &str = "gateway_packets_received_total";
+    pub const PACKETS_SENT: &str = "gateway_packets_sent_total";
+    pub const BYTES_RECEIVED: &str = "gateway_bytes_received_total";
+    pub const BYTES_SENT: &str = "gateway_bytes_sent_total";
+    pub const DELIVERIES: &str = "gateway_deliveries_total";
+    pub const SLOW_CONSUMER_DISCONNECTS: &str = "gateway_slow_consumer_disconnects_total";
+    pub const SLOW_CONSUMER_DROPS: &str = "gateway_slow_consumer_drops_total";
+    pub const BROADCAST_FANOUT: &str = "gateway_broadcast_fanout";
+    pub const REDIS_PUBLISHES: &str = "gateway_redis_publishes_total";
+    pub const REDIS_RECEIVES: &str = "gateway_redis_receives_total";
+    pub const REDIS_ERRORS: &str = "gateway_redis_errors_total";
+    pub const REDIS_SUBSCRIPTIONS: &str = "gateway_redis_subscriptions";
+    pub const REDIS_PUBSUB_LAG: &str = "gateway_redis_pubsub_lag_seconds";
+    pub const REDIS_CONNECTED: &str = "gateway_redis_connected";
+    pub const ADMIN_REQUESTS: &str = "gateway_admin_requests_total";
+    pub const ADMIN_DURATION: &str = "gateway_admin_request_duration_seconds";
+    pub const ADMIN_IN_FLIGHT: &str = "gateway_admin_in_flight";
+    pub const HOOK_REQUESTS: &str = "gateway_hook_requests_total";
+    pub const HOOK_DURATION: &str = "gateway_hook_duration_seconds";
+    pub const HOOK_IN_FLIGHT: &str = "gateway_hook_in_flight";
+    pub const DRAINING: &str = "gateway_draining";
+    pub const CLUSTER_NODES: &str = "gateway_cluster_nodes";
+}
+
+/// Buckets of `gateway_broadcast_fanout` (recipients of one broadcast).
+const FANOUT_BUCKETS: &[f64] = &[
+    0.0, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+    25000.0, 50000.0, 100000.0,
+];
+/// Buckets of `gateway_redis_pubsub_lag_seconds`.
+const LAG_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Buckets of the admin and hook call durations, seconds.
+const CALL_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// The `namespace` label of connection attempts that matched no policy.
+pub const UNKNOWN_NAMESPACE: &str = "unknown";
+
+static METADATA: Metadata<'static> = Metadata::new("gateway", Level::INFO, Some(module_path!()));
+
+/// Why a client could not connect to a namespace (`reason` label of
+/// `gateway_connect_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnectErrorReason {
+    /// No namespace policy matches (`Invalid namespace`).
+    InvalidNamespace,
+    /// `limits.max_namespaces_per_connection` reached.
+    TooManyNamespaces,
+    /// The JWT was missing or invalid.
+    Unauthorized,
+    /// The connect hook refused the connection.
+    Refused,
+    /// The connect hook failed (timeout, backend down, bad answer).
+    HookError,
+    /// The Engine.IO connection closed before any namespace connected
+    /// (`server.connect_timeout_ms`).
+    ConnectTimeout,
+}
+
+impl ConnectErrorReason {
+    pub const ALL: [Self; 6] = [
+        Self::InvalidNamespace,
+        Self::TooManyNamespaces,
+        Self::Unauthorized,
+        Self::Refused,
+        Self::HookError,
+        Self::ConnectTimeout,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidNamespace => "invalid_namespace",
+            Self::TooManyNamespaces => "too_many_namespaces",
+            Self::Unauthorized => "unauthorized",
+            Self::Refused => "refused",
+            Self::HookError => "hook_error",
+            Self::ConnectTimeout => "connect_timeout",
+        }
+    }
+}
+
+/// A Redis operation (`op` label of `gateway_redis_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RedisOp {
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    Connect,
+    Heartbeat,
+}
+
+impl RedisOp {
+    pub const ALL: [Self; 5] = [
+        Self::Publish,
+        Self::Subscribe,
+        Self::Unsubscribe,
+        Self::Connect,
+        Self::Heartbeat,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Publish => "publish",
+            Self::Subscribe => "subscribe",
+            Self::Unsubscribe => "unsubscribe",
+            Self::Connect => "connect",
+            Self::Heartbeat => "heartbeat",
+        }
+    }
+}
+
+/// A method of the admin gRPC service (`method` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AdminMethod {
+    Emit,
+    EmitWithAck,
+    JoinRooms,
+    LeaveRooms,
+    DisconnectSockets,
+    FetchSockets,
+    ListRooms,
+    ClusterInfo,
+}
+
+impl AdminMethod {
+    pub const ALL: [Self; 8] = [
+        Self::Emit,
+        Self::EmitWithAck,
+        Self::JoinRooms,
+        Self::LeaveRooms,
+        Self::DisconnectSockets,
+        Self::FetchSockets,
+        Self::ListRooms,
+        Self::ClusterInfo,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Emit => "Emit",
+            Self::EmitWithAck => "EmitWithAck",
+            Self::JoinRooms => "JoinRooms",
+            Self::LeaveRooms => "LeaveRooms",
+            Self::DisconnectSockets => "DisconnectSockets",
+            Self::FetchSockets => "FetchSockets",
+            Self::ListRooms => "ListRooms",
+            Self::ClusterInfo => "ClusterInfo",
+        }
+    }
+
+    /// The method named `name`, or by the last segment of a gRPC path
+    /// (`/socketio_gateway.admin.v1.Admin/Emit`).
+    pub fn parse(name: &str) -> Option<Self> {
+        let name = name.rsplit('/').next().unwrap_or(name);
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+}
+
+/// gRPC status code names, indexed by code (`code` label).
+const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+const GRPC_OK: i32 = 0;
+const GRPC_CANCELLED: i32 = 1;
+const GRPC_UNKNOWN: i32 = 2;
+
+/// The label of gRPC status code `code` (`tonic::Code as i32`).
+pub fn grpc_code_name(code: i32) -> &'static str {
+    GRPC_CODES[grpc_code_index(code)]
+}
+
+fn grpc_code_index(code: i32) -> usize {
+    usize::try_from(code)
+        .ok()
+        .filter(|c| *c < GRPC_CODES.len())
+        .unwrap_or(GRPC_UNKNOWN as usize)
+}
+
+/// A backend hook (`hook` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookKind {
+    Connect,
+    Event,
+    Disconnect,
+}
+
+impl HookKind {
+    pub const ALL: [Self; 3] = [Self::Connect, Self::Event, Self::Disconnect];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Event => "event",
+            Self::Disconnect => "disconnect",
+        }
+    }
+}
+
+/// How a hook call ended (`result` label; the alert counts everything but
+/// `ok` as an error). A refusal by the backend is an answer: `ok`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookResult {
+    Ok,
+    /// The backend answered with an error status.
+    Error,
+    /// The deadline passed.
+    Timeout,
+    /// The backend could not be reached.
+    Unavailable,
+    /// Refused by the gateway's own concurrency limit.
+    Overloaded,
+    /// The caller went away before an answer (the guard was dropped).
+    Cancelled,
+}
+
+impl HookResult {
+    pub const ALL: [Self; 6] = [
+        Self::Ok,
+        Self::Error,
+        Self::Timeout,
+        Self::Unavailable,
+        Self::Overloaded,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Timeout => "timeout",
+            Self::Unavailable => "unavailable",
+            Self::Overloaded => "overloaded",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+fn transport_index(t: Transport) -> usize {
+    match t {
+        Transport::Polling => 0,
+        Transport::Websocket => 1,
+    }
+}
+
+const TRANSPORTS: [Transport; 2] = [Transport::Polling, Transport::Websocket];
+
+/// Registers handles into one node's recorder.
+struct Registrar<'a> {
+    recorder: &'a PrometheusRecorder,
+}
+
+type Labels = Vec<(&'static str, SharedString)>;
+
+fn key(name: &'static str, labels: Labels) -> Key {
+    Key::from_parts(
+        name,
+        labels
+            .into_iter()
+            .map(|(k, v)| Label::new(k, v))
+            .collect::<Vec<_>>(),
+    )
+}
+
+impl Registrar<'_> {
+    fn counter(&self, name: &'static str, labels: Labels) -> Counter {
+        self.recorder
+            .register_counter(&key(name, labels), &METADATA)
+    }
+
+    fn gauge(&self, name: &'static str, labels: Labels) -> Gauge {
+        self.recorder.register_gauge(&key(name, labels), &METADATA)
+    }
+
+    fn histogram(&self, name: &'static str, labels: Labels) -> Histogram {
+        self.recorder
+            .register_histogram(&key(name, labels), &METADATA)
+    }
+}
+
+fn label(v: &'static str) -> SharedString {
+    SharedString::const_str(v)
+}
+
+/// Traffic counters and the connection gauge of one transport.
+#[derive(Debug)]
+pub struct TransportMetrics {
+    connections: Gauge,
+    packets_received: Counter,
+    packets_sent: Counter,
+    bytes_received: Counter,
+    bytes_sent: Counter,
+}
+
+impl TransportMetrics {
+    fn new(r: &Registrar<'_>, t: Transport) -> Self {
+        let l = || vec![("transport", label(t.as_str()))];
+        Self {
+            connections: r.gauge(names::ENGINE_CONNECTIONS, l()),
+            packets_received: r.counter(names::PACKETS_RECEIVED, l()),
+            packets_sent: r.counter(names::PACKETS_SENT, l()),
+            bytes_received: r.counter(names::BYTES_RECEIVED, l()),
+            bytes_sent: r.counter(names::BYTES_SENT, l()),
+        }
+    }
+
+    /// `packets` Engine.IO packets of `bytes` bytes in total came in.
+    pub fn received(&self, packets: u64, bytes: u64) {
+        self.packets_received.increment(packets);
+        self.bytes_received.increment(bytes);
+    }
+
+    /// `packets` Engine.IO packets of `bytes` bytes in total went out (count
+    /// a written batch at once).
+    pub fn sent(&self, packets: u64, bytes: u64) {
+        self.packets_sent.increment(packets);
+        self.bytes_sent.increment(bytes);
+    }
+}
+
+/// The series of one namespace policy (`namespace` label). Get it once
+/// through [`Metrics::namespace`] and keep it beside the namespace.
+#[derive(Debug)]
+pub struct NamespaceMetrics {
+    name: Box<str>,
+    sockets: Gauge,
+    connects: Counter,
+    connect_errors: [Counter; ConnectErrorReason::ALL.len()],
+    rooms: Gauge,
+}
+
+impl NamespaceMetrics {
+    fn new(r: &Registrar<'_>, name: &str) -> Self {
+        let ns = || -> SharedString { SharedString::from_owned(name.to_owned()) };
+        Self {
+            name: name.into(),
+            sockets: r.gauge(names::SOCKETS, vec![("namespace", ns())]),
+            connects: r.counter(names::CONNECTS, vec![("namespace", ns())]),
+            connect_errors: ConnectErrorReason::ALL.map(|reason| {
+                r.counter(
+                    names::CONNECT_ERRORS,
+                    vec![("namespace", ns()), ("reason", label(reason.as_str()))],
+                )
+            }),
+            rooms: r.gauge(names::ROOMS, vec![("namespace", ns())]),
+        }
+    }
+
+    /// The `namespace` label.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A socket connected to the namespace.
+    pub fn connected(&self) {
+        self.sockets.increment(1.0);
+        self.connects.increment(1);
+    }
+
+    /// A connection attempt to the namespace was refused.
+    pub fn connect_error(&self, reason: ConnectErrorReason) {
+        let i = ConnectErrorReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.connect_errors[i].increment(1);
+    }
+
+    /// `n` rooms of the namespace got their first local member.
+    pub fn rooms_added(&self, n: usize) {
+        self.rooms.increment(n as f64);
+    }
+
+    /// `n` rooms of the namespace lost their last local member.
+    pub fn rooms_removed(&self, n: usize) {
+        self.rooms.decrement(n as f64);
+    }
+}
+
+struct AdminMetrics {
+    /// `[method][code]`: OK registered at startup, other codes on first use.
+    requests: [[OnceLock<Counter>; GRPC_CODES.len()]; AdminMethod::ALL.len()],
+    duration: [Histogram; AdminMethod::ALL.len()],
+    in_flight: Gauge,
+}
+
+struct HookMetrics {
+    requests: [[Counter; HookResult::ALL.len()]; HookKind::ALL.len()],
+    duration: [Histogram; HookKind::ALL.len()],
+    in_flight: Gauge,
+}
+
+/// Every metric of one node, and the recorder that renders them.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    transports: [TransportMetrics; 2],
+    disconnects: [Counter; DisconnectReason::ALL.len()],
+    deliveries: Counter,
+    slow_consumer_disconnects: Counter,
+    slow_consumer_drops: Counter,
+    broadcast_fanout: Histogram,
+    redis_publishes: Counter,
+    redis_receives: Counter,
+    redis_errors: [Counter; RedisOp::ALL.len()],
+    redis_subscriptions: Gauge,
+    redis_lag: Histogram,
+    redis_connected: OnceLock<Gauge>,
+    admin: AdminMetrics,
+    hooks: HookMetrics,
+    draining: Gauge,
+    cluster_nodes: Gauge,
+    namespaces: RwLock<HashMap<Box<str>, Arc<NamespaceMetrics>>>,
+    unknown_namespace: Arc<NamespaceMetrics>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn describe(r: &PrometheusRecorder) {
+    use names::*;
+    let help: [(&'static str, &'static str); 29] = [
+        (BUILD_INFO, "Build of this node; always 1"),
+        (ENGINE_CONNECTIONS, "Open Engine.IO connections"),
+        (SOCKETS, "Connected Socket.IO sockets"),
+        (CONNECTS, "Sockets connected to a namespace"),
+        (CONNECT_ERRORS, "Namespace connections refused"),
+        (DISCONNECTS, "Sockets disconnected"),
+        (ROOMS, "Rooms with at least one member on this node"),
+        (PACKETS_RECEIVED, "Engine.IO packets received"),
+        (PACKETS_SENT, "Engine.IO packets sent"),
+        (BYTES_RECEIVED, "Engine.IO payload bytes received"),
+        (BYTES_SENT, "Engine.IO payload bytes sent"),
+        (DELIVERIES, "Messages queued to a local socket"),
+        (
+            SLOW_CONSUMER_DISCONNECTS,
+            "Connections closed because their outbound queue was full",
+        ),
+        (
+            SLOW_CONSUMER_DROPS,
+            "Volatile messages dropped because a queue was full",
+        ),
+        (BROADCAST_FANOUT, "Local recipients of one broadcast"),
+        (REDIS_PUBLISHES, "Messages published to Redis"),
+        (REDIS_RECEIVES, "Messages received from Redis"),
+        (REDIS_ERRORS, "Failed Redis operations"),
+        (REDIS_SUBSCRIPTIONS, "Redis channels subscribed"),
+        (
+            REDIS_PUBSUB_LAG,
+            "Delay from publish on a node to receipt here",
+        ),
+        (REDIS_CONNECTED, "1 while the Redis connection is up"),
+        (ADMIN_REQUESTS, "Admin API calls by method and gRPC code"),
+        (ADMIN_DURATION, "Admin API call duration"),
+        (ADMIN_IN_FLIGHT, "Admin API calls in progress"),
+        (HOOK_REQUESTS, "Hook calls by hook and result"),
+        (HOOK_DURATION, "Hook call duration"),
+        (HOOK_IN_FLIGHT, "Hook calls in progress"),
+        (DRAINING, "1 while the node drains before exiting"),
+        (
+            CLUSTER_NODES,
+            "Live nodes in the cluster as this node sees it",
+        ),
+    ];
+    for (name, text) in help {
+        let key = KeyName::from_const_str(name);
+        let text = SharedString::const_str(text);
+        // The exporter keeps one help text per name whatever the kind.
+        r.describe_gauge(key, None, text);
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics with its own recorder. `namespaces` are the
+    /// configured policy names, registered up front.
+    pub fn new<'a>(namespaces: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut builder = PrometheusBuilder::new();
+        for (name, buckets) in [
+            (names::BROADCAST_FANOUT, FANOUT_BUCKETS),
+            (names::REDIS_PUBSUB_LAG, LAG_BUCKETS),
+            (names::ADMIN_DURATION, CALL_BUCKETS),
+            (names::HOOK_DURATION, CALL_BUCKETS),
+        ] {
+            builder = builder
+                .set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
+                .expect("bucket lists are not empty");
+        }
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        describe(&recorder);
+        let r = Registrar {
+            recorder: &recorder,
+        };
+        r.gauge(
+            names::BUILD_INFO,
+            vec![("version", label(env!("CARGO_PKG_VERSION")))],
+        )
+        .set(1.0);
+        let cluster_nodes = r.gauge(names::CLUSTER_NODES, vec![]);
+        cluster_nodes.set(1.0);
+        let admin = AdminMetrics {
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
+            duration: AdminMethod::ALL
+                .map(|m| r.histogram(names::ADMIN_DURATION, vec![("method", label(m.as_str()))])),
+            in_flight: r.gauge(names::ADMIN_IN_FLIGHT, vec![]),
+        };
+        let hooks = HookMetrics {
+            requests: HookKind::ALL.map(|h| {
+                HookResult::ALL.map(|res| {
+                    r.counter(
+                        names::HOOK_REQUESTS,
+                        vec![("hook", label(h.as_str())), ("result", label(res.as_str()))],
+                    )
+                })
+            }),
+            duration: HookKind::ALL
+                .map(|h| r.histogram(names::HOOK_DURATION, vec![("hook", label(h.as_str()))])),
+            in_flight: r.gauge(names::HOOK_IN_FLIGHT, vec![]),
+        };
+        let mut by_name = HashMap::new();
+        for name in namespaces {
+            by_name
+                .entry(name.into())
+                .or_insert_with(|| Arc::new(NamespaceMetrics::new(&r, name)));
+        }
+        let unknown_namespace = Arc::new(NamespaceMetrics::new(&r, UNKNOWN_NAMESPACE));
+        let metrics = Self {
+            transports: TRANSPORTS.map(|t| TransportMetrics::new(&r, t)),
+            disconnects: DisconnectReason::ALL.map(|reason| {
+                r.counter(names::DISCONNECTS, vec![("reason", label(reason.as_str()))])
+            }),
+            deliveries: r.counter(names::DELIVERIES, vec![]),
+            slow_consumer_disconnects: r.counter(names::SLOW_CONSUMER_DISCONNECTS, vec![]),
+            slow_consumer_drops: r.counter(names::SLOW_CONSUMER_DROPS, vec![]),
+            broadcast_fanout: r.histogram(names::BROADCAST_FANOUT, vec![]),
+            redis_publishes: r.counter(names::REDIS_PUBLISHES, vec![]),
+            redis_receives: r.counter(names::REDIS_RECEIVES, vec![]),
+            redis_errors: RedisOp::ALL
+                .map(|op| r.counter(names::REDIS_ERRORS, vec![("op", label(op.as_str()))])),
+            redis_subscriptions: r.gauge(names::REDIS_SUBSCRIPTIONS, vec![]),
+            redis_lag: r.histogram(names::REDIS_PUBSUB_LAG, vec![]),
+            redis_connected: OnceLock::new(),
+            admin,
+            hooks,
+            draining: r.gauge(names::DRAINING, vec![]),
+            cluster_nodes,
+            namespaces: RwLock::new(by_name),
+            unknown_namespace,
+            handle,
+            recorder,
+        };
+        for method in AdminMethod::ALL {
+            metrics.admin_counter(method, GRPC_OK);
+        }
+        metrics
+    }
+
+    /// Metrics for the namespaces of `config` (the default `/` when none).
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        let names: Vec<String> = config
+            .effective_namespaces()
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        Self::new(names.iter().map(String::as_str))
+    }
+
+    fn registrar(&self) -> Registrar<'_> {
+        Registrar {
+            recorder: &self.recorder,
+        }
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// The handle the `/metrics` endpoint renders from.
+    pub fn handle(&self) -> &PrometheusHandle {
+        &self.handle
+    }
+
+    /// Folds recorded histogram samples into their buckets. Rendering does
+    /// it too; the node runs it every few seconds so that samples do not
+    /// pile up in memory when nobody scrapes.
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    // ---- Engine.IO connections and traffic ----
+
+    /// The traffic counters of transport `t`.
+    pub fn transport(&self, t: Transport) -> &TransportMetrics {
+        &self.transports[transport_index(t)]
+    }
+
+    /// An Engine.IO connection opened on `t`.
+    pub fn engine_opened(&self, t: Transport) {
+        self.transport(t).connections.increment(1.0);
+    }
+
+    /// A connection moved from polling to WebSocket.
+    pub fn engine_upgraded(&self) {
+        self.transport(Transport::Polling)
+            .connections
+            .decrement(1.0);
+        self.transport(Transport::Websocket)
+            .connections
+            .increment(1.0);
+    }
+
+    /// An Engine.IO connection on `t` closed for `reason`. Counts slow
+    /// consumers, and connect timeouts as connect errors (namespace
+    /// `unknown`); the sockets it carried are counted by
+    /// [`Metrics::socket_disconnected`].
+    pub fn engine_closed(&self, t: Transport, reason: DisconnectReason) {
+        self.transport(t).connections.decrement(1.0);
+        match reason {
+            DisconnectReason::SlowConsumer => self.slow_consumer_disconnects.increment(1),
+            DisconnectReason::ConnectTimeout => self
+                .unknown_namespace
+                .connect_error(ConnectErrorReason::ConnectTimeout),
+            _ => {}
+        }
+    }
+
+    // ---- Socket.IO namespaces and sockets ----
+
+    /// The series of the namespace policy `policy_name` (the configured name
+    /// or pattern, never a client-supplied name). Registered on first use;
+    /// keep the handle.
+    pub fn namespace(&self, policy_name: &str) -> Arc<NamespaceMetrics> {
+        if let Some(m) = self.namespaces.read().get(policy_name) {
+            return m.clone();
+        }
+        let r = self.registrar();
+        self.namespaces
+            .write()
+            .entry(policy_name.into())
+            .or_insert_with(|| Arc::new(NamespaceMetrics::new(&r, policy_name)))
+            .clone()
+    }
+
+    /// The series of connection attempts that matched no policy
+    /// (`namespace="unknown"`), for [`ConnectErrorReason::InvalidNamespace`].
+    pub fn unknown_namespace(&self) -> &NamespaceMetrics {
+        &self.unknown_namespace
+    }
+
+    /// A socket of `ns` disconnected for `reason` (one per namespace socket:
+    /// a connection closing with two sockets counts two).
+    pub fn socket_disconnected(&self, ns: &NamespaceMetrics, reason: DisconnectReason) {
+        ns.sockets.decrement(1.0);
+        self.disconnects[reason as usize].increment(1);
+    }
+
+    // ---- Delivery ----
+
+    /// `n` messages were queued to local sockets (acks and single emits).
+    pub fn delivered(&self, n: u64) {
+        self.deliveries.increment(n);
+    }
+
+    /// One broadcast reached `recipients` local sockets (also counted as
+    /// deliveries).
+    pub fn broadcast(&self, recipients: usize) {
+        self.broadcast_fanout.record(recipients as f64);
+        self.deliveries.increment(recipients as u64);
+    }
+
+    /// A volatile message was dropped for a socket whose queue was full.
+    pub fn slow_consumer_drop(&self) {
+        self.slow_consumer_drops.increment(1);
+    }
+
+    // ---- Redis ----
+
+    /// Exports `gateway_redis_connected` (at 0 until
+    /// [`Metrics::set_redis_connected`]). Call it when Redis is configured:
+    /// a single node without Redis does not export it, so the alert on it
+    /// stays silent.
+    pub fn enable_redis(&self) {
+        self.redis_connected
+            .get_or_init(|| self.registrar().gauge(names::REDIS_CONNECTED, vec![]));
+    }
+
+    /// The Redis connection went up or down (enables the series).
+    pub fn set_redis_connected(&self, up: bool) {
+        self.enable_redis();
+        if let Some(g) = self.redis_connected.get() {
+            g.set(if up { 1.0 } else { 0.0 });
+        }
+    }
+
+    pub fn redis_published(&self) {
+        self.redis_publishes.increment(1);
+    }
+
+    /// A message came from Redis; `lag` is the time since its publisher sent
+    /// it, when the message says (see [`Metrics::lag_since_unix_micros`]).
+    pub fn redis_received(&self, lag: Option<Duration>) {
+        self.redis_receives.increment(1);
+        if let Some(lag) = lag {
+            self.redis_lag.record(lag.as_secs_f64());
+        }
+    }
+
+    /// The delay since `sent_unix_micros` (the publisher's wall clock, in
+    /// microseconds since the Unix epoch); zero when the clocks disagree
+    /// the other way.
+    pub fn lag_since_unix_micros(sent_unix_micros: u64) -> Duration {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        now.saturating_sub(Duration::from_micros(sent_unix_micros))
+    }
+
+    pub fn redis_error(&self, op: RedisOp) {
+        let i = RedisOp::ALL.iter().position(|o| *o == op).unwrap_or(0);
+        self.redis_errors[i].increment(1);
+    }
+
+    pub fn redis_subscribed(&self) {
+        self.redis_subscriptions.increment(1.0);
+    }
+
+    pub fn redis_unsubscribed(&self) {
+        self.redis_subscriptions.decrement(1.0);
+    }
+
+    pub fn set_redis_subscriptions(&self, n: usize) {
+        self.redis_subscriptions.set(n as f64);
+    }
+
+    // ---- Admin API and hooks ----
+
+    fn admin_counter(&self, method: AdminMethod, code: i32) -> &Counter {
+        let m = AdminMethod::ALL
+            .iter()
+            .position(|x| *x == method)
+            .unwrap_or(0);
+        let c = grpc_code_index(code);
+        self.admin.requests[m][c].get_or_init(|| {
+            self.registrar().counter(
+                names::ADMIN_REQUESTS,
+                vec![
+                    ("method", label(method.as_str())),
+                    ("code", label(GRPC_CODES[c])),
+                ],
+            )
+        })
+    }
+
+    /// Starts timing an admin call; [`AdminCall::finish`] records it. Dropped
+    /// unfinished, it counts as `CANCELLED`.
+    pub fn admin_call(&self, method: AdminMethod) -> AdminCall<'_> {
+        self.admin.in_flight.increment(1.0);
+        AdminCall {
+            metrics: self,
+            method,
+            start: Instant::now(),
+            done: false,
+        }
+    }
+
+    /// Starts timing a hook call; [`HookCall::finish`] records it. Dropped
+    /// unfinished, it counts as [`HookResult::Cancelled`].
+    pub fn hook_call(&self, hook: HookKind) -> HookCall<'_> {
+        self.hooks.in_flight.increment(1.0);
+        HookCall {
+            metrics: self,
+            hook,
+            start: Instant::now(),
+            done: false,
+        }
+    }
+
+    // ---- Lifecycle and cluster ----
+
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.set(if draining { 1.0 } else { 0.0 });
+    }
+
+    /// Live nodes in the cluster registry, this one included (1 alone).
+    pub fn set_cluster_nodes(&self, n: usize) {
+        self.cluster_nodes.set(n as f64);
+    }
+}
+
+/// An admin call being timed (see [`Metrics::admin_call`]).
+#[must_use = "finish the call with its gRPC code"]
+pub struct AdminCall<'a> {
+    metrics: &'a Metrics,
+    method: AdminMethod,
+    start: Instant,
+    done: bool,
+}
+
+impl AdminCall<'_> {
+    /// Records the call with gRPC status `code` (`tonic::Code as i32`).
+    pub fn finish(mut self, code: i32) {
+        self.record(code);
+    }
+
+    fn record(&mut self, code: i32) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let m = self.metrics;
+        m.admin.in_flight.decrement(1.0);
+        m.admin_counter(self.method, code).increment(1);
+        let i = AdminMethod::ALL
+            .iter()
+            .position(|x| *x == self.method)
+            .unwrap_or(0);
+        m.admin.duration[i].record(self.start.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for AdminCall<'_> {
+    fn drop(&mut self) {
+        self.record(GRPC_CANCELLED);
+    }
+}
+
+/// A hook call being timed (see [`Metrics::hook_call`]).
+#[must_use = "finish the call with its result"]
+pub struct HookCall<'a> {
+    metrics: &'a Metrics,
+    hook: HookKind,
+    start: Instant,
+    done: bool,
+}
+
+impl HookCall<'_> {
+    pub fn finish(mut self, result: HookResult) {
+        self.record(result);
+    }
+
+    fn record(&mut self, result: HookResult) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let m = self.metrics;
+        m.hooks.in_flight.decrement(1.0);
+        let h = HookKind::ALL
+            .iter()
+            .position(|x| *x == self.hook)
+            .unwrap_or(0);
+        let r = HookResult::ALL
+            .iter()
+            .position(|x| *x == result)
+            .unwrap_or(0);
+        m.hooks.requests[h][r].increment(1);
+        m.hooks.duration[h].record(self.start.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for HookCall<'_> {
+    fn drop(&mut self) {
+        self.record(HookResult::Cancelled);
+    }
+}
+
+/// Reading a rendered exposition back: for tests and checks.
+pub mod scrape {
+    /// The value of the series `name{labels}` in `text`, with `labels` as
+    /// `[("transport", "websocket")]` in any order. `None` when absent.
+    pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        series(text)
+            .find(|s| s.name == name && same_labels(&s.labels, labels))
+            .map(|s| s.value)
+    }
+
+    /// The sum over every series called `name`.
+    pub fn sum(text: &str, name: &str) -> f64 {
+        series(text)
+            .filter(|s| s.name == name)
+            .map(|s| s.value)
+            .sum()
+    }
+
+    /// The metric names in `text` (from its samples, with the `_bucket`,
+    /// `_sum` and `_count` of histograms folded into the base name when a
+    /// `# TYPE <base> histogram` line says so).
+    pub fn names(text: &str) -> std::collections::BTreeSet<String> {
+        let histograms: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.strip_suffix(" histogram"))
+            .collect();
+        series(text)
+            .map(|s| {
+                for h in &histograms {
+                    if let Some(rest) = s.name.strip_prefix(h)
+                        && ["_bucket", "_sum", "_count"].contains(&rest)
+                    {
+                        return (*h).to_owned();
+                    }
+                }
+                s.name.to_owned()
+            })
+            .collect()
+    }
+
+    /// One sample line.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Series<'a> {
+        pub name: &'a str,
+        pub labels: Vec<(&'a str, String)>,
+        pub value: f64,
+    }
+
+    /// Every sample line of `text`.
+    pub fn series(text: &str) -> impl Iterator<Item = Series<'_>> {
+        text.lines().filter_map(parse_line)
+    }
+
+    fn parse_line(line: &str) -> Option<Series<'_>> {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return None;
+        }
+        let (head, value) = line.rsplit_once(' ')?;
+        let value = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().ok()?,
+        };
+        let (name, labels) = match head.find('{') {
+            None => (head, Vec::new()),
+            Some(i) => (&head[..i], parse_labels(head[i + 1..].strip_suffix('}')?)?),
+        };
+        Some(Series {
+            name,
+            labels,
+            value,
+        })
+    }
+
+    fn parse_labels(mut s: &str) -> Option<Vec<(&str, String)>> {
+        let mut out = Vec::new();
+        while !s.is_empty() {
+            let (k, rest) = s.split_once("=\"")?;
+            let mut value = String::new();
+            let mut chars = rest.char_indices();
+            let end = loop {
+                let (i, c) = chars.next()?;
+                match c {
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        other => value.push(other),
+                    },
+                    '"' => break i,
+                    c => value.push(c),
+                }
+            };
+            out.push((k.trim_start_matches(',').trim(), value));
+            s = rest[end + 1..].trim_start_matches(',');
+        }
+        Some(out)
+    }
+
+    fn same_labels(have: &[(&str, String)], want: &[(&str, &str)]) -> bool {
+        have.len() == want.len()
+            && want
+                .iter()
+                .all(|(k, v)| have.iter().any(|(hk, hv)| hk == k && hv == v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scrape::{names as scraped_names, sum, value};
+    use super::*;
+
+    fn metrics() -> Metrics {
+        Metrics::new(["/", "/tenant-*"])
+    }
+
+    #[test]
+    fn disconnect_reasons_index_in_declaration_order() {
+        for (i, r) in DisconnectReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i, "{r}");
+        }
+    }
+
+    #[test]
+    fn every_series_exists_from_the_start() {
+        let m = metrics();
+        let text = m.render();
+        let names = scraped_names(&text);
+        let listed = include_str!("../../../deploy/metric-names.txt");
+        for name in listed
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            if name == names::REDIS_CONNECTED {
+                assert!(!names.contains(name), "exported without Redis");
+            } else {
+                assert!(names.contains(name), "{name} missing:\n{text}");
+            }
+        }
+        assert_eq!(
+            value(
+                &text,
+                names::BUILD_INFO,
+                &[("version", env!("CARGO_PKG_VERSION"))]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, names::CLUSTER_NODES, &[]), Some(1.0));
+        assert_eq!(
+            value(&text, names::SOCKETS, &[("namespace", "/tenant-*")]),
+            Some(0.0)
+        );
+        for reason in DisconnectReason::ALL {
+            assert_eq!(
+                value(&text, names::DISCONNECTS, &[("reason", reason.as_str())]),
+                Some(0.0)
+            );
+        }
+        assert_eq!(
+            value(
+                &text,
+                names::ADMIN_REQUESTS,
+                &[("method", "EmitWithAck"), ("code", "OK")]
+            ),
+            Some(0.0)
+        );
+        assert!(text.contains("# TYPE gateway_broadcast_fanout histogram"));
+        assert!(text.contains("gateway_redis_pubsub_lag_seconds_bucket{le=\"0.5\"} 0"));
+        m.enable_redis();
+        let text = m.render();
+        assert_eq!(value(&text, names::REDIS_CONNECTED, &[]), Some(0.0));
+        m.set_redis_connected(true);
+        assert_eq!(value(&m.render(), names::REDIS_CONNECTED, &[]), Some(1.0));
+    }
+
+    #[test]
+    fn connection_lifecycle_moves_the_series() {
+        let m = metrics();
+        m.engine_opened(Transport::Polling);
+        m.engine_opened(Transport::Websocket);
+        m.engine_upgraded();
+        let ns = m.namespace("/");
+        ns.connected();
+        ns.rooms_added(2);
+        m.transport(Transport::Websocket).received(3, 30);
+        m.transport(Transport::Websocket).sent(4, 40);
+        let text = m.render();
+        let conns = |t: &str| value(&text, names::ENGINE_CONNECTIONS, &[("transport", t)]);
+        assert_eq!(conns("polling"), Some(0.0));
+        assert_eq!(conns("websocket"), Some(2.0));
+        assert_eq!(
+            value(&text, names::SOCKETS, &[("namespace", "/")]),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, names::ROOMS, &[("namespace", "/")]), Some(2.0));
+        assert_eq!(sum(&text, names::BYTES_SENT), 40.0);
+        assert_eq!(
+            value(
+                &text,
+                names::PACKETS_RECEIVED,
+                &[("transport", "websocket")]
+            ),
+            Some(3.0)
+        );
+
+        m.socket_disconnected(&ns, DisconnectReason::Shutdown);
+        ns.rooms_removed(2);
+        m.engine_closed(Transport::Websocket, DisconnectReason::Shutdown);
+        m.engine_closed(Transport::Websocket, DisconnectReason::SlowConsumer);
+        m.engine_opened(Transport::Polling);
+        m.engine_closed(Transport::Polling, DisconnectReason::ConnectTimeout);
+        m.unknown_namespace()
+            .connect_error(ConnectErrorReason::InvalidNamespace);
+        let text = m.render();
+        assert_eq!(sum(&text, names::ENGINE_CONNECTIONS), 0.0);
+        assert_eq!(sum(&text, names::SOCKETS), 0.0);
+        assert_eq!(
+            value(&text, names::DISCONNECTS, &[("reason", "shutdown")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&text, names::SLOW_CONSUMER_DISCONNECTS, &[]),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                names::CONNECT_ERRORS,
+                &[("namespace", "unknown"), ("reason", "connect_timeout")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                names::CONNECT_ERRORS,
+                &[("namespace", "unknown"), ("reason", "invalid_namespace")]
+            ),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn namespaces_are_registered_once() {
+        let m = metrics();
+        let a = m.namespace("/late");
+        let b = m.namespace("/late");
+        assert!(Arc::ptr_eq(&a, &b));
+        a.connected();
+        assert_eq!(
+            value(&m.render(), names::CONNECTS, &[("namespace", "/late")]),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn deliveries_and_fanout() {
+        let m = metrics();
+        m.broadcast(3);
+        m.broadcast(700);
+        m.delivered(2);
+        m.slow_consumer_drop();
+        let text = m.render();
+        assert_eq!(value(&text, names::DELIVERIES, &[]), Some(705.0));
+        assert_eq!(
+            value(&text, "gateway_broadcast_fanout_count", &[]),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&text, "gateway_broadcast_fanout_bucket", &[("le", "5")]),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, names::SLOW_CONSUMER_DROPS, &[]), Some(1.0));
+    }
+
+    #[test]
+    fn admin_and_hook_calls() {
+        let m = metrics();
+        let call = m.admin_call(AdminMethod::Emit);
+        assert_eq!(value(&m.render(), names::ADMIN_IN_FLIGHT, &[]), Some(1.0));
+        call.finish(14);
+        m.admin_call(AdminMethod::parse("/socketio_gateway.admin.v1.Admin/FetchSockets").unwrap())
+            .finish(0);
+        drop(m.admin_call(AdminMethod::ListRooms));
+        m.hook_call(HookKind::Connect).finish(HookResult::Timeout);
+        drop(m.hook_call(HookKind::Event));
+        let text = m.render();
+        let admin = |method: &str, code: &str| {
+            value(
+                &text,
+                names::ADMIN_REQUESTS,
+                &[("method", method), ("code", code)],
+            )
+        };
+        assert_eq!(admin("Emit", "UNAVAILABLE"), Some(1.0));
+        assert_eq!(admin("FetchSockets", "OK"), Some(1.0));
+        assert_eq!(admin("ListRooms", "CANCELLED"), Some(1.0));
+        assert_eq!(value(&text, names::ADMIN_IN_FLIGHT, &[]), Some(0.0));
+        assert_eq!(
+            value(
+                &text,
+                "gateway_admin_request_duration_seconds_count",
+                &[("method", "Emit")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                names::HOOK_REQUESTS,
+                &[("hook", "connect"), ("result", "timeout")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                names::HOOK_REQUESTS,
+                &[("hook", "event"), ("result", "cancelled")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, names::HOOK_IN_FLIGHT, &[]), Some(0.0));
+        assert_eq!(grpc_code_name(99), "UNKNOWN");
+    }
+
+    #[test]
+    fn redis_series() {
+        let m = metrics();
+        m.redis_published();
+        m.redis_received(Some(Duration::from_millis(3)));
+        m.redis_error(RedisOp::Subscribe);
+        m.redis_subscribed();
+        m.redis_subscribed();
+        m.redis_unsubscribed();
+        let text = m.render();
+        assert_eq!(value(&text, names::REDIS_PUBLISHES, &[]), Some(1.0));
+        assert_eq!(value(&text, names::REDIS_RECEIVES, &[]), Some(1.0));
+        assert_eq!(
+            value(&text, names::REDIS_ERRORS, &[("op", "subscribe")]),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, names::REDIS_SUBSCRIPTIONS, &[]), Some(1.0));
+        assert_eq!(
+            value(
+                &text,
+                "gateway_redis_pubsub_lag_seconds_bucket",
+                &[("le", "0.005")]
+            ),
+            Some(1.0)
+        );
+        assert!(Metrics::lag_since_unix_micros(u64::MAX) == Duration::ZERO);
+    }
+
+    #[test]
+    fn two_nodes_keep_their_numbers_apart() {
+        let a = metrics();
+        let b = metrics();
+        a.engine_opened(Transport::Websocket);
+        assert_eq!(sum(&a.render(), names::ENGINE_CONNECTIONS), 1.0);
+        assert_eq!(sum(&b.render(), names::ENGINE_CONNECTIONS), 0.0);
+    }
+}

@@ -1,0 +1,458 @@
+//! Multi-node behaviour, run the same way on the in-process broker and on a
+//! real Redis (each Redis test starts its own `redis-server`), so the two
+//! cannot drift.
+
+mod cluster_support;
+
+use std::time::Duration;
+
+use cluster_support::*;
+use gateway::cluster::LocalBroker;
+use gateway::socketio::{Payload, Target};
+use serde_json::json;
+
+const QUIET: Duration = Duration::from_millis(300);
+
+fn payload(v: serde_json::Value) -> Payload {
+    Payload::from_values(v.as_array().unwrap())
+}
+
+async fn three(backend: &Backend) -> (TestNode, TestNode, TestNode) {
+    let n1 = TestNode::start(backend).await;
+    let n2 = TestNode::start(backend).await;
+    let n3 = TestNode::start(backend).await;
+    wait_mesh(&[&n1, &n2, &n3]).await;
+    (n1, n2, n3)
+}
+
+/// Members on two nodes, `$publish` from a third: every member gets every
+/// message once and in order; the publisher gets none.
+async fn room_fanout(backend: Backend) {
+    let (n1, n2, n3) = three(&backend).await;
+    let mut a = Client::connect(n1.addr).await;
+    let mut b = Client::connect(n2.addr).await;
+    let mut p = Client::connect(n3.addr).await;
+    a.join("r").await;
+    b.join("r").await;
+    p.join("r").await;
+    for i in 0..50 {
+        let r = p.ack("$publish", json!(["r", "ev", i, {"k": "v"}])).await;
+        assert_eq!(r, json!({"ok": true}));
+    }
+    for c in [&mut a, &mut b] {
+        for i in 0..50 {
+            let (name, args) = c.event(WAIT).await.expect("event");
+            assert_eq!(name, "ev");
+            assert_eq!(args, vec![json!(i), json!({"k": "v"})]);
+        }
+        c.no_event(QUIET).await;
+    }
+    p.no_event(QUIET).await;
+}
+
+#[tokio::test]
+async fn room_fanout_local() {
+    room_fanout(Backend::Local(LocalBroker::new())).await;
+}
+
+#[tokio::test]
+async fn room_fanout_redis() {
+    let redis = Redis::start().await;
+    room_fanout(Backend::Redis(redis.url())).await;
+}
+
+/// A node without members of a room is not subscribed to it and receives
+/// none of its traffic; it unsubscribes after its last member leaves.
+#[tokio::test]
+async fn only_nodes_with_members_subscribe_redis() {
+    let redis = Redis::start().await;
+    let backend = Backend::Redis(redis.url());
+    let (n1, n2, n3) = three(&backend).await;
+    let mut a = Client::connect(n1.addr).await;
+    let mut b = Client::connect(n2.addr).await;
+    let _c = Client::connect(n3.addr).await;
+    a.join("news").await;
+    b.join("news").await;
+    let channel = n1.io.namespaces().get("/").unwrap().room_channel("news");
+    assert_eq!(redis.numsub(&channel), 2, "n1 and n2 only");
+    assert!(!n3.io.adapter().subscriptions.is_active(&channel));
+    n3.io
+        .emit("/", &Target::room("news"), "hi", &payload(json!([1])))
+        .await
+        .unwrap();
+    assert_eq!(a.event(WAIT).await.unwrap().0, "hi");
+    assert_eq!(b.event(WAIT).await.unwrap().0, "hi");
+    b.leave("news").await;
+    eventually("n2 unsubscribed", || async { redis.numsub(&channel) == 1 }).await;
+    drop(a);
+    eventually("n1 unsubscribed", || async { redis.numsub(&channel) == 0 }).await;
+}
+
+#[tokio::test]
+async fn only_nodes_with_members_subscribe_local() {
+    let broker = LocalBroker::new();
+    let backend = Backend::Local(broker.clone());
+    let (n1, n2, _n3) = three(&backend).await;
+    let mut a = Client::connect(n1.addr).await;
+    let _b = Client::connect(n2.addr).await;
+    a.join("news").await;
+    let channel = n1.io.namespaces().get("/").unwrap().room_channel("news");
+    assert_eq!(broker.subscribers(&channel), 1);
+    a.leave("news").await;
+    eventually("unsubscribed", || async {
+        broker.subscribers(&channel) == 0
+    })
+    .await;
+}
+
+/// Emit to a socket id held by another node; multi-room emit with except
+/// reaches each socket exactly once, cluster-wide.
+async fn targeted_and_exactly_once(backend: Backend) {
+    let (n1, n2, n3) = three(&backend).await;
+    let mut a = Client::connect(n1.addr).await; // r1, r2
+    let mut b = Client::connect(n2.addr).await; // r2
+    let mut c = Client::connect(n3.addr).await; // r1, r3 (excluded)
+    let mut d = Client::connect(n3.addr).await; // r2
+    a.join("r1").await;
+    a.join("r2").await;
+    b.join("r2").await;
+    c.join("r1").await;
+    c.join("r3").await;
+    d.join("r2").await;
+
+    n1.io
+        .emit(
+            "/",
+            &Target::socket(b.id.clone()),
+            "direct",
+            &payload(json!(["x"])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        b.event(WAIT).await.unwrap(),
+        ("direct".into(), vec![json!("x")])
+    );
+
+    let target = Target {
+        rooms: vec!["r1".into(), "r2".into()],
+        socket_ids: vec![a.id.clone(), d.id.clone()],
+        except_rooms: vec!["r3".into()],
+        volatile: false,
+    };
+    n2.io
+        .emit("/", &target, "multi", &payload(json!([1])))
+        .await
+        .unwrap();
+    for cl in [&mut a, &mut b, &mut d] {
+        assert_eq!(cl.event(WAIT).await.unwrap().0, "multi");
+        cl.no_event(QUIET).await;
+    }
+    c.no_event(QUIET).await;
+
+    // Except a socket id on another node.
+    let target = Target::room("r2").except(d.id.clone());
+    n1.io
+        .emit("/", &target, "but-d", &payload(json!([])))
+        .await
+        .unwrap();
+    assert_eq!(a.event(WAIT).await.unwrap().0, "but-d");
+    assert_eq!(b.event(WAIT).await.unwrap().0, "but-d");
+    d.no_event(QUIET).await;
+
+    // Whole namespace.
+    n3.io
+        .emit("/", &Target::default(), "all", &payload(json!([])))
+        .await
+        .unwrap();
+    for cl in [&mut a, &mut b, &mut c, &mut d] {
+        assert_eq!(cl.event(WAIT).await.unwrap().0, "all");
+        cl.no_event(QUIET).await;
+    }
+}
+
+#[tokio::test]
+async fn targeted_and_exactly_once_local() {
+    targeted_and_exactly_once(Backend::Local(LocalBroker::new())).await;
+}
+
+#[tokio::test]
+async fn targeted_and_exactly_once_redis() {
+    let redis = Redis::start().await;
+    targeted_and_exactly_once(Backend::Redis(redis.url())).await;
+}
+
+/// Fetch sockets, room lists, join/leave and disconnect by selector, across
+/// nodes.
+async fn cluster_requests(backend: Backend) {
+    let (n1, n2, n3) = three(&backend).await;
+    let mut a = Client::connect(n1.addr).await;
+    let mut b = Client::connect(n2.addr).await;
+    let mut c = Client::connect(n3.addr).await;
+    a.join("red").await;
+    b.join("red").await;
+    c.join("blue").await;
+
+    let (sockets, missing) = n1.io.fetch_sockets("/", &Target::default()).await.unwrap();
+    assert!(missing.is_empty());
+    assert_eq!(sockets.len(), 3);
+    let b_info = sockets.iter().find(|s| s.id == b.id).unwrap();
+    assert_eq!(b_info.node_id, n2.io.node_id());
+    assert_eq!(b_info.rooms, vec![b.id.clone(), "red".into()]);
+    assert_eq!(b_info.transport, "websocket");
+
+    let (red, _) = n3
+        .io
+        .fetch_sockets("/", &Target::room("red"))
+        .await
+        .unwrap();
+    assert_eq!(red.len(), 2);
+
+    let (rooms, _) = n2.io.list_rooms("/").await.unwrap();
+    assert_eq!(rooms, vec![("blue".into(), 1), ("red".into(), 2)]);
+
+    let (n, _) = n3
+        .io
+        .join_rooms("/", &Target::room("red"), vec!["vip".into()])
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    n3.io
+        .emit("/", &Target::room("vip"), "vip", &payload(json!([])))
+        .await
+        .unwrap();
+    assert_eq!(a.event(WAIT).await.unwrap().0, "vip");
+    assert_eq!(b.event(WAIT).await.unwrap().0, "vip");
+    c.no_event(QUIET).await;
+
+    let (n, _) = n1
+        .io
+        .leave_rooms("/", &Target::socket(b.id.clone()), vec!["vip".into()])
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    n1.io
+        .emit("/", &Target::room("vip"), "vip2", &payload(json!([])))
+        .await
+        .unwrap();
+    assert_eq!(a.event(WAIT).await.unwrap().0, "vip2");
+    b.no_event(QUIET).await;
+
+    let (n, _) = n1
+        .io
+        .disconnect_sockets("/", &Target::socket(c.id.clone()), false)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(c.packet(WAIT).await.as_deref(), Some("1"));
+    let (sockets, _) = n2.io.fetch_sockets("/", &Target::default()).await.unwrap();
+    assert_eq!(sockets.len(), 2);
+
+    // Emit with ack across nodes: a answers, b never does.
+    let io = n3.io.clone();
+    let asking = tokio::spawn(async move {
+        io.emit_with_ack(
+            "/",
+            &Target::room("red"),
+            "q",
+            &payload(json!([7])),
+            Duration::from_millis(800),
+        )
+        .await
+        .unwrap()
+    });
+    let args = a.answer_next_ack(json!("yes")).await;
+    assert_eq!(args, r#"["q",7]"#);
+    let report = asking.await.unwrap();
+    assert_eq!(report.acks.len(), 1);
+    assert_eq!(report.acks[0].socket_id, a.id);
+    assert_eq!(report.acks[0].args, r#"["yes"]"#);
+    assert_eq!(report.timed_out, vec![b.id.clone()]);
+    assert!(report.missing_nodes.is_empty());
+}
+
+#[tokio::test]
+async fn cluster_requests_local() {
+    cluster_requests(Backend::Local(LocalBroker::new())).await;
+}
+
+#[tokio::test]
+async fn cluster_requests_redis() {
+    let redis = Redis::start().await;
+    cluster_requests(Backend::Redis(redis.url())).await;
+}
+
+/// A node that dies while a request is in flight: the request completes
+/// with the live nodes' answers, well before its timeout.
+#[tokio::test]
+async fn node_killed_mid_request() {
+    let backend = Backend::Local(LocalBroker::new());
+    let (n1, n2, n3) = three(&backend).await;
+    let mut a = Client::connect(n1.addr).await;
+    let mut b = Client::connect(n2.addr).await;
+    a.join("r").await;
+    b.join("r").await;
+    let io = n1.io.clone();
+    let started = tokio::time::Instant::now();
+    let asking = tokio::spawn(async move {
+        io.emit_with_ack(
+            "/",
+            &Target::room("r"),
+            "q",
+            &payload(json!([])),
+            Duration::from_secs(3),
+        )
+        .await
+        .unwrap()
+    });
+    a.answer_next_ack(json!(1)).await;
+    // b's node vanishes without a goodbye before b answers.
+    let n2_id = n2.io.node_id().to_owned();
+    n2.kill();
+    let report = asking.await.unwrap();
+    assert_eq!(report.acks.len(), 1);
+    assert_eq!(report.missing_nodes, vec![n2_id]);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "finished at the timeout, not after"
+    );
+    let (sockets, _) = n3.io.fetch_sockets("/", &Target::default()).await.unwrap();
+    assert_eq!(sockets.len(), 1);
+}
+
+/// A node added later serves its clients at once.
+async fn node_added_later(backend: Backend) {
+    let (n1, _n2, _n3) = three(&backend).await;
+    let mut a = Client::connect(n1.addr).await;
+    a.join("late").await;
+    let n4 = TestNode::start(&backend).await;
+    let mut d = Client::connect(n4.addr).await;
+    d.join("late").await;
+    let r = d.ack("$publish", json!(["late", "hello", "from-4"])).await;
+    assert_eq!(r, json!({"ok": true}));
+    assert_eq!(
+        a.event(WAIT).await.unwrap(),
+        ("hello".into(), vec![json!("from-4")])
+    );
+    n1.io
+        .emit("/", &Target::room("late"), "back", &payload(json!([])))
+        .await
+        .unwrap();
+    assert_eq!(d.event(WAIT).await.unwrap().0, "back");
+}
+
+#[tokio::test]
+async fn node_added_later_local() {
+    node_added_later(Backend::Local(LocalBroker::new())).await;
+}
+
+#[tokio::test]
+async fn node_added_later_redis() {
+    let redis = Redis::start().await;
+    node_added_later(Backend::Redis(redis.url())).await;
+}
+
+/// Redis restarted mid-stream: local delivery continues, cross-node emits
+/// fail loudly while it is down, and after it returns every channel is
+/// subscribed again (and nothing without a local member is).
+#[tokio::test]
+async fn redis_restart_mid_stream() {
+    let mut redis = Redis::start().await;
+    let backend = Backend::Redis(redis.url());
+    let n1 = TestNode::start(&backend).await;
+    let n2 = TestNode::start(&backend).await;
+    wait_mesh(&[&n1, &n2]).await;
+    let mut a = Client::connect(n1.addr).await;
+    let mut a2 = Client::connect(n1.addr).await;
+    let mut b = Client::connect(n2.addr).await;
+    a.join("r").await;
+    a2.join("r").await;
+    a2.join("gone").await;
+    b.join("r").await;
+    n2.io
+        .emit("/", &Target::room("r"), "before", &payload(json!([])))
+        .await
+        .unwrap();
+    for c in [&mut a, &mut a2, &mut b] {
+        assert_eq!(c.event(WAIT).await.unwrap().0, "before");
+    }
+
+    redis.stop();
+    eventually("n1 sees redis down", || async {
+        !n1.io.adapter().is_connected()
+    })
+    .await;
+    let err = n1
+        .io
+        .emit("/", &Target::room("r"), "during", &payload(json!([])))
+        .await;
+    assert!(
+        err.is_err(),
+        "cross-node emit must fail while redis is down"
+    );
+    // Local delivery kept working.
+    assert_eq!(a.event(WAIT).await.unwrap().0, "during");
+    assert_eq!(a2.event(WAIT).await.unwrap().0, "during");
+    // a2 leaves "gone" while redis is down: nothing may stay subscribed.
+    a2.leave("gone").await;
+
+    redis.restart().await;
+    let channel = n1.io.namespaces().get("/").unwrap().room_channel("r");
+    let gone = n1.io.namespaces().get("/").unwrap().room_channel("gone");
+    eventually("room channel subscribed again by both nodes", || async {
+        redis.numsub(&channel) == 2
+    })
+    .await;
+    assert_eq!(redis.numsub(&gone), 0);
+    eventually("emits cross nodes again", || async {
+        n2.io
+            .emit("/", &Target::room("r"), "after", &payload(json!([])))
+            .await
+            .is_ok()
+    })
+    .await;
+    assert_eq!(a.event(WAIT).await.unwrap().0, "after");
+    assert_eq!(b.event(WAIT).await.unwrap().0, "after");
+}
+
+/// Redis Cluster through sharded pub/sub: two gateway nodes on a 3-master
+/// cluster made for the test; room channels spread over the shards.
+#[tokio::test]
+async fn redis_cluster_sharded_pubsub() {
+    let cluster = RedisCluster::start(3).await;
+    let backend = Backend::Redis(cluster.url());
+    let n1 = TestNode::start(&backend).await;
+    let n2 = TestNode::start(&backend).await;
+    wait_mesh(&[&n1, &n2]).await;
+    let mut a = Client::connect(n1.addr).await;
+    let mut b = Client::connect(n2.addr).await;
+    let rooms: Vec<String> = (0..12).map(|i| format!("room-{i}")).collect();
+    for r in &rooms {
+        a.join(r).await;
+        b.join(r).await;
+    }
+    for r in &rooms {
+        let res = a.ack("$publish", json!([r, "m", r])).await;
+        assert_eq!(res, json!({"ok": true}));
+        assert_eq!(b.event(WAIT).await.unwrap(), ("m".into(), vec![json!(r)]));
+    }
+    a.no_event(QUIET).await;
+    // The channels live on more than one shard.
+    let ns = n1.io.namespaces().get("/").unwrap();
+    let shards: std::collections::HashSet<u16> = rooms
+        .iter()
+        .map(|r| cluster.shard_of(&ns.room_channel(r)))
+        .collect();
+    assert!(shards.len() > 1, "rooms spread over shards: {shards:?}");
+    // Targeted emit to a socket on the other node.
+    n1.io
+        .emit(
+            "/",
+            &Target::socket(b.id.clone()),
+            "direct",
+            &payload(json!([])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.event(WAIT).await.unwrap().0, "direct");
+}

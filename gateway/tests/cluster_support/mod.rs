@@ -1,0 +1,468 @@
+//! Support for the cluster tests: nodes on a shared in-process broker or on
+//! a real `redis-server` started for the test, and a small raw Socket.IO
+//! client over WebSocket.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use gateway::cluster::{ClusterBus, LocalBroker, LocalBus};
+use gateway::hooks::NoHooks;
+use gateway::{Config, Listeners, Node, SocketIo};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, timeout};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// Polls `f` until it is true or `WAIT` passes.
+pub async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// A `redis-server` of the test's own, on a free port.
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Redis {
+    pub async fn start() -> Self {
+        let mut r = Redis {
+            port: free_port(),
+            child: None,
+        };
+        r.restart().await;
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let port = self.port;
+        eventually("redis-server accepting", || async move {
+            TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        })
+        .await;
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `PUBSUB NUMSUB channel` through redis-cli.
+    pub fn numsub(&self, channel: &str) -> i64 {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "PUBSUB", "NUMSUB", channel])
+            .output()
+            .expect("redis-cli");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(-1)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Which bus the nodes of a test share.
+#[derive(Clone)]
+pub enum Backend {
+    Local(LocalBroker),
+    Redis(String),
+}
+
+pub fn test_config() -> Config {
+    Config::from_toml(
+        r#"
+        [cluster]
+        heartbeat_interval_ms = 200
+        node_timeout_ms = 1000
+        request_timeout_ms = 3000
+        [limits]
+        rate_limit_per_sec = 0
+        "#,
+    )
+    .unwrap()
+}
+
+/// A node serving on 127.0.0.1:0.
+pub struct TestNode {
+    pub addr: SocketAddr,
+    pub io: SocketIo,
+    local_bus: Option<Arc<LocalBus>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestNode {
+    pub async fn start(backend: &Backend) -> Self {
+        let mut config = test_config();
+        let mut local_bus = None;
+        let node = match backend {
+            Backend::Local(b) => {
+                let member = Arc::new(b.connect());
+                local_bus = Some(member.clone());
+                let bus: Arc<dyn ClusterBus> = member;
+                Node::with_bus(config, Arc::new(NoHooks), bus).unwrap()
+            }
+            Backend::Redis(url) => {
+                config.cluster.redis_url = Some(url.clone());
+                Node::connect(config, Arc::new(NoHooks)).await.unwrap()
+            }
+        };
+        let io = node.io().clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            node.serve(Listeners::new(listener), async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        TestNode {
+            addr,
+            io,
+            local_bus,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Graceful stop (the node says goodbye).
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = timeout(Duration::from_secs(15), &mut self.task).await;
+    }
+
+    /// Abrupt stop (in-process broker only): the node vanishes from the
+    /// bus without a goodbye, as a crashed process would.
+    pub fn kill(self) {
+        if let Some(bus) = &self.local_bus {
+            bus.set_connected(false);
+        }
+        self.task.abort();
+    }
+}
+
+/// Waits until every node sees `n - 1` peers.
+pub async fn wait_mesh(nodes: &[&TestNode]) {
+    let n = nodes.len();
+    for node in nodes {
+        let io = node.io.clone();
+        eventually("nodes see each other", move || {
+            let io = io.clone();
+            async move { io.nodes().len() == n }
+        })
+        .await;
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A raw Socket.IO client on one namespace ("/") over WebSocket.
+pub struct Client {
+    ws: Ws,
+    pub id: String,
+    next_ack: u64,
+    pending: Vec<String>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let open = next_text(&mut ws).await;
+        assert!(open.starts_with("0{"), "open packet: {open}");
+        ws.send(Message::text("40")).await.unwrap();
+        let reply = next_text(&mut ws).await;
+        let body = reply.strip_prefix("40").expect("connect reply");
+        let v: Value = serde_json::from_str(body).unwrap();
+        let id = v["sid"].as_str().unwrap().to_owned();
+        Client {
+            ws,
+            id,
+            next_ack: 0,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Reads the next Socket.IO text packet, answering pings.
+    async fn next_packet(&mut self, within: Duration) -> Option<String> {
+        if !self.pending.is_empty() {
+            return Some(self.pending.remove(0));
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = timeout(left, self.ws.next()).await.ok()??.ok()?;
+            match msg {
+                Message::Text(t) if t.as_str() == "2" => {
+                    self.ws.send(Message::text("3")).await.ok()?;
+                }
+                Message::Text(t) => {
+                    if let Some(p) = t.as_str().strip_prefix('4') {
+                        return Some(p.to_owned());
+                    }
+                }
+                Message::Close(_) => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Emits `event` with `args` and waits for the ack's first argument.
+    pub async fn ack(&mut self, event: &str, args: Value) -> Value {
+        let id = self.next_ack;
+        self.next_ack += 1;
+        let mut arr = vec![Value::from(event)];
+        arr.extend(args.as_array().cloned().unwrap_or_default());
+        let text = format!("42{id}{}", Value::Array(arr));
+        self.ws.send(Message::text(text)).await.unwrap();
+        let prefix = format!("3{id}");
+        let deadline = Instant::now() + WAIT;
+        let mut others = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let p = self.next_packet(left).await.expect("ack");
+            if let Some(body) = p.strip_prefix(&prefix) {
+                self.pending.extend(others);
+                let v: Value = serde_json::from_str(body).unwrap();
+                return v[0].clone();
+            }
+            others.push(p);
+        }
+    }
+
+    pub async fn join(&mut self, room: &str) {
+        let r = self.ack("$join", serde_json::json!([room])).await;
+        assert_eq!(r, serde_json::json!({"ok": true}), "join {room}");
+    }
+
+    pub async fn leave(&mut self, room: &str) {
+        let r = self.ack("$leave", serde_json::json!([room])).await;
+        assert_eq!(r, serde_json::json!({"ok": true}), "leave {room}");
+    }
+
+    /// The next event `(name, args)` within `within`, skipping other packets.
+    pub async fn event(&mut self, within: Duration) -> Option<(String, Vec<Value>)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let p = self.next_packet(left).await?;
+            if let Some(body) = p.strip_prefix('2') {
+                let v: Vec<Value> = serde_json::from_str(body).ok()?;
+                let name = v.first()?.as_str()?.to_owned();
+                return Some((name, v[1..].to_vec()));
+            }
+        }
+    }
+
+    /// The next raw Socket.IO packet (for example `1` for a disconnect).
+    pub async fn packet(&mut self, within: Duration) -> Option<String> {
+        self.next_packet(within).await
+    }
+
+    /// Answers the next event that asks for an ack with `answer`.
+    pub async fn answer_next_ack(&mut self, answer: Value) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let p = self.next_packet(left).await.expect("an event with ack");
+            let Some(rest) = p.strip_prefix('2') else {
+                continue;
+            };
+            let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            if digits.is_empty() {
+                continue;
+            }
+            let text = format!("43{digits}{}", Value::Array(vec![answer]));
+            self.ws.send(Message::text(text)).await.unwrap();
+            return rest[digits.len()..].to_owned();
+        }
+    }
+
+    /// Asserts no event arrives within `within`.
+    pub async fn no_event(&mut self, within: Duration) {
+        if let Some(e) = self.event(within).await {
+            panic!("unexpected event {e:?}");
+        }
+    }
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return t.as_str().to_owned(),
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("websocket closed: {other:?}"),
+        }
+    }
+}
+
+/// A Redis Cluster of `n` masters, made with `redis-server --cluster-enabled
+/// yes` and `redis-cli --cluster create`, in a temporary directory.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    children: Vec<Child>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisCluster {
+    pub async fn start(n: usize) -> Self {
+        let dir = std::env::temp_dir().join(format!("gw-redis-cluster-{}", free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ports = Vec::new();
+        let mut children = Vec::new();
+        for _ in 0..n {
+            // Cluster bus port is port + 10000: keep ports low enough.
+            let port = loop {
+                let p = free_port();
+                if p < 55_000 {
+                    break p;
+                }
+            };
+            let child = Command::new("redis-server")
+                .current_dir(&dir)
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &format!("nodes-{port}.conf"),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server");
+            children.push(child);
+            ports.push(port);
+        }
+        for &port in &ports {
+            eventually("cluster member accepting", || async move {
+                TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+            })
+            .await;
+        }
+        let mut args = vec!["--cluster".to_owned(), "create".to_owned()];
+        args.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
+        args.push("--cluster-yes".to_owned());
+        let out = Command::new("redis-cli")
+            .args(&args)
+            .output()
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = RedisCluster {
+            ports,
+            children,
+            dir,
+        };
+        let first = cluster.ports[0];
+        eventually("cluster state ok", || async move {
+            let out = Command::new("redis-cli")
+                .args(["-p", &first.to_string(), "CLUSTER", "INFO"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok")
+        })
+        .await;
+        cluster
+    }
+
+    pub fn url(&self) -> String {
+        let mut url = format!("redis-cluster://127.0.0.1:{}", self.ports[0]);
+        for (i, p) in self.ports.iter().enumerate().skip(1) {
+            url.push(if i == 1 { '?' } else { '&' });
+            url.push_str(&format!("node=127.0.0.1:{p}"));
+        }
+        url
+    }
+
+    /// The hash slot of `key`, divided into thirds (a stand-in for the shard).
+    pub fn shard_of(&self, key: &str) -> u16 {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.ports[0].to_string(), "CLUSTER", "KEYSLOT", key])
+            .output()
+            .unwrap();
+        let slot: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        slot / (16384 / self.ports.len() as u16 + 1)
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

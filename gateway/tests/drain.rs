@@ -1,0 +1,132 @@
+//! Graceful drain: the shutdown future resolves (SIGTERM in the binary)
+//! while clients are connected. Readiness flips at once, clients are
+//! disconnected (a transport close: they reconnect elsewhere), the client
+//! listener closes, and `serve` returns within the grace period, even when
+//! in-flight work does not finish.
+
+mod telemetry_support;
+
+use std::time::Duration;
+
+use gateway::Config;
+use gateway::telemetry::metrics::names;
+use telemetry_support::{DEADLINE, PollingClient, TestNode, WsClient, value};
+use tokio::time::Instant;
+
+fn config(drain_delay_ms: u64, grace_period_ms: u64) -> Config {
+    let mut c = Config::default();
+    c.shutdown.drain_delay_ms = drain_delay_ms;
+    c.shutdown.grace_period_ms = grace_period_ms;
+    c
+}
+
+#[tokio::test]
+async fn drain_flips_readiness_disconnects_clients_and_returns_in_time() {
+    let grace = Duration::from_secs(5);
+    let delay = Duration::from_millis(1_000);
+    let mut node =
+        TestNode::start(config(delay.as_millis() as u64, grace.as_millis() as u64)).await;
+    let mut ws1 = WsClient::connect(node.addr).await;
+    let mut ws2 = WsClient::connect(node.addr).await;
+    let polling = PollingClient::connect(node.addr).await;
+    assert_eq!(node.ops_get("/readyz").await.0, 200);
+    // A long-poll pending over the shutdown, as a polling client keeps one.
+    let polling = tokio::spawn(async move { polling.closed().await });
+
+    let started = Instant::now();
+    node.shutdown();
+
+    // Not ready at once, while the clients are still served (drain delay).
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = node.ops_get("/readyz").await;
+        if status == 503 {
+            assert_eq!(body, "not ready: draining\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz still {status}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let flipped = started.elapsed();
+    assert!(flipped < delay, "readiness flipped after {flipped:?}");
+    assert_eq!(
+        node.ops_get("/healthz").await.0,
+        200,
+        "still live while draining"
+    );
+    let text = node.scrape().await;
+    assert_eq!(value(&text, names::DRAINING, &[]), 1.0, "{text}");
+
+    // Then every client is disconnected with a transport close: no Socket.IO
+    // DISCONNECT packet, which would stop the official client reconnecting.
+    for ws in [&mut ws1, &mut ws2] {
+        let before_close = ws.closed().await;
+        assert!(
+            !before_close.iter().any(|p| p.starts_with("41")),
+            "a Socket.IO disconnect was sent: {before_close:?}"
+        );
+    }
+    assert!(
+        started.elapsed() >= delay,
+        "clients closed before the drain delay"
+    );
+    assert!(
+        polling.await.unwrap(),
+        "the pending poll was not answered with a close packet"
+    );
+
+    node.stopped(grace + Duration::from_secs(2)).await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed < delay + grace, "drain took {elapsed:?}");
+
+    // The listener is gone.
+    let refused = tokio::net::TcpStream::connect(node.addr).await;
+    assert!(refused.is_err(), "the client listener still accepts");
+}
+
+#[tokio::test]
+async fn drain_without_delay_closes_clients_and_the_listener() {
+    let mut node = TestNode::start(config(0, 5_000)).await;
+    let mut ws = WsClient::connect(node.addr).await;
+    node.shutdown();
+    ws.closed().await;
+    node.stopped(Duration::from_secs(7)).await.unwrap();
+    assert!(tokio::net::TcpStream::connect(node.addr).await.is_err());
+}
+
+#[tokio::test]
+async fn drain_waits_for_in_flight_work() {
+    let mut node = TestNode::start(config(0, 5_000)).await;
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    node.tasks.spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _ = done_tx.send(());
+    });
+    let started = Instant::now();
+    node.shutdown();
+    node.stopped(Duration::from_secs(7)).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    done_rx
+        .await
+        .expect("the in-flight task finished before serve returned");
+}
+
+#[tokio::test]
+async fn drain_gives_up_after_the_grace_period() {
+    let grace = Duration::from_millis(400);
+    let mut node = TestNode::start(config(0, grace.as_millis() as u64)).await;
+    let _ws = WsClient::connect(node.addr).await;
+    node.tasks.spawn(std::future::pending::<()>());
+    let started = Instant::now();
+    node.shutdown();
+    node.stopped(Duration::from_secs(5)).await.unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= grace,
+        "returned before the grace period: {elapsed:?}"
+    );
+    assert!(
+        elapsed < grace + Duration::from_millis(1_500),
+        "returned {elapsed:?} after shutdown"
+    );
+}
