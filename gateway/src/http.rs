@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -70,17 +69,9 @@ async fn route(
     };
     match (transport, query.sid) {
         (Transport::Websocket, sid) => {
-            let Ok(upgrade) = WebSocketUpgrade::from_request_parts(parts, &()).await else {
-                return error(EngineError::BadRequest);
-            };
-            let cfg = &engine.config().server;
-            let upgrade = upgrade
-                .read_buffer_size(cfg.ws_read_buffer)
-                .write_buffer_size(0)
-                .max_message_size(cfg.max_payload as usize)
-                .max_frame_size(cfg.max_payload as usize);
-            let engine = engine.clone();
-            match sid {
+            // Checked before the handshake is taken apart: a request that
+            // cannot be served keeps its documented error.
+            let session = match &sid {
                 None => {
                     if engine.is_shutting_down() {
                         return error(EngineError::ShuttingDown);
@@ -88,20 +79,32 @@ async fn route(
                     if engine.len() >= engine.config().limits.max_connections {
                         return error(EngineError::AtCapacity);
                     }
-                    let info = handshake_info(&engine, remote, parts);
-                    upgrade.on_upgrade(move |socket| websocket::serve_new(engine, socket, info))
+                    None
                 }
                 Some(sid) => {
-                    let Some(session) = engine.get(&sid) else {
+                    let Some(session) = engine.get(sid) else {
                         return error(EngineError::UnknownSid);
                     };
                     if session.transport() != Transport::Polling || session.is_closed() {
                         return error(EngineError::BadRequest);
                     }
-                    upgrade
-                        .on_upgrade(move |socket| websocket::serve_upgrade(engine, session, socket))
+                    Some(session)
+                }
+            };
+            let Some(accepted) = websocket::accept(parts) else {
+                return error(EngineError::BadRequest);
+            };
+            let upgrade = accepted.upgrade;
+            match session {
+                Some(session) => {
+                    tokio::spawn(websocket::serve_upgrade(engine.clone(), session, upgrade));
+                }
+                None => {
+                    let info = handshake_info(engine, remote, parts);
+                    tokio::spawn(websocket::serve_new(engine.clone(), upgrade, info));
                 }
             }
+            accepted.response
         }
         (Transport::Polling, None) => {
             if parts.method != Method::GET {

@@ -167,7 +167,7 @@ impl Engine {
         self: &Arc<Self>,
         transport: Transport,
         info: HandshakeInfo,
-        ws_sink: Option<websocket::WsSink>,
+        websocket: Option<tokio::net::tcp::OwnedWriteHalf>,
     ) -> Result<Arc<Session>, EngineError> {
         if self.shutdown.is_cancelled() {
             return Err(EngineError::ShuttingDown);
@@ -192,6 +192,11 @@ impl Engine {
                 self.config.limits.rate_limit_burst,
             ),
         ));
+        if let Some(socket) = websocket {
+            session
+                .queue
+                .attach_websocket(socket, self.metrics.clone());
+        }
         let conn = self.handler.on_open(&session);
         session.attach(conn);
         self.sessions
@@ -201,7 +206,7 @@ impl Engine {
         let engine = self.clone();
         let driver_session = session.clone();
         self.tracker.spawn(async move {
-            session::drive(driver_session, engine, ws_sink).await;
+            session::drive(driver_session, engine).await;
         });
         Ok(session)
     }

@@ -2,18 +2,32 @@
 //!
 //! Producers (broadcasts, acks, heartbeats) push complete Engine.IO frames
 //! with `try`-semantics: a full queue is reported to the caller, which treats
-//! the connection as a slow consumer. The single consumer (the WebSocket
-//! writer or a polling GET) takes everything queued at once. The lock is per
-//! connection and held only to move frames in or out, never across an await,
-//! so producers never wait for a slow socket. The frame store is allocated on
-//! first use and shrunk once drained, so an idle connection holds no buffer.
+//! the connection as a slow consumer. The lock is per connection and never
+//! held across an await, so producers never wait for a slow socket.
+//!
+//! On HTTP long-polling the queue holds frames until a GET takes them all.
+//! On WebSocket the queue owns the socket's write half and writes itself: a
+//! producer that finds nothing waiting writes its frames straight to the
+//! socket (a WebSocket header beside the shared payload bytes, one vectored
+//! write, no copy and no task wake-up). Only what the socket does not take
+//! at once is kept, and the session's driver finishes it when the socket is
+//! writable again; meanwhile producers append behind it, so order is kept.
+//! The frame store is allocated on first use and shrunk once drained, so an
+//! idle connection holds no buffer.
 
 use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use parking_lot::Mutex;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
+
+use crate::config::Transport;
+use crate::protocol::websocket::{self as ws, MAX_HEADER, opcode};
+use crate::telemetry::Metrics;
 
 /// One Engine.IO packet ready for the wire: text (`"42[...]"`, `"2"`) or a
 /// binary message. Cloning shares the bytes.
@@ -21,6 +35,9 @@ use tokio::sync::Notify;
 pub enum Frame {
     Text(Utf8Bytes),
     Binary(Bytes),
+    /// A complete WebSocket control frame (pong, close), written as is on
+    /// WebSocket and skipped by polling.
+    WsControl(Bytes),
 }
 
 impl Frame {
@@ -32,15 +49,30 @@ impl Frame {
         Frame::Text(Utf8Bytes::from_static(s))
     }
 
+    /// Payload length (the WebSocket header not counted).
     pub fn len(&self) -> usize {
-        match self {
-            Frame::Text(t) => t.len(),
-            Frame::Binary(b) => b.len(),
-        }
+        self.payload().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    fn payload(&self) -> &[u8] {
+        match self {
+            Frame::Text(t) => t.as_str().as_bytes(),
+            Frame::Binary(b) | Frame::WsControl(b) => b,
+        }
+    }
+
+    /// The WebSocket header of this frame into `out`; its length (0 for a
+    /// control frame, which carries its own).
+    fn ws_header(&self, out: &mut [u8; MAX_HEADER]) -> usize {
+        match self {
+            Frame::Text(t) => ws::encode_header(opcode::TEXT, t.len(), out),
+            Frame::Binary(b) => ws::encode_header(opcode::BINARY, b.len(), out),
+            Frame::WsControl(_) => 0,
+        }
     }
 }
 
@@ -53,10 +85,35 @@ pub enum PushError {
     Closed,
 }
 
+/// The WebSocket write half and where to count what goes out.
+struct Direct {
+    socket: Arc<OwnedWriteHalf>,
+    metrics: Arc<Metrics>,
+}
+
 #[derive(Default)]
 struct State {
     frames: VecDeque<Frame>,
+    /// Bytes of the front frame (its WebSocket header included) already
+    /// written to the socket.
+    written: usize,
     closed: bool,
+    /// The socket failed (reset, broken pipe): the driver ends the session.
+    broken: bool,
+    /// A WebSocket close frame was queued; nothing follows it.
+    close_sent: bool,
+    direct: Option<Direct>,
+}
+
+/// How a flush of the WebSocket backlog ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Everything queued is written.
+    Done,
+    /// The socket takes no more for now: wait until it is writable.
+    Blocked,
+    /// The socket failed.
+    Failed,
 }
 
 /// Bounded multi-producer, single-consumer frame queue.
@@ -69,6 +126,9 @@ pub struct OutboundQueue {
 /// Capacity kept by an idle queue after a drain; more is released.
 const IDLE_KEEP: usize = 8;
 
+/// Frames handed to one vectored write at most.
+const WRITE_BATCH: usize = 32;
+
 impl OutboundQueue {
     pub fn new(capacity: usize) -> Self {
         Self {
@@ -79,19 +139,17 @@ impl OutboundQueue {
     }
 
     /// Queues `frames` as one unit (a packet and its attachments stay
-    /// together), or none of them.
+    /// together), or none of them. On WebSocket with nothing waiting, the
+    /// frames are written at once.
     pub fn push_all(&self, frames: &[Frame]) -> Result<(), PushError> {
-        {
-            let mut st = self.state.lock();
-            if st.closed {
-                return Err(PushError::Closed);
-            }
-            if st.frames.len() + frames.len() > self.capacity {
-                return Err(PushError::Full);
-            }
-            st.frames.extend(frames.iter().cloned());
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(PushError::Closed);
         }
-        self.notify.notify_one();
+        if st.frames.len() + frames.len() > self.capacity {
+            return Err(PushError::Full);
+        }
+        self.push_locked(&mut st, frames);
         Ok(())
     }
 
@@ -102,17 +160,118 @@ impl OutboundQueue {
     /// Queues a control frame (ping, noop, close) regardless of capacity:
     /// there is at most a handful of them per connection at a time.
     pub fn push_control(&self, frame: Frame) {
-        {
-            let mut st = self.state.lock();
-            if st.closed {
-                return;
-            }
-            st.frames.push_back(frame);
+        let mut st = self.state.lock();
+        if st.closed {
+            return;
         }
-        self.notify.notify_one();
+        self.push_locked(&mut st, std::slice::from_ref(&frame));
     }
 
-    /// Moves every queued frame into `out` (which should be empty).
+    fn push_locked(&self, st: &mut State, frames: &[Frame]) {
+        let Some(direct) = st.direct.as_ref().filter(|_| st.frames.is_empty()) else {
+            let was_empty = st.frames.is_empty();
+            st.frames.extend(frames.iter().cloned());
+            // On WebSocket a backlog means the driver is already at work.
+            if was_empty || st.direct.is_none() {
+                self.notify.notify_one();
+            }
+            return;
+        };
+        let written = match write_frames(&direct.socket, frames.iter(), 0) {
+            Ok(n) => n,
+            Err(_) => {
+                st.broken = true;
+                st.closed = true;
+                self.notify.notify_one();
+                return;
+            }
+        };
+        let (done, partial) = split_written(frames.iter(), written);
+        count_sent(direct, &frames[..done]);
+        if done < frames.len() {
+            st.frames.extend(frames[done..].iter().cloned());
+            st.written = partial;
+            self.notify.notify_one();
+        }
+    }
+
+    /// Hands the queue the WebSocket write half: from now on frames are
+    /// written to it. Frames queued before (while polling) go first.
+    pub fn attach_websocket(&self, socket: OwnedWriteHalf, metrics: Arc<Metrics>) {
+        let mut st = self.state.lock();
+        st.direct = Some(Direct {
+            socket: Arc::new(socket),
+            metrics,
+        });
+        st.written = 0;
+        if !st.frames.is_empty() {
+            self.notify.notify_one();
+        }
+    }
+
+    /// The WebSocket write half, to wait until it is writable.
+    pub fn websocket(&self) -> Option<Arc<OwnedWriteHalf>> {
+        self.state.lock().direct.as_ref().map(|d| d.socket.clone())
+    }
+
+    /// Writes the WebSocket backlog until it is gone or the socket is full.
+    pub fn flush(&self) -> Flush {
+        let mut st = self.state.lock();
+        let st = &mut *st;
+        if st.broken {
+            return Flush::Failed;
+        }
+        let Some(direct) = st.direct.as_ref() else {
+            return Flush::Done;
+        };
+        while !st.frames.is_empty() {
+            let written = match write_frames(&direct.socket, st.frames.iter(), st.written) {
+                Ok(0) => return Flush::Blocked,
+                Ok(n) => n,
+                Err(_) => {
+                    st.broken = true;
+                    st.closed = true;
+                    return Flush::Failed;
+                }
+            };
+            let (done, partial) = split_written(st.frames.iter(), st.written + written);
+            let (a, b) = st.frames.as_slices();
+            if done <= a.len() {
+                count_sent(direct, &a[..done]);
+            } else {
+                count_sent(direct, a);
+                count_sent(direct, &b[..done - a.len()]);
+            }
+            st.frames.drain(..done);
+            st.written = partial;
+        }
+        if st.frames.capacity() > IDLE_KEEP {
+            st.frames.shrink_to(IDLE_KEEP);
+        }
+        Flush::Done
+    }
+
+    /// Queues the WebSocket close frame with `code` after the backlog, once,
+    /// and refuses everything after it.
+    pub fn push_ws_close(&self, code: u16) {
+        let mut st = self.state.lock();
+        if st.broken || st.close_sent || st.direct.is_none() {
+            return;
+        }
+        st.close_sent = true;
+        st.closed = true;
+        self.push_locked(&mut st, &[Frame::WsControl(ws::close_frame(code))]);
+    }
+
+    /// Drops the WebSocket write half (which shuts the socket's sending
+    /// side down once the reader has let go too).
+    pub fn detach_websocket(&self) {
+        let direct = self.state.lock().direct.take();
+        drop(direct);
+    }
+
+    /// Moves every queued frame into `out` (which should be empty), for a
+    /// polling GET.
     pub fn drain_into(&self, out: &mut VecDeque<Frame>) {
         let mut st = self.state.lock();
         if st.frames.is_empty() {
@@ -136,6 +295,11 @@ impl OutboundQueue {
         self.state.lock().frames.len()
     }
 
+    /// Did the WebSocket fail under a write?
+    pub fn is_broken(&self) -> bool {
+        self.state.lock().broken
+    }
+
     /// Refuses further pushes and wakes the consumer. Frames already queued
     /// stay drainable (a close packet may be among them).
     pub fn close(&self) {
@@ -144,7 +308,8 @@ impl OutboundQueue {
     }
 
     /// Resolves once something was pushed since the last call (a permit is
-    /// kept when nobody waits, so no wake-up is lost).
+    /// kept when nobody waits, so no wake-up is lost). On WebSocket: once a
+    /// backlog formed, or the socket failed.
     pub async fn notified(&self) {
         self.notify.notified().await;
     }
@@ -153,6 +318,80 @@ impl OutboundQueue {
     /// changes under a pending poll).
     pub fn wake(&self) {
         self.notify.notify_one();
+    }
+}
+
+/// Counts `frames` as sent on WebSocket.
+fn count_sent(direct: &Direct, frames: &[Frame]) {
+    if frames.is_empty() {
+        return;
+    }
+    let bytes: usize = frames.iter().map(Frame::len).sum();
+    direct
+        .metrics
+        .transport(Transport::Websocket)
+        .sent(frames.len() as u64, bytes as u64);
+}
+
+/// The wire length of `frame` on WebSocket (header included).
+fn wire_len(frame: &Frame) -> usize {
+    let mut header = [0u8; MAX_HEADER];
+    frame.ws_header(&mut header) + frame.len()
+}
+
+/// After `written` bytes of `frames` went out: how many frames are complete,
+/// and how many bytes of the next one were written.
+fn split_written<'a>(frames: impl Iterator<Item = &'a Frame>, mut written: usize) -> (usize, usize) {
+    let mut done = 0;
+    for f in frames {
+        let len = wire_len(f);
+        if written < len {
+            break;
+        }
+        written -= len;
+        done += 1;
+    }
+    (done, written)
+}
+
+/// Writes as much of `frames` as the socket takes now (up to
+/// [`WRITE_BATCH`] frames), starting `skip` bytes into the first. Returns
+/// the bytes written, 0 when the socket would block.
+fn write_frames<'a>(
+    socket: &OwnedWriteHalf,
+    frames: impl Iterator<Item = &'a Frame>,
+    mut skip: usize,
+) -> io::Result<usize> {
+    let mut batch: [Option<&Frame>; WRITE_BATCH] = [None; WRITE_BATCH];
+    let mut headers = [[0u8; MAX_HEADER]; WRITE_BATCH];
+    let mut header_lens = [0usize; WRITE_BATCH];
+    let mut n = 0;
+    for (i, f) in frames.take(WRITE_BATCH).enumerate() {
+        header_lens[i] = f.ws_header(&mut headers[i]);
+        batch[i] = Some(f);
+        n = i + 1;
+    }
+    let mut slices = [IoSlice::new(&[]); 2 * WRITE_BATCH];
+    let mut used = 0;
+    for i in 0..n {
+        let payload = batch[i].map_or(&[][..], Frame::payload);
+        for part in [&headers[i][..header_lens[i]], payload] {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            slices[used] = IoSlice::new(&part[skip..]);
+            skip = 0;
+            used += 1;
+        }
+    }
+    if used == 0 {
+        return Ok(0);
+    }
+    match socket.try_write_vectored(&slices[..used]) {
+        Ok(n) => Ok(n),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(e) => Err(e),
     }
 }
 
@@ -196,5 +435,112 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), q.notified())
             .await
             .unwrap();
+    }
+
+    /// A connected pair: the server side's write half, the client stream.
+    async fn socket_pair() -> (OwnedWriteHalf, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (_read, write) = accepted.unwrap().0.into_split();
+        (write, client.unwrap())
+    }
+
+    fn metrics() -> Arc<Metrics> {
+        Arc::new(Metrics::new(["/"]))
+    }
+
+    /// Reads `n` text frames the server wrote (unmasked, any length form).
+    async fn read_texts(client: &mut tokio::net::TcpStream, n: usize) -> Vec<String> {
+        use tokio::io::AsyncReadExt;
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let mut h = [0u8; 2];
+            client.read_exact(&mut h).await.unwrap();
+            assert_eq!(h[0], 0x81, "final text frame");
+            let len = match h[1] {
+                126 => usize::from(client.read_u16().await.unwrap()),
+                127 => client.read_u64().await.unwrap() as usize,
+                n => usize::from(n),
+            };
+            let mut body = vec![0u8; len];
+            client.read_exact(&mut body).await.unwrap();
+            out.push(String::from_utf8(body).unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn websocket_frames_are_written_at_once_while_the_socket_keeps_up() {
+        let (write, mut client) = socket_pair().await;
+        let q = OutboundQueue::new(4);
+        q.attach_websocket(write, metrics());
+        for i in 0..100 {
+            q.push(Frame::text(format!("4m{i}"))).unwrap();
+        }
+        assert!(q.is_empty(), "nothing waits while the socket takes it all");
+        let got = read_texts(&mut client, 100).await;
+        assert_eq!(got, (0..100).map(|i| format!("4m{i}")).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn a_backlog_forms_when_the_socket_is_full_and_drains_in_order() {
+        let (write, mut client) = socket_pair().await;
+        let q = OutboundQueue::new(64);
+        q.attach_websocket(write, metrics());
+        // The client does not read: the kernel buffers fill, then the queue.
+        let big = "x".repeat(256 * 1024);
+        let mut pushed = 0;
+        while q.is_empty() {
+            q.push(Frame::text(format!("{pushed}:{big}"))).unwrap();
+            pushed += 1;
+            assert!(pushed < 1000, "the socket never filled up");
+        }
+        while q.push(Frame::text(format!("{pushed}:{big}"))).is_ok() {
+            pushed += 1;
+        }
+        assert_eq!(q.len(), 64);
+        assert_eq!(
+            q.push(Frame::text("4late")),
+            Err(PushError::Full),
+            "bounded"
+        );
+        // The driver's part: flush whenever the socket is writable.
+        let socket = q.websocket().unwrap();
+        let flusher = async {
+            loop {
+                match q.flush() {
+                    Flush::Done => break,
+                    Flush::Blocked => socket.writable().await.unwrap(),
+                    Flush::Failed => panic!("socket failed"),
+                }
+            }
+        };
+        let (_, got) = tokio::join!(flusher, read_texts(&mut client, pushed));
+        for (i, text) in got.iter().enumerate() {
+            assert!(text.starts_with(&format!("{i}:")), "frame {i} in order");
+            assert_eq!(text.len(), format!("{i}:").len() + big.len());
+        }
+        assert!(q.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_reset_socket_marks_the_queue_broken() {
+        let (write, client) = socket_pair().await;
+        let q = OutboundQueue::new(4);
+        q.attach_websocket(write, metrics());
+        drop(client);
+        // Writes to a peer that closed fail after at most a few attempts
+        // (the first may still be accepted by the kernel).
+        for _ in 0..50 {
+            let _ = q.push(Frame::text("4x"));
+            if q.is_broken() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(q.is_broken());
+        assert_eq!(q.push(Frame::text("4y")), Err(PushError::Closed));
+        assert_eq!(q.flush(), Flush::Failed);
     }
 }

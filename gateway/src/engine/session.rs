@@ -2,25 +2,24 @@
 //! and the packet handling shared by both transports.
 //!
 //! The driver task owns the timers (ping, pong deadline, connect deadline)
-//! and, once the session is on WebSocket, the socket's write half: it drains
-//! everything queued, writes it, and flushes once.
+//! and, once the session is on WebSocket, finishes the writes the socket did
+//! not take at once (producers write to the socket themselves while nothing
+//! is waiting, see [`super::queue`]).
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::ws::Message;
-use futures_util::SinkExt;
 use parking_lot::Mutex;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{Frame, OutboundQueue};
-use super::websocket::WsSink;
+use super::queue::{Flush, Frame, OutboundQueue};
 use super::{Connection, Engine, HandshakeInfo};
 use crate::config::Transport;
 use crate::protocol::engineio::Packet;
+use crate::protocol::websocket::close_code;
 use crate::reason::DisconnectReason;
 
 const POLLING: u8 = 0;
@@ -80,9 +79,9 @@ pub struct Session {
     connected: AtomicBool,
     pub info: HandshakeInfo,
     pub(crate) poll: Mutex<PollState>,
-    /// Hands the WebSocket write half to the driver after an upgrade.
-    ws_handoff: Mutex<Option<oneshot::Sender<WsSink>>>,
-    ws_handoff_rx: Mutex<Option<oneshot::Receiver<WsSink>>>,
+    /// Tells the driver that an upgrade moved the session to WebSocket.
+    ws_handoff: Mutex<Option<oneshot::Sender<()>>>,
+    ws_handoff_rx: Mutex<Option<oneshot::Receiver<()>>>,
     conn: OnceLock<Arc<dyn Connection>>,
     rate: Option<Mutex<RateLimit>>,
 }
@@ -224,22 +223,27 @@ impl Session {
         self.poll.lock().upgrading = false;
     }
 
-    /// Finishes the upgrade: from now on the driver writes to `sink`.
-    pub(crate) fn complete_upgrade(&self, sink: WsSink) -> bool {
+    /// Finishes the upgrade: from now on frames go to `socket`.
+    pub(crate) fn complete_upgrade(
+        &self,
+        socket: OwnedWriteHalf,
+        metrics: Arc<crate::telemetry::Metrics>,
+    ) -> bool {
         let Some(handoff) = self.ws_handoff.lock().take() else {
             return false;
         };
         self.transport.store(WEBSOCKET, Ordering::Release);
         self.poll.lock().upgrading = false;
+        self.queue.attach_websocket(socket, metrics);
         // Wake a poll that may still be pending: it answers with a noop.
         self.queue.wake();
-        handoff.send(sink).is_ok()
+        handoff.send(()).is_ok()
     }
 }
 
 /// Runs a session until it closes: heartbeat, connect deadline, WebSocket
 /// writes. Then unregisters it and tells the connection.
-pub(crate) async fn drive(session: Arc<Session>, engine: Arc<Engine>, mut sink: Option<WsSink>) {
+pub(crate) async fn drive(session: Arc<Session>, engine: Arc<Engine>) {
     let cfg = &engine.config.server;
     let ping_interval = cfg.ping_interval();
     let ping_timeout = cfg.ping_timeout();
@@ -248,7 +252,7 @@ pub(crate) async fn drive(session: Arc<Session>, engine: Arc<Engine>, mut sink: 
     let mut pong_deadline: Option<Instant> = None;
     let mut connect_deadline = Some(start + cfg.connect_timeout());
     let mut handoff = session.ws_handoff_rx.lock().take();
-    let mut batch: VecDeque<Frame> = VecDeque::new();
+    let mut websocket = session.transport() == Transport::Websocket;
 
     // One timer for the session, moved only when the next deadline changes
     // (not re-registered on every write).
@@ -268,25 +272,27 @@ pub(crate) async fn drive(session: Arc<Session>, engine: Arc<Engine>, mut sink: 
             _ = session.closed.cancelled() => break None,
             received = async { handoff.as_mut().expect("guarded").await }, if handoff.is_some() => {
                 handoff = None;
-                if let Ok(s) = received {
-                    sink = Some(s);
-                    session.queue.wake();
-                }
-            }
-            _ = session.queue.notified(), if sink.is_some() => {
-                let Some(s) = sink.as_mut() else { continue };
-                session.queue.drain_into(&mut batch);
-                if batch.is_empty() {
+                if received.is_err() {
                     continue;
                 }
-                let sent = &engine.metrics;
-                let write = write_batch(s, &mut batch, sent);
+                websocket = true;
+                // What was queued while polling may be waiting already
+                // (and its wake-up taken by the last poll).
                 let result = tokio::select! {
-                    r = write => r,
+                    r = flush_backlog(&session.queue) => r,
                     _ = session.closed.cancelled() => break None,
                 };
-                if result.is_err() {
-                    break Some(DisconnectReason::TransportError);
+                if let Err(reason) = result {
+                    break Some(reason);
+                }
+            }
+            _ = session.queue.notified(), if websocket => {
+                let result = tokio::select! {
+                    r = flush_backlog(&session.queue) => r,
+                    _ = session.closed.cancelled() => break None,
+                };
+                if let Err(reason) = result {
+                    break Some(reason);
                 }
             }
             _ = &mut sleep => {
@@ -322,15 +328,19 @@ pub(crate) async fn drive(session: Arc<Session>, engine: Arc<Engine>, mut sink: 
     let reason = session
         .close_reason()
         .unwrap_or(DisconnectReason::TransportClose);
-    if let Some(mut s) = sink {
+    if websocket {
         // Flush what was queued before the close (for example a
-        // disconnect packet), then close the WebSocket, all bounded.
+        // disconnect packet), then the close frame, all bounded.
+        let code = match reason {
+            DisconnectReason::ProtocolError => close_code::PROTOCOL_ERROR,
+            _ => close_code::NORMAL,
+        };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-            session.queue.drain_into(&mut batch);
-            let _ = write_batch(&mut s, &mut batch, &engine.metrics).await;
-            let _ = s.close().await;
+            session.queue.push_ws_close(code);
+            let _ = flush_backlog(&session.queue).await;
         })
         .await;
+        session.queue.detach_websocket();
     }
     engine.metrics.engine_closed(session.transport(), reason);
     engine.remove(&session.sid);
@@ -340,22 +350,21 @@ pub(crate) async fn drive(session: Arc<Session>, engine: Arc<Engine>, mut sink: 
     tracing::debug!(sid = %session.sid, %reason, "session closed");
 }
 
-async fn write_batch(
-    sink: &mut WsSink,
-    batch: &mut VecDeque<Frame>,
-    metrics: &crate::telemetry::Metrics,
-) -> Result<(), axum::Error> {
-    let frames = batch.len() as u64;
-    let bytes: usize = batch.iter().map(Frame::len).sum();
-    metrics
-        .transport(Transport::Websocket)
-        .sent(frames, bytes as u64);
-    while let Some(frame) = batch.pop_front() {
-        let msg = match frame {
-            Frame::Text(t) => Message::Text(t),
-            Frame::Binary(b) => Message::Binary(b),
-        };
-        sink.feed(msg).await?;
+/// Writes the WebSocket backlog, waiting for the socket to take it.
+async fn flush_backlog(queue: &OutboundQueue) -> Result<(), DisconnectReason> {
+    loop {
+        match queue.flush() {
+            Flush::Done => return Ok(()),
+            Flush::Failed => return Err(DisconnectReason::TransportError),
+            Flush::Blocked => {
+                let Some(socket) = queue.websocket() else {
+                    return Ok(());
+                };
+                socket
+                    .writable()
+                    .await
+                    .map_err(|_| DisconnectReason::TransportError)?;
+            }
+        }
     }
-    sink.flush().await
 }

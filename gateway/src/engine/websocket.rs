@@ -1,25 +1,176 @@
 //! The WebSocket transport: a fresh WebSocket session, or the second half of
 //! a polling -> WebSocket upgrade (`2probe` / `3probe`, then `5`).
 //!
-//! The connection's own task is the reader: it handles frames in order and
-//! never spawns per message. Writes belong to the session's driver.
+//! The gateway speaks WebSocket itself on the raw TCP stream (framing in
+//! [`crate::protocol::websocket`]): the HTTP handler answers the opening
+//! handshake, the connection is split, the write half goes to the session's
+//! [`OutboundQueue`](super::OutboundQueue) (which writes frames straight to
+//! it) and the connection's own task reads: it handles messages in order and
+//! never spawns per message. An idle connection holds no read buffer.
 
+use std::io;
 use std::sync::Arc;
 
-use axum::extract::ws::{Message, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use bytes::{Bytes, BytesMut};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::queue::Frame;
 use super::session::Session;
 use super::{Engine, HandshakeInfo};
 use crate::config::Transport;
 use crate::protocol::engineio::{self, Packet};
+use crate::protocol::websocket::{self as ws, Decoder, Message, opcode};
 use crate::reason::DisconnectReason;
 
-/// The write half of a WebSocket, owned by the session driver.
-pub type WsSink = SplitSink<WebSocket, Message>;
-type WsStream = SplitStream<WebSocket>;
+/// An accepted WebSocket opening handshake: the `101` response to send and
+/// the connection to take over once it is sent.
+pub(crate) struct Accepted {
+    pub response: axum::response::Response,
+    pub upgrade: OnUpgrade,
+}
+
+/// Checks the opening handshake of `parts` (RFC 6455 section 4.2.1).
+pub(crate) fn accept(parts: &mut Parts) -> Option<Accepted> {
+    fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case(token))
+            })
+        })
+    }
+    if parts.method != Method::GET
+        || !has_token(&parts.headers, header::UPGRADE, "websocket")
+        || !has_token(&parts.headers, header::CONNECTION, "upgrade")
+        || parts
+            .headers
+            .get(header::SEC_WEBSOCKET_VERSION)
+            .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        return None;
+    }
+    let key = parts.headers.get(header::SEC_WEBSOCKET_KEY)?;
+    if !ws::valid_key(key.as_bytes()) {
+        return None;
+    }
+    let accept = HeaderValue::from_str(&ws::accept_key(key.as_bytes())).ok()?;
+    let upgrade = parts.extensions.remove::<OnUpgrade>()?;
+    let mut response = axum::response::Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    Some(Accepted { response, upgrade })
+}
+
+/// The TCP connection under an upgraded request, split, with the bytes the
+/// HTTP layer had already read after the request.
+async fn take_over(upgrade: OnUpgrade) -> Option<(WsReader, OwnedWriteHalf)> {
+    let upgraded = match upgrade.await {
+        Ok(u) => u,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            return None;
+        }
+    };
+    let parts =
+        match hyper_util::server::conn::auto::upgrade::downcast::<TokioIo<TcpStream>>(upgraded) {
+            Ok(p) => p,
+            Err(_) => {
+                tracing::warn!("websocket upgrade on an unexpected connection type");
+                return None;
+            }
+        };
+    let (read, write) = parts.io.into_inner().into_split();
+    Some((WsReader::new(read, parts.read_buf), write))
+}
+
+/// Reads and decodes client messages from the read half.
+pub(crate) struct WsReader {
+    socket: OwnedReadHalf,
+    buf: BytesMut,
+    decoder: Decoder,
+    read_size: usize,
+}
+
+/// Why reading stopped.
+enum ReadError {
+    /// The peer closed the TCP connection.
+    Eof,
+    Io(io::Error),
+    /// The peer broke the WebSocket protocol.
+    Protocol(ws::Error),
+}
+
+impl WsReader {
+    fn new(socket: OwnedReadHalf, already_read: Bytes) -> Self {
+        Self {
+            socket,
+            buf: BytesMut::from(&already_read[..]),
+            decoder: Decoder::new(usize::MAX),
+            read_size: 1024,
+        }
+    }
+
+    fn limits(mut self, max_message: usize, read_size: usize) -> Self {
+        self.decoder = Decoder::new(max_message);
+        self.read_size = read_size.max(64);
+        self
+    }
+
+    /// The next message. Cancel-safe: what was read stays in the buffer.
+    async fn next(&mut self) -> Result<Message, ReadError> {
+        loop {
+            if let Some(m) = self.decoder.decode(&mut self.buf).map_err(ReadError::Protocol)? {
+                return Ok(m);
+            }
+            if self.buf.is_empty() {
+                // Nothing pending: hold no buffer while waiting.
+                self.buf = BytesMut::new();
+            }
+            self.socket.readable().await.map_err(ReadError::Io)?;
+            self.buf.reserve(self.read_size);
+            match self.socket.try_read_buf(&mut self.buf) {
+                Ok(0) => return Err(ReadError::Eof),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
+    }
+
+    /// The next text message, skipping pings and pongs (during the
+    /// upgrade's probe, before the session writes to this socket).
+    async fn next_text(&mut self) -> Option<Bytes> {
+        loop {
+            match self.next().await.ok()? {
+                Message::Text(t) => return Some(t),
+                Message::Ping(_) | Message::Pong => continue,
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// Writes `frame` whole to `socket`, before the session's queue owns it.
+async fn write_now(socket: &OwnedWriteHalf, frame: &[u8]) -> io::Result<()> {
+    let mut at = 0;
+    while at < frame.len() {
+        socket.writable().await?;
+        match socket.try_write(&frame[at..]) {
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
 
 /// The open packet of `session`.
 pub(crate) fn open_packet(engine: &Engine, session: &Session, transport: Transport) -> String {
@@ -38,10 +189,12 @@ pub(crate) fn open_packet(engine: &Engine, session: &Session, transport: Transpo
     })
 }
 
-/// A session that starts on WebSocket.
-pub(crate) async fn serve_new(engine: Arc<Engine>, socket: WebSocket, info: HandshakeInfo) {
-    let (sink, stream) = socket.split();
-    let session = match engine.open(Transport::Websocket, info, Some(sink)) {
+/// A session that starts on WebSocket, on the connection `upgrade` yields.
+pub(crate) async fn serve_new(engine: Arc<Engine>, upgrade: OnUpgrade, info: HandshakeInfo) {
+    let Some((reader, writer)) = take_over(upgrade).await else {
+        return;
+    };
+    let session = match engine.open(Transport::Websocket, info, Some(writer)) {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(error = e.message(), "websocket session refused");
@@ -53,79 +206,91 @@ pub(crate) async fn serve_new(engine: Arc<Engine>, socket: WebSocket, info: Hand
         &session,
         Transport::Websocket,
     )));
-    read_loop(&engine, &session, stream).await;
+    read_loop(&engine, &session, limited(&engine, reader)).await;
 }
 
 /// The WebSocket half of an upgrade of the polling session `session`.
-pub(crate) async fn serve_upgrade(engine: Arc<Engine>, session: Arc<Session>, socket: WebSocket) {
-    let (mut sink, mut stream) = socket.split();
+pub(crate) async fn serve_upgrade(engine: Arc<Engine>, session: Arc<Session>, upgrade: OnUpgrade) {
+    let Some((reader, writer)) = take_over(upgrade).await else {
+        return;
+    };
+    let mut reader = limited(&engine, reader);
     let timeout = engine.config.server.upgrade_timeout();
     let probed = tokio::time::timeout(timeout, async {
         // 1. "2probe" -> "3probe"; the pending poll gets a noop.
-        match next_text(&mut stream).await {
-            Some(t) if t == "2probe" => {}
+        match reader.next_text().await {
+            Some(t) if &t[..] == b"2probe" => {}
             _ => return false,
         }
         if !session.begin_upgrade() {
             return false;
         }
-        if sink.send(Message::Text("3probe".into())).await.is_err() {
+        let probe = ws::encode_frame(opcode::TEXT, b"3probe");
+        if write_now(&writer, &probe).await.is_err() {
             return false;
         }
         // 2. "5": the client switched.
-        matches!(next_text(&mut stream).await, Some(t) if t == "5")
+        matches!(reader.next_text().await, Some(t) if &t[..] == b"5")
     })
     .await
     .unwrap_or(false);
     if !probed || session.is_closed() {
         session.abort_upgrade();
-        let _ = sink.close().await;
+        let _ = write_now(&writer, &ws::close_frame(ws::close_code::NORMAL)).await;
         tracing::debug!(sid = %session.sid, "upgrade abandoned");
         return;
     }
-    if !session.complete_upgrade(sink) {
+    if !session.complete_upgrade(writer, engine.metrics.clone()) {
         return;
     }
     engine.metrics.engine_upgraded();
-    read_loop(&engine, &session, stream).await;
+    read_loop(&engine, &session, reader).await;
 }
 
-async fn next_text(stream: &mut WsStream) -> Option<String> {
-    loop {
-        match stream.next().await? {
-            Ok(Message::Text(t)) => return Some(t.as_str().to_owned()),
-            Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-            _ => return None,
-        }
-    }
+fn limited(engine: &Engine, reader: WsReader) -> WsReader {
+    let cfg = &engine.config.server;
+    reader.limits(cfg.max_payload as usize, cfg.ws_read_buffer)
 }
 
-async fn read_loop(engine: &Engine, session: &Arc<Session>, mut stream: WsStream) {
+async fn read_loop(engine: &Engine, session: &Arc<Session>, mut reader: WsReader) {
     let traffic = engine.metrics.transport(Transport::Websocket);
     loop {
         let next = tokio::select! {
-            m = stream.next() => m,
+            m = reader.next() => m,
             _ = session.closed() => return,
         };
         let result = match next {
-            None | Some(Ok(Message::Close(_))) => Err(DisconnectReason::TransportClose),
-            Some(Err(e)) => {
+            Err(ReadError::Eof) | Ok(Message::Close(_)) => Err(DisconnectReason::TransportClose),
+            Err(ReadError::Io(e)) => {
                 tracing::debug!(sid = %session.sid, error = %e, "websocket read failed");
                 Err(DisconnectReason::TransportError)
             }
-            Some(Ok(Message::Text(text))) => {
-                traffic.received(1, text.len() as u64);
-                match engineio::decode_text(&text) {
+            Err(ReadError::Protocol(e)) => {
+                tracing::debug!(sid = %session.sid, error = %e, "websocket protocol error");
+                session.queue.push_ws_close(e.close_code());
+                Err(DisconnectReason::ProtocolError)
+            }
+            Ok(Message::Text(data)) => {
+                traffic.received(1, data.len() as u64);
+                match std::str::from_utf8(&data).map(engineio::decode_text) {
                     // Binary travels in binary frames on WebSocket.
-                    Ok(Packet::Binary(_)) | Err(_) => Err(DisconnectReason::ProtocolError),
-                    Ok(packet) => session.handle_packet(packet).await,
+                    Ok(Ok(Packet::Binary(_)) | Err(_)) | Err(_) => {
+                        Err(DisconnectReason::ProtocolError)
+                    }
+                    Ok(Ok(packet)) => session.handle_packet(packet).await,
                 }
             }
-            Some(Ok(Message::Binary(data))) => {
+            Ok(Message::Binary(data)) => {
                 traffic.received(1, data.len() as u64);
                 session.handle_packet(Packet::Binary(data)).await
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
+            Ok(Message::Ping(data)) => {
+                session
+                    .queue
+                    .push_control(Frame::WsControl(ws::encode_frame(opcode::PONG, &data)));
+                Ok(())
+            }
+            Ok(Message::Pong) => Ok(()),
         };
         if let Err(reason) = result {
             session.close(reason);

@@ -9,3 +9,4 @@
 
 pub mod engineio;
 pub mod socketio;
+pub mod websocket;

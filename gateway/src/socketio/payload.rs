@@ -128,7 +128,7 @@ mod tests {
     fn text(f: &Frame) -> &str {
         match f {
             Frame::Text(t) => t.as_str(),
-            Frame::Binary(_) => panic!("binary"),
+            Frame::Binary(_) | Frame::WsControl(_) => panic!("not text"),
         }
     }
 
