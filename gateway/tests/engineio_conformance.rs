@@ -756,3 +756,142 @@ async fn the_endpoint_path_is_configurable() {
     let (status, _) = send(http.get(node.url("EIO=4&transport=polling"))).await;
     assert_eq!(status, 404);
 }
+
+// ---------------------------------------------------------------------------
+// WebSocket framing, from a raw TCP client
+
+/// A WebSocket client written against RFC 6455 directly, to send what the
+/// usual client libraries refuse to.
+struct RawWs {
+    stream: tokio::net::TcpStream,
+}
+
+impl RawWs {
+    async fn open(node: &TestNode) -> (Self, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+        let request = format!(
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {}\r\n\
+             Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            node.addr
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(stream.read_u8().await.unwrap());
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+            "the RFC's accept key: {head}"
+        );
+        let mut ws = Self { stream };
+        let (op, open) = ws.read_frame().await.expect("open packet");
+        assert_eq!(op, 0x1);
+        (ws, String::from_utf8(open).unwrap())
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// A masked frame with `first` as its first byte.
+    async fn send(&mut self, first: u8, payload: &[u8]) {
+        assert!(payload.len() < 126);
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let mut frame = vec![first, 0x80 | payload.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.send_raw(&frame).await;
+    }
+
+    /// The next frame: (opcode, payload), or None at end of stream.
+    async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            let b0 = self.stream.read_u8().await.ok()?;
+            let b1 = self.stream.read_u8().await.ok()?;
+            assert_eq!(b0 & 0x80, 0x80, "server frames are final");
+            assert_eq!(b1 & 0x80, 0, "server frames are not masked");
+            let len = match b1 & 0x7F {
+                126 => usize::from(self.stream.read_u16().await.ok()?),
+                127 => self.stream.read_u64().await.ok()? as usize,
+                n => usize::from(n),
+            };
+            let mut body = vec![0; len];
+            self.stream.read_exact(&mut body).await.ok()?;
+            Some((b0 & 0x0F, body))
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("a frame or the end of the stream in time")
+    }
+
+    /// Reads until the close frame; returns its status code, then expects
+    /// the end of the stream.
+    async fn expect_close(&mut self) -> u16 {
+        loop {
+            let (op, body) = self.read_frame().await.expect("a close frame");
+            if op == 0x8 {
+                assert!(self.read_frame().await.is_none(), "closed after");
+                return u16::from_be_bytes([body[0], body[1]]);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn websocket_pings_are_answered_and_fragments_reassembled() {
+    let node = start(CONFORMANCE).await;
+    let (mut ws, open) = RawWs::open(&node).await;
+    assert!(open.starts_with("0{\"sid\""), "{open}");
+    ws.send(0x89, b"are you there").await;
+    assert_eq!(
+        ws.read_frame().await,
+        Some((0xA, b"are you there".to_vec()))
+    );
+    // `40` in two fragments, with a ping between them.
+    ws.send(0x01, b"4").await;
+    ws.send(0x89, b"").await;
+    ws.send(0x80, b"0").await;
+    assert_eq!(ws.read_frame().await, Some((0xA, vec![])));
+    let (op, connected) = ws.read_frame().await.unwrap();
+    assert_eq!(op, 0x1);
+    assert!(connected.starts_with(b"40{\"sid\""));
+    // Then the client closes; the server answers with 1000.
+    ws.send(0x88, &1000u16.to_be_bytes()).await;
+    assert_eq!(ws.expect_close().await, 1000);
+}
+
+#[tokio::test]
+async fn websocket_framing_errors_close_only_that_connection() {
+    let node = start(CONFORMANCE).await;
+    let (mut bystander, _) = RawWs::open(&node).await;
+    let cases: [(&[u8], u16); 5] = [
+        // Unmasked text frame.
+        (&[0x81, 0x02, b'4', b'0'], 1002),
+        // Reserved bit set.
+        (&[0xC1, 0x80, 0, 0, 0, 0], 1002),
+        // Unknown opcode 3.
+        (&[0x83, 0x80, 0, 0, 0, 0], 1002),
+        // Invalid UTF-8 in a text frame (mask 0: payload as is).
+        (&[0x81, 0x82, 0, 0, 0, 0, 0xFF, 0xFE], 1007),
+        // A frame announcing 2^40 bytes, far over maxPayload.
+        (&[0x82, 0xFF, 0, 0, 1, 0, 0, 0, 0, 0], 1009),
+    ];
+    for (frame, code) in cases {
+        let (mut ws, _) = RawWs::open(&node).await;
+        ws.send_raw(frame).await;
+        assert_eq!(ws.expect_close().await, code, "{frame:?}");
+    }
+    bystander.send(0x81, b"40").await;
+    let (_, connected) = bystander.read_frame().await.unwrap();
+    assert!(
+        connected.starts_with(b"40{\"sid\""),
+        "the bystander is served"
+    );
+}

@@ -193,9 +193,7 @@ impl Engine {
             ),
         ));
         if let Some(socket) = websocket {
-            session
-                .queue
-                .attach_websocket(socket, self.metrics.clone());
+            session.queue.attach_websocket(socket, self.metrics.clone());
         }
         let conn = self.handler.on_open(&session);
         session.attach(conn);

@@ -341,7 +341,10 @@ fn wire_len(frame: &Frame) -> usize {
 
 /// After `written` bytes of `frames` went out: how many frames are complete,
 /// and how many bytes of the next one were written.
-fn split_written<'a>(frames: impl Iterator<Item = &'a Frame>, mut written: usize) -> (usize, usize) {
+fn split_written<'a>(
+    frames: impl Iterator<Item = &'a Frame>,
+    mut written: usize,
+) -> (usize, usize) {
     let mut done = 0;
     for f in frames {
         let len = wire_len(f);

@@ -38,10 +38,8 @@ pub(crate) struct Accepted {
 pub(crate) fn accept(parts: &mut Parts) -> Option<Accepted> {
     fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
         headers.get_all(name).iter().any(|v| {
-            v.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case(token))
-            })
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
     }
     if parts.method != Method::GET
@@ -127,7 +125,11 @@ impl WsReader {
     /// The next message. Cancel-safe: what was read stays in the buffer.
     async fn next(&mut self) -> Result<Message, ReadError> {
         loop {
-            if let Some(m) = self.decoder.decode(&mut self.buf).map_err(ReadError::Protocol)? {
+            if let Some(m) = self
+                .decoder
+                .decode(&mut self.buf)
+                .map_err(ReadError::Protocol)?
+            {
                 return Ok(m);
             }
             if self.buf.is_empty() {

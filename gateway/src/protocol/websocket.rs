@@ -367,12 +367,18 @@ mod tests {
             (vec![0x81, 0x01, b'x'], Error::Unmasked),
             (client_frame(0x83, b"x", [0; 4]), Error::UnknownOpcode(3)),
             (client_frame(0x09, b"x", [0; 4]), Error::BadControlFrame),
-            (client_frame(0x89, &[0; 126], [0; 4]), Error::BadControlFrame),
+            (
+                client_frame(0x89, &[0; 126], [0; 4]),
+                Error::BadControlFrame,
+            ),
             (
                 client_frame(0x80, b"x", [0; 4]),
                 Error::UnexpectedContinuation,
             ),
-            (client_frame(0x81, &[0xFF, 0xFE], [0; 4]), Error::InvalidUtf8),
+            (
+                client_frame(0x81, &[0xFF, 0xFE], [0; 4]),
+                Error::InvalidUtf8,
+            ),
             (client_frame(0x81, &[b'a'; 11], [0; 4]), Error::TooBig(10)),
             (client_frame(0x88, &[3], [0; 4]), Error::BadClose),
         ];
