@@ -10,6 +10,7 @@
 //! reader (the connection's own task). Polling requests run in their HTTP
 //! request tasks.
 
+pub mod flusher;
 pub mod polling;
 pub mod queue;
 pub mod session;
@@ -119,6 +120,14 @@ pub struct Engine {
     open_count: AtomicUsize,
     keep_headers: bool,
     pub(crate) metrics: Arc<crate::telemetry::Metrics>,
+    /// The WebSocket writer tasks.
+    pub(crate) flusher: flusher::Flusher,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.flusher.stop();
+    }
 }
 
 impl Engine {
@@ -137,6 +146,10 @@ impl Engine {
             open_count: AtomicUsize::new(0),
             keep_headers,
             metrics,
+            // One writer per core: the writes are most of a node's work.
+            flusher: flusher::Flusher::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
         }
     }
 
@@ -193,7 +206,9 @@ impl Engine {
             ),
         ));
         if let Some(socket) = websocket {
-            session.queue.attach_websocket(socket, self.metrics.clone());
+            session
+                .queue
+                .attach_websocket(socket, self.flusher.shard(), self.metrics.clone());
         }
         let conn = self.handler.on_open(&session);
         session.attach(conn);

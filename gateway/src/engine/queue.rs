@@ -6,12 +6,12 @@
 //! held across an await, so producers never wait for a slow socket.
 //!
 //! On HTTP long-polling the queue holds frames until a GET takes them all.
-//! On WebSocket the queue owns the socket's write half and writes itself: a
-//! producer that finds nothing waiting writes its frames straight to the
-//! socket (a WebSocket header beside the shared payload bytes, one vectored
-//! write, no copy and no task wake-up). Only what the socket does not take
-//! at once is kept, and the session's driver finishes it when the socket is
-//! writable again; meanwhile producers append behind it, so order is kept.
+//! On WebSocket the queue owns the socket's write half: a producer that
+//! finds nothing pending schedules the queue on its [`Shard`], whose task
+//! writes every pending frame at once (a WebSocket header beside the shared
+//! payload bytes, one vectored write, no copy). What the socket does not
+//! take is finished by the session's driver when the socket is writable
+//! again; meanwhile producers append behind it, so order is kept.
 //! The frame store is allocated on first use and shrunk once drained, so an
 //! idle connection holds no buffer.
 
@@ -25,6 +25,7 @@ use parking_lot::Mutex;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
+use super::flusher::Shard;
 use crate::config::Transport;
 use crate::protocol::websocket::{self as ws, MAX_HEADER, opcode};
 use crate::telemetry::Metrics;
@@ -85,9 +86,11 @@ pub enum PushError {
     Closed,
 }
 
-/// The WebSocket write half and where to count what goes out.
+/// The WebSocket write half, its writer shard, and where to count what
+/// goes out.
 struct Direct {
     socket: Arc<OwnedWriteHalf>,
+    shard: Arc<Shard>,
     metrics: Arc<Metrics>,
 }
 
@@ -102,6 +105,9 @@ struct State {
     broken: bool,
     /// A WebSocket close frame was queued; nothing follows it.
     close_sent: bool,
+    /// On WebSocket: the pending frames are in the care of the shard or
+    /// the driver (so producers need not schedule again).
+    scheduled: bool,
     direct: Option<Direct>,
 }
 
@@ -141,7 +147,7 @@ impl OutboundQueue {
     /// Queues `frames` as one unit (a packet and its attachments stay
     /// together), or none of them. On WebSocket with nothing waiting, the
     /// frames are written at once.
-    pub fn push_all(&self, frames: &[Frame]) -> Result<(), PushError> {
+    pub fn push_all(self: &Arc<Self>, frames: &[Frame]) -> Result<(), PushError> {
         let mut st = self.state.lock();
         if st.closed {
             return Err(PushError::Closed);
@@ -153,13 +159,13 @@ impl OutboundQueue {
         Ok(())
     }
 
-    pub fn push(&self, frame: Frame) -> Result<(), PushError> {
+    pub fn push(self: &Arc<Self>, frame: Frame) -> Result<(), PushError> {
         self.push_all(std::slice::from_ref(&frame))
     }
 
     /// Queues a control frame (ping, noop, close) regardless of capacity:
     /// there is at most a handful of them per connection at a time.
-    pub fn push_control(&self, frame: Frame) {
+    pub fn push_control(self: &Arc<Self>, frame: Frame) {
         let mut st = self.state.lock();
         if st.closed {
             return;
@@ -167,44 +173,44 @@ impl OutboundQueue {
         self.push_locked(&mut st, std::slice::from_ref(&frame));
     }
 
-    fn push_locked(&self, st: &mut State, frames: &[Frame]) {
-        let Some(direct) = st.direct.as_ref().filter(|_| st.frames.is_empty()) else {
-            let was_empty = st.frames.is_empty();
-            st.frames.extend(frames.iter().cloned());
-            // On WebSocket a backlog means the driver is already at work.
-            if was_empty || st.direct.is_none() {
-                self.notify.notify_one();
+    fn push_locked(self: &Arc<Self>, st: &mut State, frames: &[Frame]) {
+        st.frames.extend(frames.iter().cloned());
+        match &st.direct {
+            None => self.notify.notify_one(),
+            Some(direct) => {
+                if !st.scheduled {
+                    st.scheduled = true;
+                    direct.shard.schedule(self.clone());
+                }
             }
-            return;
-        };
-        let written = match write_frames(&direct.socket, frames.iter(), 0) {
-            Ok(n) => n,
-            Err(_) => {
-                st.broken = true;
-                st.closed = true;
-                self.notify.notify_one();
-                return;
-            }
-        };
-        let (done, partial) = split_written(frames.iter(), written);
-        count_sent(direct, &frames[..done]);
-        if done < frames.len() {
-            st.frames.extend(frames[done..].iter().cloned());
-            st.written = partial;
-            self.notify.notify_one();
         }
     }
 
-    /// Hands the queue the WebSocket write half: from now on frames are
-    /// written to it. Frames queued before (while polling) go first.
-    pub fn attach_websocket(&self, socket: OwnedWriteHalf, metrics: Arc<Metrics>) {
+    /// Hands the queue the WebSocket write half: from now on `shard` writes
+    /// its frames. Frames queued before (while polling) go first.
+    pub fn attach_websocket(
+        self: &Arc<Self>,
+        socket: OwnedWriteHalf,
+        shard: Arc<Shard>,
+        metrics: Arc<Metrics>,
+    ) {
         let mut st = self.state.lock();
-        st.direct = Some(Direct {
-            socket: Arc::new(socket),
-            metrics,
-        });
         st.written = 0;
         if !st.frames.is_empty() {
+            st.scheduled = true;
+            shard.schedule(self.clone());
+        }
+        st.direct = Some(Direct {
+            socket: Arc::new(socket),
+            shard,
+            metrics,
+        });
+    }
+
+    /// The shard's pass over this queue: writes what is pending; a socket
+    /// that is full (or failed) goes to the driver.
+    pub(crate) fn flush_scheduled(&self) {
+        if self.flush() != Flush::Done {
             self.notify.notify_one();
         }
     }
@@ -245,6 +251,7 @@ impl OutboundQueue {
             st.frames.drain(..done);
             st.written = partial;
         }
+        st.scheduled = false;
         if st.frames.capacity() > IDLE_KEEP {
             st.frames.shrink_to(IDLE_KEEP);
         }
@@ -253,7 +260,7 @@ impl OutboundQueue {
 
     /// Queues the WebSocket close frame with `code` after the backlog, once,
     /// and refuses everything after it.
-    pub fn push_ws_close(&self, code: u16) {
+    pub fn push_ws_close(self: &Arc<Self>, code: u16) {
         let mut st = self.state.lock();
         if st.broken || st.close_sent || st.direct.is_none() {
             return;
@@ -404,7 +411,7 @@ mod tests {
 
     #[test]
     fn bounded_and_all_or_nothing() {
-        let q = OutboundQueue::new(3);
+        let q = Arc::new(OutboundQueue::new(3));
         q.push(Frame::text("a")).unwrap();
         let pair = [Frame::text("b"), Frame::Binary(Bytes::from_static(b"x"))];
         q.push_all(&pair).unwrap();
@@ -425,7 +432,7 @@ mod tests {
 
     #[test]
     fn control_frames_bypass_capacity() {
-        let q = OutboundQueue::new(1);
+        let q = Arc::new(OutboundQueue::new(1));
         q.push(Frame::text("a")).unwrap();
         q.push_control(Frame::text_static("2"));
         assert_eq!(q.len(), 2);
@@ -433,7 +440,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_before_waiting_is_not_lost() {
-        let q = OutboundQueue::new(4);
+        let q = Arc::new(OutboundQueue::new(4));
         q.push(Frame::text("a")).unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(1), q.notified())
             .await
@@ -447,6 +454,11 @@ mod tests {
         let (client, accepted) = tokio::join!(client, listener.accept());
         let (_read, write) = accepted.unwrap().0.into_split();
         (write, client.unwrap())
+    }
+
+    fn shard() -> Arc<Shard> {
+        // Leaked so that its task outlives the test's queues.
+        Box::leak(Box::new(super::super::flusher::Flusher::new(1))).shard()
     }
 
     fn metrics() -> Arc<Metrics> {
@@ -474,40 +486,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn websocket_frames_are_written_at_once_while_the_socket_keeps_up() {
+    async fn the_shard_writes_websocket_frames_in_order() {
         let (write, mut client) = socket_pair().await;
-        let q = OutboundQueue::new(4);
-        q.attach_websocket(write, metrics());
+        let q = Arc::new(OutboundQueue::new(256));
+        q.attach_websocket(write, shard(), metrics());
         for i in 0..100 {
             q.push(Frame::text(format!("4m{i}"))).unwrap();
         }
-        assert!(q.is_empty(), "nothing waits while the socket takes it all");
         let got = read_texts(&mut client, 100).await;
         assert_eq!(got, (0..100).map(|i| format!("4m{i}")).collect::<Vec<_>>());
+        assert!(q.is_empty());
     }
 
     #[tokio::test]
     async fn a_backlog_forms_when_the_socket_is_full_and_drains_in_order() {
         let (write, mut client) = socket_pair().await;
-        let q = OutboundQueue::new(64);
-        q.attach_websocket(write, metrics());
+        let q = Arc::new(OutboundQueue::new(64));
+        q.attach_websocket(write, shard(), metrics());
         // The client does not read: the kernel buffers fill, then the queue.
         let big = "x".repeat(256 * 1024);
         let mut pushed = 0;
-        while q.is_empty() {
-            q.push(Frame::text(format!("{pushed}:{big}"))).unwrap();
-            pushed += 1;
+        loop {
+            match q.push(Frame::text(format!("{pushed}:{big}"))) {
+                Ok(()) => pushed += 1,
+                Err(e) => {
+                    assert_eq!(e, PushError::Full, "bounded");
+                    break;
+                }
+            }
             assert!(pushed < 1000, "the socket never filled up");
-        }
-        while q.push(Frame::text(format!("{pushed}:{big}"))).is_ok() {
-            pushed += 1;
+            // Let the shard write.
+            tokio::task::yield_now().await;
         }
         assert_eq!(q.len(), 64);
-        assert_eq!(
-            q.push(Frame::text("4late")),
-            Err(PushError::Full),
-            "bounded"
-        );
         // The driver's part: flush whenever the socket is writable.
         let socket = q.websocket().unwrap();
         let flusher = async {
@@ -530,13 +541,14 @@ mod tests {
     #[tokio::test]
     async fn a_reset_socket_marks_the_queue_broken() {
         let (write, client) = socket_pair().await;
-        let q = OutboundQueue::new(4);
-        q.attach_websocket(write, metrics());
+        let q = Arc::new(OutboundQueue::new(4));
+        q.attach_websocket(write, shard(), metrics());
         drop(client);
         // Writes to a peer that closed fail after at most a few attempts
         // (the first may still be accepted by the kernel).
         for _ in 0..50 {
             let _ = q.push(Frame::text("4x"));
+            let _ = q.flush();
             if q.is_broken() {
                 break;
             }

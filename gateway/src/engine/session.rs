@@ -69,7 +69,7 @@ pub(crate) struct PollState {
 
 pub struct Session {
     pub sid: Box<str>,
-    pub queue: OutboundQueue,
+    pub queue: Arc<OutboundQueue>,
     transport: AtomicU8,
     closed: CancellationToken,
     reason: OnceLock<DisconnectReason>,
@@ -111,7 +111,7 @@ impl Session {
         };
         Self {
             sid: sid.into_boxed_str(),
-            queue: OutboundQueue::new(queue_capacity),
+            queue: Arc::new(OutboundQueue::new(queue_capacity)),
             transport: AtomicU8::new(match transport {
                 Transport::Polling => POLLING,
                 Transport::Websocket => WEBSOCKET,
@@ -227,6 +227,7 @@ impl Session {
     pub(crate) fn complete_upgrade(
         &self,
         socket: OwnedWriteHalf,
+        shard: Arc<super::flusher::Shard>,
         metrics: Arc<crate::telemetry::Metrics>,
     ) -> bool {
         let Some(handoff) = self.ws_handoff.lock().take() else {
@@ -234,7 +235,7 @@ impl Session {
         };
         self.transport.store(WEBSOCKET, Ordering::Release);
         self.poll.lock().upgrading = false;
-        self.queue.attach_websocket(socket, metrics);
+        self.queue.attach_websocket(socket, shard, metrics);
         // Wake a poll that may still be pending: it answers with a noop.
         self.queue.wake();
         handoff.send(()).is_ok()

@@ -242,7 +242,7 @@ pub(crate) async fn serve_upgrade(engine: Arc<Engine>, session: Arc<Session>, up
         tracing::debug!(sid = %session.sid, "upgrade abandoned");
         return;
     }
-    if !session.complete_upgrade(writer, engine.metrics.clone()) {
+    if !session.complete_upgrade(writer, engine.flusher.shard(), engine.metrics.clone()) {
         return;
     }
     engine.metrics.engine_upgraded();

@@ -1,0 +1,104 @@
+//! The WebSocket writers of a node: a few tasks that write the frames queued
+//! for many connections.
+//!
+//! A producer appends frames to a connection's queue and, when the queue
+//! had nothing pending, schedules it on one of the shards here. A shard's
+//! task wakes once for everything scheduled since it last ran and writes
+//! each connection's pending frames with one vectored write. While the node
+//! is busy, frames for the same connection gather before its shard runs, so
+//! one write (one system call, one TCP segment on loopback) carries several
+//! messages; when it is idle, the shard runs at once. A socket that does not
+//! take everything is handed to the session's driver, which waits until it
+//! is writable.
+
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::queue::OutboundQueue;
+
+/// One writer task and the queues scheduled on it.
+pub struct Shard {
+    dirty: Mutex<Vec<Arc<OutboundQueue>>>,
+    notify: Notify,
+    stopped: AtomicBool,
+}
+
+impl Shard {
+    /// Schedules `queue` for the next pass of this shard's task.
+    pub(crate) fn schedule(&self, queue: Arc<OutboundQueue>) {
+        let mut dirty = self.dirty.lock();
+        let wake = dirty.is_empty();
+        dirty.push(queue);
+        drop(dirty);
+        if wake {
+            self.notify.notify_one();
+        }
+    }
+
+    async fn run(self: Arc<Self>) {
+        let mut batch = Vec::new();
+        loop {
+            self.notify.notified().await;
+            if self.stopped.load(Ordering::Acquire) {
+                return;
+            }
+            // Let the tasks that are ready (more of the same burst) queue
+            // their frames first.
+            tokio::task::yield_now().await;
+            std::mem::swap(&mut batch, &mut *self.dirty.lock());
+            for queue in batch.drain(..) {
+                queue.flush_scheduled();
+            }
+        }
+    }
+}
+
+/// The shards of a node; tasks start on first use.
+pub struct Flusher {
+    shards: Box<[Arc<Shard>]>,
+    next: AtomicUsize,
+    started: OnceLock<()>,
+}
+
+impl Flusher {
+    /// `shards` writer tasks (at least one).
+    pub fn new(shards: usize) -> Self {
+        Self {
+            shards: (0..shards.max(1))
+                .map(|_| {
+                    Arc::new(Shard {
+                        dirty: Mutex::new(Vec::new()),
+                        notify: Notify::new(),
+                        stopped: AtomicBool::new(false),
+                    })
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+            started: OnceLock::new(),
+        }
+    }
+
+    /// The shard of a new connection (round robin). Starts the tasks on the
+    /// first call, which must come from inside the runtime.
+    pub fn shard(&self) -> Arc<Shard> {
+        self.started.get_or_init(|| {
+            for shard in self.shards.iter() {
+                tokio::spawn(shard.clone().run());
+            }
+        });
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.shards.len();
+        self.shards[i].clone()
+    }
+
+    /// Ends the tasks (the node is gone).
+    pub fn stop(&self) {
+        for shard in self.shards.iter() {
+            shard.stopped.store(true, Ordering::Release);
+            shard.notify.notify_one();
+        }
+    }
+}
