@@ -19,6 +19,40 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::queue::OutboundQueue;
+use crate::config::Transport;
+
+/// Frames and bytes written, counted once per pass.
+#[derive(Debug, Default)]
+pub(crate) struct Sent {
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+/// Queues that became pending during one broadcast, scheduled together
+/// (one lock of each shard per broadcast instead of one per recipient).
+#[derive(Default)]
+pub struct ScheduleBatch {
+    queues: Vec<(Arc<Shard>, Arc<OutboundQueue>)>,
+}
+
+impl ScheduleBatch {
+    pub(crate) fn add(&mut self, shard: &Arc<Shard>, queue: Arc<OutboundQueue>) {
+        self.queues.push((shard.clone(), queue));
+    }
+
+    /// Hands every queue to its shard.
+    pub fn submit(mut self) {
+        while let Some((shard, _)) = self.queues.first() {
+            let shard = shard.clone();
+            let (mine, rest): (Vec<_>, Vec<_>) = self
+                .queues
+                .into_iter()
+                .partition(|(s, _)| Arc::ptr_eq(s, &shard));
+            shard.schedule_all(mine.into_iter().map(|(_, q)| q));
+            self.queues = rest;
+        }
+    }
+}
 
 /// One writer task and the queues scheduled on it.
 pub struct Shard {
@@ -30,9 +64,13 @@ pub struct Shard {
 impl Shard {
     /// Schedules `queue` for the next pass of this shard's task.
     pub(crate) fn schedule(&self, queue: Arc<OutboundQueue>) {
+        self.schedule_all(std::iter::once(queue));
+    }
+
+    fn schedule_all(&self, queues: impl Iterator<Item = Arc<OutboundQueue>>) {
         let mut dirty = self.dirty.lock();
         let wake = dirty.is_empty();
-        dirty.push(queue);
+        dirty.extend(queues);
         drop(dirty);
         if wake {
             self.notify.notify_one();
@@ -50,8 +88,16 @@ impl Shard {
             // their frames first.
             tokio::task::yield_now().await;
             std::mem::swap(&mut batch, &mut *self.dirty.lock());
+            let mut sent = Sent::default();
+            let mut metrics = None;
             for queue in batch.drain(..) {
-                queue.flush_scheduled();
+                if let Some(m) = queue.flush_scheduled(&mut sent) {
+                    metrics = Some(m);
+                }
+            }
+            if let Some(m) = metrics {
+                m.transport(Transport::Websocket)
+                    .sent(sent.frames, sent.bytes);
             }
         }
     }

@@ -25,7 +25,7 @@ use parking_lot::Mutex;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
-use super::flusher::Shard;
+use super::flusher::{ScheduleBatch, Sent, Shard};
 use crate::config::Transport;
 use crate::protocol::websocket::{self as ws, MAX_HEADER, opcode};
 use crate::telemetry::Metrics;
@@ -159,6 +159,35 @@ impl OutboundQueue {
         Ok(())
     }
 
+    /// [`push_all`](Self::push_all) for one recipient of a broadcast: a
+    /// WebSocket queue to schedule goes into `batch`, which the caller
+    /// submits after the last recipient.
+    pub fn push_all_batched(
+        self: &Arc<Self>,
+        frames: &[Frame],
+        batch: &mut ScheduleBatch,
+    ) -> Result<(), PushError> {
+        let mut guard = self.state.lock();
+        let st = &mut *guard;
+        if st.closed {
+            return Err(PushError::Closed);
+        }
+        if st.frames.len() + frames.len() > self.capacity {
+            return Err(PushError::Full);
+        }
+        st.frames.extend(frames.iter().cloned());
+        match &st.direct {
+            None => self.notify.notify_one(),
+            Some(direct) => {
+                if !st.scheduled {
+                    st.scheduled = true;
+                    batch.add(&direct.shard, self.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn push(self: &Arc<Self>, frame: Frame) -> Result<(), PushError> {
         self.push_all(std::slice::from_ref(&frame))
     }
@@ -209,10 +238,13 @@ impl OutboundQueue {
 
     /// The shard's pass over this queue: writes what is pending; a socket
     /// that is full (or failed) goes to the driver.
-    pub(crate) fn flush_scheduled(&self) {
-        if self.flush() != Flush::Done {
+    /// Returns the metrics to count `sent` on.
+    pub(crate) fn flush_scheduled(&self, sent: &mut Sent) -> Option<Arc<Metrics>> {
+        let (result, metrics) = self.flush_with(WriteVia::Socket, sent);
+        if result != Flush::Done {
             self.notify.notify_one();
         }
+        metrics
     }
 
     /// The WebSocket write half, to wait until it is writable.
@@ -220,42 +252,50 @@ impl OutboundQueue {
         self.state.lock().direct.as_ref().map(|d| d.socket.clone())
     }
 
-    /// Writes the WebSocket backlog until it is gone or the socket is full.
+    /// Writes the WebSocket backlog until it is gone or the socket is full
+    /// (for the driver, which then waits until the socket is writable).
     pub fn flush(&self) -> Flush {
+        let mut sent = Sent::default();
+        let (result, metrics) = self.flush_with(WriteVia::Tokio, &mut sent);
+        if let Some(m) = metrics {
+            m.transport(Transport::Websocket)
+                .sent(sent.frames, sent.bytes);
+        }
+        result
+    }
+
+    fn flush_with(&self, via: WriteVia, sent: &mut Sent) -> (Flush, Option<Arc<Metrics>>) {
         let mut st = self.state.lock();
         let st = &mut *st;
         if st.broken {
-            return Flush::Failed;
+            return (Flush::Failed, None);
         }
         let Some(direct) = st.direct.as_ref() else {
-            return Flush::Done;
+            return (Flush::Done, None);
         };
+        let metrics = Some(direct.metrics.clone());
         while !st.frames.is_empty() {
-            let written = match write_frames(&direct.socket, st.frames.iter(), st.written) {
-                Ok(0) => return Flush::Blocked,
+            let written = match write_frames(&direct.socket, via, st.frames.iter(), st.written) {
+                Ok(0) => return (Flush::Blocked, metrics),
                 Ok(n) => n,
                 Err(_) => {
                     st.broken = true;
                     st.closed = true;
-                    return Flush::Failed;
+                    return (Flush::Failed, metrics);
                 }
             };
             let (done, partial) = split_written(st.frames.iter(), st.written + written);
-            let (a, b) = st.frames.as_slices();
-            if done <= a.len() {
-                count_sent(direct, &a[..done]);
-            } else {
-                count_sent(direct, a);
-                count_sent(direct, &b[..done - a.len()]);
+            for f in st.frames.drain(..done) {
+                sent.frames += 1;
+                sent.bytes += f.len() as u64;
             }
-            st.frames.drain(..done);
             st.written = partial;
         }
         st.scheduled = false;
         if st.frames.capacity() > IDLE_KEEP {
             st.frames.shrink_to(IDLE_KEEP);
         }
-        Flush::Done
+        (Flush::Done, metrics)
     }
 
     /// Queues the WebSocket close frame with `code` after the backlog, once,
@@ -328,16 +368,15 @@ impl OutboundQueue {
     }
 }
 
-/// Counts `frames` as sent on WebSocket.
-fn count_sent(direct: &Direct, frames: &[Frame]) {
-    if frames.is_empty() {
-        return;
-    }
-    let bytes: usize = frames.iter().map(Frame::len).sum();
-    direct
-        .metrics
-        .transport(Transport::Websocket)
-        .sent(frames.len() as u64, bytes as u64);
+/// How a write reaches the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteVia {
+    /// Through tokio, which clears the socket's write readiness on
+    /// `WouldBlock` (needed before waiting for `writable`).
+    Tokio,
+    /// A plain system call on the socket (the shards' hot path; a socket
+    /// that would block goes to the driver, which retries through tokio).
+    Socket,
 }
 
 /// The wire length of `frame` on WebSocket (header included).
@@ -369,6 +408,7 @@ fn split_written<'a>(
 /// the bytes written, 0 when the socket would block.
 fn write_frames<'a>(
     socket: &OwnedWriteHalf,
+    via: WriteVia,
     frames: impl Iterator<Item = &'a Frame>,
     mut skip: usize,
 ) -> io::Result<usize> {
@@ -398,7 +438,14 @@ fn write_frames<'a>(
     if used == 0 {
         return Ok(0);
     }
-    match socket.try_write_vectored(&slices[..used]) {
+    let result = match via {
+        WriteVia::Tokio => socket.try_write_vectored(&slices[..used]),
+        WriteVia::Socket => {
+            let stream: &tokio::net::TcpStream = socket.as_ref();
+            socket2::SockRef::from(stream).send_vectored(&slices[..used])
+        }
+    };
+    match result {
         Ok(n) => Ok(n),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
         Err(e) => Err(e),

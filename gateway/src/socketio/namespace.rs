@@ -16,6 +16,7 @@ use super::socket::Socket;
 use crate::auth::JwtVerifier;
 use crate::cluster::{Channels, Subscriptions};
 use crate::config::{Config, ConfigError, NamespaceConfig, NamespaceMatcher};
+use crate::engine::flusher::ScheduleBatch;
 use crate::engine::{Frame, PushError};
 use crate::reason::DisconnectReason;
 use crate::telemetry::{Metrics, NamespaceMetrics};
@@ -378,12 +379,16 @@ impl Namespace {
     /// as a slow consumer (or, for a volatile emit, skips it).
     pub fn deliver(&self, target: &Target, only: Option<&[u32]>, frames: &[Frame]) -> usize {
         let mut delivered = 0;
-        self.for_each_target(target, only, |s| match s.session().queue.push_all(frames) {
-            Ok(()) => delivered += 1,
-            Err(PushError::Full) if target.volatile => self.watch.metrics.slow_consumer_drop(),
-            Err(PushError::Full) => s.session().close(DisconnectReason::SlowConsumer),
-            Err(PushError::Closed) => {}
+        let mut batch = ScheduleBatch::default();
+        self.for_each_target(target, only, |s| {
+            match s.session().queue.push_all_batched(frames, &mut batch) {
+                Ok(()) => delivered += 1,
+                Err(PushError::Full) if target.volatile => self.watch.metrics.slow_consumer_drop(),
+                Err(PushError::Full) => s.session().close(DisconnectReason::SlowConsumer),
+                Err(PushError::Closed) => {}
+            }
         });
+        batch.submit();
         self.watch.metrics.broadcast(delivered);
         delivered
     }
