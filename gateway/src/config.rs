@@ -79,6 +79,12 @@ pub struct ServerConfig {
     /// WebSocket read buffer per connection, bytes: grows while a large frame
     /// arrives, so small keeps idle connections cheap. Default 1024.
     pub ws_read_buffer: usize,
+    /// Shortest time between two write passes of a WebSocket writer shard,
+    /// ms: messages for the same connection within it go out in one write
+    /// (one system call and TCP segment). A shard that has been idle for
+    /// this long writes at once, so only a busy node adds latency, up to
+    /// this much. 0 writes as soon as the shard runs. Default 20.
+    pub write_coalesce_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +100,7 @@ impl Default for ServerConfig {
             connect_timeout_ms: 45_000,
             max_payload: 1_000_000,
             ws_read_buffer: 1024,
+            write_coalesce_ms: 20,
         }
     }
 }
@@ -110,6 +117,9 @@ impl ServerConfig {
     }
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn write_coalesce(&self) -> Duration {
+        Duration::from_millis(self.write_coalesce_ms)
     }
     pub fn allows(&self, transport: Transport) -> bool {
         self.transports.contains(&transport)
@@ -521,6 +531,9 @@ impl Config {
             return Err(invalid(
                 "server.max_payload must be between 16 and 268435456",
             ));
+        }
+        if s.write_coalesce_ms > 1000 {
+            return Err(invalid("server.write_coalesce_ms must be at most 1000"));
         }
         if s.ws_read_buffer < 64 {
             return Err(invalid("server.ws_read_buffer must be at least 64"));

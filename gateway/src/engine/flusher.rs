@@ -14,9 +14,11 @@
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::queue::OutboundQueue;
 use crate::config::Transport;
@@ -57,6 +59,8 @@ impl ScheduleBatch {
 /// One writer task and the queues scheduled on it.
 pub struct Shard {
     dirty: Mutex<Vec<Arc<OutboundQueue>>>,
+    /// Shortest time between two passes.
+    coalesce: Duration,
     notify: Notify,
     stopped: AtomicBool,
 }
@@ -79,10 +83,15 @@ impl Shard {
 
     async fn run(self: Arc<Self>) {
         let mut batch = Vec::new();
+        let mut last_pass = Instant::now();
         loop {
             self.notify.notified().await;
             if self.stopped.load(Ordering::Acquire) {
                 return;
+            }
+            if !self.coalesce.is_zero() {
+                tokio::time::sleep_until(last_pass + self.coalesce).await;
+                last_pass = Instant::now();
             }
             // Let the tasks that are ready (more of the same burst) queue
             // their frames first.
@@ -111,13 +120,15 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    /// `shards` writer tasks (at least one).
-    pub fn new(shards: usize) -> Self {
+    /// `shards` writer tasks (at least one), each passing at most once per
+    /// `coalesce`.
+    pub fn new(shards: usize, coalesce: Duration) -> Self {
         Self {
             shards: (0..shards.max(1))
                 .map(|_| {
                     Arc::new(Shard {
                         dirty: Mutex::new(Vec::new()),
+                        coalesce,
                         notify: Notify::new(),
                         stopped: AtomicBool::new(false),
                     })

@@ -137,6 +137,7 @@ impl Engine {
         keep_headers: bool,
         metrics: Arc<crate::telemetry::Metrics>,
     ) -> Self {
+        let coalesce = config.server.write_coalesce();
         Self {
             config,
             sessions: RwLock::new(Default::default()),
@@ -149,6 +150,7 @@ impl Engine {
             // One writer per core: the writes are most of a node's work.
             flusher: flusher::Flusher::new(
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
+                coalesce,
             ),
         }
     }

@@ -108,6 +108,9 @@ struct State {
     /// On WebSocket: the pending frames are in the care of the shard or
     /// the driver (so producers need not schedule again).
     scheduled: bool,
+    /// On WebSocket: the socket did not take everything; the driver waits
+    /// until it is writable.
+    blocked: bool,
     direct: Option<Direct>,
 }
 
@@ -152,7 +155,9 @@ impl OutboundQueue {
         if st.closed {
             return Err(PushError::Closed);
         }
-        if st.frames.len() + frames.len() > self.capacity {
+        if st.frames.len() + frames.len() > self.capacity
+            && !Self::make_room(&mut st, frames.len(), self.capacity)
+        {
             return Err(PushError::Full);
         }
         self.push_locked(&mut st, frames);
@@ -172,7 +177,9 @@ impl OutboundQueue {
         if st.closed {
             return Err(PushError::Closed);
         }
-        if st.frames.len() + frames.len() > self.capacity {
+        if st.frames.len() + frames.len() > self.capacity
+            && !Self::make_room(st, frames.len(), self.capacity)
+        {
             return Err(PushError::Full);
         }
         st.frames.extend(frames.iter().cloned());
@@ -266,36 +273,25 @@ impl OutboundQueue {
 
     fn flush_with(&self, via: WriteVia, sent: &mut Sent) -> (Flush, Option<Arc<Metrics>>) {
         let mut st = self.state.lock();
-        let st = &mut *st;
-        if st.broken {
-            return (Flush::Failed, None);
+        let metrics = st.direct.as_ref().map(|d| d.metrics.clone());
+        (flush_locked(&mut st, via, sent), metrics)
+    }
+
+    /// A push found the queue full. On WebSocket, frames may only be
+    /// waiting for their shard's next pass while the socket has room: write
+    /// them now, so that only a client that does not read counts as slow.
+    fn make_room(st: &mut State, needed: usize, capacity: usize) -> bool {
+        if st.direct.is_none() || st.blocked {
+            return false;
         }
-        let Some(direct) = st.direct.as_ref() else {
-            return (Flush::Done, None);
-        };
-        let metrics = Some(direct.metrics.clone());
-        while !st.frames.is_empty() {
-            let written = match write_frames(&direct.socket, via, st.frames.iter(), st.written) {
-                Ok(0) => return (Flush::Blocked, metrics),
-                Ok(n) => n,
-                Err(_) => {
-                    st.broken = true;
-                    st.closed = true;
-                    return (Flush::Failed, metrics);
-                }
-            };
-            let (done, partial) = split_written(st.frames.iter(), st.written + written);
-            for f in st.frames.drain(..done) {
-                sent.frames += 1;
-                sent.bytes += f.len() as u64;
-            }
-            st.written = partial;
+        let mut sent = Sent::default();
+        flush_locked(st, WriteVia::Socket, &mut sent);
+        if let Some(d) = &st.direct {
+            d.metrics
+                .transport(Transport::Websocket)
+                .sent(sent.frames, sent.bytes);
         }
-        st.scheduled = false;
-        if st.frames.capacity() > IDLE_KEEP {
-            st.frames.shrink_to(IDLE_KEEP);
-        }
-        (Flush::Done, metrics)
+        st.frames.len() + needed <= capacity
     }
 
     /// Queues the WebSocket close frame with `code` after the backlog, once,
@@ -342,6 +338,11 @@ impl OutboundQueue {
         self.state.lock().frames.len()
     }
 
+    /// Is the WebSocket full (the driver waits until it is writable)?
+    pub fn is_blocked(&self) -> bool {
+        self.state.lock().blocked
+    }
+
     /// Did the WebSocket fail under a write?
     pub fn is_broken(&self) -> bool {
         self.state.lock().broken
@@ -366,6 +367,43 @@ impl OutboundQueue {
     pub fn wake(&self) {
         self.notify.notify_one();
     }
+}
+
+/// Writes the WebSocket backlog of `st` until it is gone or the socket is
+/// full (then `blocked`: the driver waits until the socket is writable).
+fn flush_locked(st: &mut State, via: WriteVia, sent: &mut Sent) -> Flush {
+    if st.broken {
+        return Flush::Failed;
+    }
+    let Some(direct) = st.direct.as_ref() else {
+        return Flush::Done;
+    };
+    while !st.frames.is_empty() {
+        let written = match write_frames(&direct.socket, via, st.frames.iter(), st.written) {
+            Ok(0) => {
+                st.blocked = true;
+                return Flush::Blocked;
+            }
+            Ok(n) => n,
+            Err(_) => {
+                st.broken = true;
+                st.closed = true;
+                return Flush::Failed;
+            }
+        };
+        let (done, partial) = split_written(st.frames.iter(), st.written + written);
+        for f in st.frames.drain(..done) {
+            sent.frames += 1;
+            sent.bytes += f.len() as u64;
+        }
+        st.written = partial;
+    }
+    st.scheduled = false;
+    st.blocked = false;
+    if st.frames.capacity() > IDLE_KEEP {
+        st.frames.shrink_to(IDLE_KEEP);
+    }
+    Flush::Done
 }
 
 /// How a write reaches the socket.
@@ -505,7 +543,11 @@ mod tests {
 
     fn shard() -> Arc<Shard> {
         // Leaked so that its task outlives the test's queues.
-        Box::leak(Box::new(super::super::flusher::Flusher::new(1))).shard()
+        Box::leak(Box::new(super::super::flusher::Flusher::new(
+            1,
+            std::time::Duration::ZERO,
+        )))
+        .shard()
     }
 
     fn metrics() -> Arc<Metrics> {
@@ -543,6 +585,42 @@ mod tests {
         let got = read_texts(&mut client, 100).await;
         assert_eq!(got, (0..100).map(|i| format!("4m{i}")).collect::<Vec<_>>());
         assert!(q.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_coalescing_shard_holds_frames_until_its_window_passed() {
+        let (write, mut client) = socket_pair().await;
+        let window = std::time::Duration::from_millis(300);
+        let flusher = Box::leak(Box::new(super::super::flusher::Flusher::new(1, window)));
+        let q = Arc::new(OutboundQueue::new(8));
+        q.attach_websocket(write, flusher.shard(), metrics());
+        q.push(Frame::text("4a")).unwrap();
+        assert_eq!(read_texts(&mut client, 1).await, ["4a"]);
+        let first = tokio::time::Instant::now();
+        q.push(Frame::text("4b")).unwrap();
+        q.push(Frame::text("4c")).unwrap();
+        assert_eq!(read_texts(&mut client, 2).await, ["4b", "4c"]);
+        assert!(
+            first.elapsed() >= window / 2,
+            "the second pass waited for the window: {:?}",
+            first.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn frames_waiting_for_the_window_do_not_make_a_reader_slow() {
+        let (write, mut client) = socket_pair().await;
+        let window = std::time::Duration::from_secs(1);
+        let flusher = Box::leak(Box::new(super::super::flusher::Flusher::new(1, window)));
+        let q = Arc::new(OutboundQueue::new(2));
+        q.attach_websocket(write, flusher.shard(), metrics());
+        // Ten frames into a queue of two, faster than the shard passes: the
+        // socket has room, so a full queue is written out instead of refused.
+        for i in 0..10 {
+            q.push(Frame::text(format!("4m{i}"))).unwrap();
+        }
+        let got = read_texts(&mut client, 10).await;
+        assert_eq!(got, (0..10).map(|i| format!("4m{i}")).collect::<Vec<_>>());
     }
 
     #[tokio::test]
