@@ -84,18 +84,19 @@ impl Shard {
     async fn run(self: Arc<Self>) {
         let mut batch = Vec::new();
         let mut last_pass = Instant::now();
+        let mut window = self.coalesce;
         loop {
             self.notify.notified().await;
             if self.stopped.load(Ordering::Acquire) {
                 return;
             }
             if !self.coalesce.is_zero() {
-                tokio::time::sleep_until(last_pass + self.coalesce).await;
-                last_pass = Instant::now();
+                tokio::time::sleep_until(last_pass + window).await;
             }
             // Let the tasks that are ready (more of the same burst) queue
             // their frames first.
             tokio::task::yield_now().await;
+            last_pass = Instant::now();
             std::mem::swap(&mut batch, &mut *self.dirty.lock());
             let mut sent = Sent::default();
             let mut metrics = None;
@@ -108,8 +109,21 @@ impl Shard {
                 m.transport(Transport::Websocket)
                     .sent(sent.frames, sent.bytes);
             }
+            window = next_window(self.coalesce, last_pass.elapsed());
         }
     }
+}
+
+/// The wait before a shard's next pass: `base`, or twice as long as the
+/// last pass took when that is longer, up to four times `base`. A shard
+/// whose passes are long (many recipients per message, a loaded machine)
+/// waits longer, so that each connection's messages share writes; it never
+/// spends more than about a third of its time writing at a stretch.
+fn next_window(base: Duration, last_pass: Duration) -> Duration {
+    if base.is_zero() {
+        return base;
+    }
+    (last_pass * 2).clamp(base, base * 4)
 }
 
 /// The shards of a node; tasks start on first use.
@@ -121,7 +135,7 @@ pub struct Flusher {
 
 impl Flusher {
     /// `shards` writer tasks (at least one), each passing at most once per
-    /// `coalesce`.
+    /// `coalesce` (longer while passes are long, see [`next_window`]).
     pub fn new(shards: usize, coalesce: Duration) -> Self {
         Self {
             shards: (0..shards.max(1))
@@ -157,5 +171,19 @@ impl Flusher {
             shard.stopped.store(true, Ordering::Release);
             shard.notify.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_grows_with_the_work_of_a_pass_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_window(ms(20), ms(1)), ms(20));
+        assert_eq!(next_window(ms(20), ms(15)), ms(30));
+        assert_eq!(next_window(ms(20), ms(500)), ms(80));
+        assert_eq!(next_window(Duration::ZERO, ms(500)), Duration::ZERO);
     }
 }
