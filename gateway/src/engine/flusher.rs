@@ -114,15 +114,15 @@ impl Shard {
     }
 }
 
-/// The wait before a shard's next pass: `base`, or four times as long as
-/// the last pass took when that is longer, up to four times `base`. A shard
+/// The wait before a shard's next pass: `base`, or twice as long as the
+/// last pass took when that is longer, up to four times `base`. A shard
 /// whose passes are long (many recipients per message, a loaded machine)
 /// waits longer, so that each connection's messages share writes.
 fn next_window(base: Duration, last_pass: Duration) -> Duration {
     if base.is_zero() {
         return base;
     }
-    (last_pass * 4).clamp(base, base * 4)
+    (last_pass * 2).clamp(base, base * 4)
 }
 
 /// The shards of a node; tasks start on first use.
@@ -181,7 +181,7 @@ mod tests {
     fn the_window_grows_with_the_work_of_a_pass_within_bounds() {
         let ms = Duration::from_millis;
         assert_eq!(next_window(ms(20), ms(1)), ms(20));
-        assert_eq!(next_window(ms(20), ms(10)), ms(40));
+        assert_eq!(next_window(ms(20), ms(15)), ms(30));
         assert_eq!(next_window(ms(20), ms(500)), ms(80));
         assert_eq!(next_window(Duration::ZERO, ms(500)), Duration::ZERO);
     }

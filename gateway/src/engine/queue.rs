@@ -209,17 +209,28 @@ impl OutboundQueue {
         self.push_locked(&mut st, std::slice::from_ref(&frame));
     }
 
+    /// Queues `frames` for one connection. On WebSocket they are written at
+    /// once (with whatever broadcasts were pending before them): replies,
+    /// acks and control frames answer the client's own requests, and are
+    /// few next to broadcasts, which wait for their shard.
     fn push_locked(self: &Arc<Self>, st: &mut State, frames: &[Frame]) {
         st.frames.extend(frames.iter().cloned());
-        match &st.direct {
-            None => self.notify.notify_one(),
-            Some(direct) => {
-                if !st.scheduled {
-                    st.scheduled = true;
-                    direct.shard.schedule(self.clone());
-                }
-            }
+        let Some(direct) = &st.direct else {
+            self.notify.notify_one();
+            return;
+        };
+        if st.blocked {
+            // The driver writes when the socket drains.
+            return;
         }
+        let metrics = direct.metrics.clone();
+        let mut sent = Sent::default();
+        if flush_locked(st, WriteVia::Socket, &mut sent) != Flush::Done {
+            self.notify.notify_one();
+        }
+        metrics
+            .transport(Transport::Websocket)
+            .sent(sent.frames, sent.bytes);
     }
 
     /// Hands the queue the WebSocket write half: from now on `shard` writes
@@ -550,6 +561,14 @@ mod tests {
         .shard()
     }
 
+    /// A push as one recipient of a broadcast (through the shard).
+    fn broadcast(q: &Arc<OutboundQueue>, frame: Frame) -> Result<(), PushError> {
+        let mut batch = ScheduleBatch::default();
+        let result = q.push_all_batched(std::slice::from_ref(&frame), &mut batch);
+        batch.submit();
+        result
+    }
+
     fn metrics() -> Arc<Metrics> {
         Arc::new(Metrics::new(["/"]))
     }
@@ -580,7 +599,7 @@ mod tests {
         let q = Arc::new(OutboundQueue::new(256));
         q.attach_websocket(write, shard(), metrics());
         for i in 0..100 {
-            q.push(Frame::text(format!("4m{i}"))).unwrap();
+            broadcast(&q, Frame::text(format!("4m{i}"))).unwrap();
         }
         let got = read_texts(&mut client, 100).await;
         assert_eq!(got, (0..100).map(|i| format!("4m{i}")).collect::<Vec<_>>());
@@ -590,21 +609,28 @@ mod tests {
     #[tokio::test]
     async fn a_coalescing_shard_holds_frames_until_its_window_passed() {
         let (write, mut client) = socket_pair().await;
-        let window = std::time::Duration::from_millis(300);
+        let window = std::time::Duration::from_secs(1);
         let flusher = Box::leak(Box::new(super::super::flusher::Flusher::new(1, window)));
         let q = Arc::new(OutboundQueue::new(8));
         q.attach_websocket(write, flusher.shard(), metrics());
-        q.push(Frame::text("4a")).unwrap();
+        broadcast(&q, Frame::text("4a")).unwrap();
         assert_eq!(read_texts(&mut client, 1).await, ["4a"]);
         let first = tokio::time::Instant::now();
-        q.push(Frame::text("4b")).unwrap();
-        q.push(Frame::text("4c")).unwrap();
+        broadcast(&q, Frame::text("4b")).unwrap();
+        broadcast(&q, Frame::text("4c")).unwrap();
         assert_eq!(read_texts(&mut client, 2).await, ["4b", "4c"]);
         assert!(
             first.elapsed() >= window / 2,
             "the second pass waited for the window: {:?}",
             first.elapsed()
         );
+        // A reply to this client does not wait, and takes the pending
+        // broadcast with it, in order.
+        broadcast(&q, Frame::text("4d")).unwrap();
+        q.push(Frame::text("430[]")).unwrap();
+        let start = tokio::time::Instant::now();
+        assert_eq!(read_texts(&mut client, 2).await, ["4d", "430[]"]);
+        assert!(start.elapsed() < window / 2, "{:?}", start.elapsed());
     }
 
     #[tokio::test]
@@ -617,7 +643,7 @@ mod tests {
         // Ten frames into a queue of two, faster than the shard passes: the
         // socket has room, so a full queue is written out instead of refused.
         for i in 0..10 {
-            q.push(Frame::text(format!("4m{i}"))).unwrap();
+            broadcast(&q, Frame::text(format!("4m{i}"))).unwrap();
         }
         let got = read_texts(&mut client, 10).await;
         assert_eq!(got, (0..10).map(|i| format!("4m{i}")).collect::<Vec<_>>());
