@@ -66,11 +66,7 @@ pub struct Shard {
 }
 
 impl Shard {
-    /// Schedules `queue` for the next pass of this shard's task.
-    pub(crate) fn schedule(&self, queue: Arc<OutboundQueue>) {
-        self.schedule_all(std::iter::once(queue));
-    }
-
+    /// Schedules `queues` for the next pass of this shard's task.
     fn schedule_all(&self, queues: impl Iterator<Item = Arc<OutboundQueue>>) {
         let mut dirty = self.dirty.lock();
         let wake = dirty.is_empty();

@@ -147,20 +147,25 @@ impl OutboundQueue {
         }
     }
 
-    /// Queues `frames` as one unit (a packet and its attachments stay
-    /// together), or none of them. On WebSocket with nothing waiting, the
-    /// frames are written at once.
-    pub fn push_all(self: &Arc<Self>, frames: &[Frame]) -> Result<(), PushError> {
+    /// Queues `frames` for this connection alone as one unit (a packet and
+    /// its attachments stay together), or none of them. On WebSocket they
+    /// are written at once unless the socket is full.
+    pub fn push_all(&self, frames: &[Frame]) -> Result<(), PushError> {
         let mut st = self.state.lock();
+        self.admit(&mut st, frames.len())?;
+        self.push_locked(&mut st, frames);
+        Ok(())
+    }
+
+    /// Whether `n` more frames may be queued: the queue is open and has
+    /// room (made by writing, see [`make_room`](Self::make_room)).
+    fn admit(&self, st: &mut State, n: usize) -> Result<(), PushError> {
         if st.closed {
             return Err(PushError::Closed);
         }
-        if st.frames.len() + frames.len() > self.capacity
-            && !Self::make_room(&mut st, frames.len(), self.capacity)
-        {
+        if st.frames.len() + n > self.capacity && !Self::make_room(st, n, self.capacity) {
             return Err(PushError::Full);
         }
-        self.push_locked(&mut st, frames);
         Ok(())
     }
 
@@ -174,14 +179,7 @@ impl OutboundQueue {
     ) -> Result<(), PushError> {
         let mut guard = self.state.lock();
         let st = &mut *guard;
-        if st.closed {
-            return Err(PushError::Closed);
-        }
-        if st.frames.len() + frames.len() > self.capacity
-            && !Self::make_room(st, frames.len(), self.capacity)
-        {
-            return Err(PushError::Full);
-        }
+        self.admit(st, frames.len())?;
         st.frames.extend(frames.iter().cloned());
         match &st.direct {
             None => self.notify.notify_one(),
@@ -195,13 +193,13 @@ impl OutboundQueue {
         Ok(())
     }
 
-    pub fn push(self: &Arc<Self>, frame: Frame) -> Result<(), PushError> {
+    pub fn push(&self, frame: Frame) -> Result<(), PushError> {
         self.push_all(std::slice::from_ref(&frame))
     }
 
     /// Queues a control frame (ping, noop, close) regardless of capacity:
     /// there is at most a handful of them per connection at a time.
-    pub fn push_control(self: &Arc<Self>, frame: Frame) {
+    pub fn push_control(&self, frame: Frame) {
         let mut st = self.state.lock();
         if st.closed {
             return;
@@ -213,40 +211,33 @@ impl OutboundQueue {
     /// once (with whatever broadcasts were pending before them): replies,
     /// acks and control frames answer the client's own requests, and are
     /// few next to broadcasts, which wait for their shard.
-    fn push_locked(self: &Arc<Self>, st: &mut State, frames: &[Frame]) {
+    fn push_locked(&self, st: &mut State, frames: &[Frame]) {
         st.frames.extend(frames.iter().cloned());
-        let Some(direct) = &st.direct else {
+        if st.direct.is_none() {
             self.notify.notify_one();
             return;
-        };
+        }
         if st.blocked {
             // The driver writes when the socket drains.
             return;
         }
-        let metrics = direct.metrics.clone();
-        let mut sent = Sent::default();
-        if flush_locked(st, WriteVia::Socket, &mut sent) != Flush::Done {
+        if flush_counted(st, WriteVia::Socket) != Flush::Done {
             self.notify.notify_one();
         }
-        metrics
-            .transport(Transport::Websocket)
-            .sent(sent.frames, sent.bytes);
     }
 
-    /// Hands the queue the WebSocket write half: from now on `shard` writes
-    /// its frames. Frames queued before (while polling) go first.
+    /// Hands the queue the WebSocket write half: from now on its frames go
+    /// there (broadcasts through `shard`). Frames queued before, while
+    /// polling, go first: the session's driver writes them once it learns
+    /// of the upgrade.
     pub fn attach_websocket(
-        self: &Arc<Self>,
+        &self,
         socket: OwnedWriteHalf,
         shard: Arc<Shard>,
         metrics: Arc<Metrics>,
     ) {
         let mut st = self.state.lock();
         st.written = 0;
-        if !st.frames.is_empty() {
-            st.scheduled = true;
-            shard.schedule(self.clone());
-        }
         st.direct = Some(Direct {
             socket: Arc::new(socket),
             shard,
@@ -258,8 +249,9 @@ impl OutboundQueue {
     /// that is full (or failed) goes to the driver.
     /// Returns the metrics to count `sent` on.
     pub(crate) fn flush_scheduled(&self, sent: &mut Sent) -> Option<Arc<Metrics>> {
-        let (result, metrics) = self.flush_with(WriteVia::Socket, sent);
-        if result != Flush::Done {
+        let mut st = self.state.lock();
+        let metrics = st.direct.as_ref().map(|d| d.metrics.clone());
+        if flush_locked(&mut st, WriteVia::Socket, sent) != Flush::Done {
             self.notify.notify_one();
         }
         metrics
@@ -273,19 +265,7 @@ impl OutboundQueue {
     /// Writes the WebSocket backlog until it is gone or the socket is full
     /// (for the driver, which then waits until the socket is writable).
     pub fn flush(&self) -> Flush {
-        let mut sent = Sent::default();
-        let (result, metrics) = self.flush_with(WriteVia::Tokio, &mut sent);
-        if let Some(m) = metrics {
-            m.transport(Transport::Websocket)
-                .sent(sent.frames, sent.bytes);
-        }
-        result
-    }
-
-    fn flush_with(&self, via: WriteVia, sent: &mut Sent) -> (Flush, Option<Arc<Metrics>>) {
-        let mut st = self.state.lock();
-        let metrics = st.direct.as_ref().map(|d| d.metrics.clone());
-        (flush_locked(&mut st, via, sent), metrics)
+        flush_counted(&mut self.state.lock(), WriteVia::Tokio)
     }
 
     /// A push found the queue full. On WebSocket, frames may only be
@@ -295,19 +275,13 @@ impl OutboundQueue {
         if st.direct.is_none() || st.blocked {
             return false;
         }
-        let mut sent = Sent::default();
-        flush_locked(st, WriteVia::Socket, &mut sent);
-        if let Some(d) = &st.direct {
-            d.metrics
-                .transport(Transport::Websocket)
-                .sent(sent.frames, sent.bytes);
-        }
+        flush_counted(st, WriteVia::Socket);
         st.frames.len() + needed <= capacity
     }
 
     /// Queues the WebSocket close frame with `code` after the backlog, once,
     /// and refuses everything after it.
-    pub fn push_ws_close(self: &Arc<Self>, code: u16) {
+    pub fn push_ws_close(&self, code: u16) {
         let mut st = self.state.lock();
         if st.broken || st.close_sent || st.direct.is_none() {
             return;
@@ -378,6 +352,18 @@ impl OutboundQueue {
     pub fn wake(&self) {
         self.notify.notify_one();
     }
+}
+
+/// [`flush_locked`], counting what was written on the queue's metrics.
+fn flush_counted(st: &mut State, via: WriteVia) -> Flush {
+    let mut sent = Sent::default();
+    let result = flush_locked(st, via, &mut sent);
+    if let Some(d) = &st.direct {
+        d.metrics
+            .transport(Transport::Websocket)
+            .sent(sent.frames, sent.bytes);
+    }
+    result
 }
 
 /// Writes the WebSocket backlog of `st` until it is gone or the socket is

@@ -3,8 +3,8 @@
 //!
 //! The driver task owns the timers (ping, pong deadline, connect deadline)
 //! and, once the session is on WebSocket, finishes the writes the socket did
-//! not take at once (producers write to the socket themselves while nothing
-//! is waiting, see [`super::queue`]).
+//! not take at once (replies are written by their producers and broadcasts
+//! by the node's writer shards, see [`super::queue`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
