@@ -11,6 +11,9 @@
 # absolute figures. Everything listens on 127.0.0.1; every step is bounded
 # by `timeout`.
 #
+# After each gateway run the nodes' /metrics (ops listener on a free port)
+# are saved under logs/ and the notes give WebSocket packets per write.
+#
 # Environment (defaults in brackets):
 #   SYSTEMS [node socketioxide gateway]   RUNS [A B idle churn]
 #   DURATION [20] seconds of publishing per fanout workload
@@ -156,6 +159,7 @@ start_node_once() {
     gateway)
       # shellcheck disable=SC2086
       GATEWAY_CLUSTER__REDIS_URL="$REDIS_URL" GATEWAY_LIMITS__RATE_LIMIT_PER_SEC=0 \
+        GATEWAY_OPS__LISTEN="${GATEWAY_OPS__LISTEN:-127.0.0.1:0}" \
         "$GATEWAY_BIN" --listen 127.0.0.1:0 ${GATEWAY_EXTRA_ARGS:-} >"$log" 2>&1 &
       NODE_PID=$!
       local k addr=""
@@ -233,6 +237,25 @@ cleanup_nodes() {
   PIDS=("$REDIS_PID")
 }
 
+# The gateway nodes' /metrics after a run (packets sent per write shows how
+# much the writer shards coalesced): logs/gateway-<run>-metrics-<n>.txt and a
+# line in the notes.
+scrape_gateway() { # run
+  local n addr files=()
+  for n in 1 2; do
+    addr="$(sed -n 's/.*gateway ops listening on \([0-9.:]*\).*/\1/p' "$OUT/logs/gateway-$n.log" | head -n1)"
+    [[ -n "$addr" ]] || continue
+    curl -s --max-time 5 "http://$addr/metrics" >"$OUT/logs/gateway-$1-metrics-$n.txt" &&
+      files+=("$OUT/logs/gateway-$1-metrics-$n.txt")
+  done
+  ((${#files[@]} > 0)) || return 0
+  awk -v run="$1" '
+    /^gateway_packets_sent_total\{transport="websocket"\}/ { p += $2 }
+    /^gateway_writes_total\{transport="websocket"\}/ { w += $2 }
+    END { if (w > 0) printf "gateway %s: %d WebSocket packets in %d writes (%.2f per write)\n", run, p, w, p / w }
+  ' "${files[@]}" | while read -r line; do note "$line"; done
+}
+
 for system in $SYSTEMS; do
   if ! start_pair "$system"; then
     note "$system: could not start two nodes; skipped"
@@ -269,6 +292,7 @@ for system in $SYSTEMS; do
            --rate "$CHURN_RATE" --duration "$CHURN_DURATION" ;;
       *) echo "compare: unknown run $run" >&2; exit 2 ;;
     esac
+    [[ "$system" == gateway ]] && scrape_gateway "$run"
     stop_pair
   done
 done

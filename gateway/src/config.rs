@@ -82,9 +82,10 @@ pub struct ServerConfig {
     /// Shortest time between two write passes of a WebSocket writer shard,
     /// ms: messages for the same connection within it go out in one write
     /// (one system call and TCP segment). A shard that has been idle for
-    /// this long writes at once; after a long pass it waits twice that pass
-    /// (at most four times this). Only broadcasts wait: replies to one
-    /// client are written at once. 0 writes as soon as the shard runs.
+    /// this long waits a quarter of it, so that a burst shares one write;
+    /// after a long pass it waits twice that pass (at most four times
+    /// this). Only broadcasts wait: replies to one client are written at
+    /// once. 0 writes as soon as the shard runs.
     /// Default 20.
     pub write_coalesce_ms: u64,
 }

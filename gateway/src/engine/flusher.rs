@@ -4,11 +4,13 @@
 //! A producer appends frames to a connection's queue and, when the queue
 //! had nothing pending, schedules it on one of the shards here. A shard's
 //! task wakes once for everything scheduled since it last ran and writes
-//! each connection's pending frames with one vectored write. While the node
-//! is busy, frames for the same connection gather before its shard runs, so
+//! each connection's pending frames with one vectored write. Passes are at
+//! least a window (`server.write_coalesce_ms`) apart, so while the node is
+//! busy, frames for the same connection gather before its shard runs and
 //! one write (one system call, one TCP segment on loopback) carries several
-//! messages; when it is idle, the shard runs at once. A socket that does not
-//! take everything is handed to the session's driver, which waits until it
+//! messages. A shard woken after a pause waits only a quarter window, long
+//! enough for the rest of a burst to join. A socket that does not take
+//! everything is handed to the session's driver, which waits until it
 //! is writable.
 
 use std::sync::Arc;
@@ -23,11 +25,12 @@ use tokio::time::Instant;
 use super::queue::OutboundQueue;
 use crate::config::Transport;
 
-/// Frames and bytes written, counted once per pass.
+/// Frames, bytes and write calls, counted once per pass.
 #[derive(Debug, Default)]
 pub(crate) struct Sent {
     pub frames: u64,
     pub bytes: u64,
+    pub writes: u64,
 }
 
 /// Queues that became pending during one broadcast, scheduled together
@@ -87,7 +90,8 @@ impl Shard {
                 return;
             }
             if !self.coalesce.is_zero() {
-                tokio::time::sleep_until(last_pass + window).await;
+                let due = pass_due(self.coalesce, last_pass + window, Instant::now());
+                tokio::time::sleep_until(due).await;
             }
             // Let the tasks that are ready (more of the same burst) queue
             // their frames first.
@@ -103,11 +107,22 @@ impl Shard {
             }
             if let Some(m) = metrics {
                 m.transport(Transport::Websocket)
-                    .sent(sent.frames, sent.bytes);
+                    .sent(sent.frames, sent.bytes, sent.writes);
             }
             window = next_window(self.coalesce, last_pass.elapsed());
         }
     }
+}
+
+/// When a shard woken at `woken` passes: at `window_end` (its last pass
+/// plus [`next_window`]), and not before a quarter of `base` after it was
+/// woken. The second rule matters after a pause, when the first frame of a
+/// burst wakes the shard: the rest of the burst (one event published on
+/// several nodes at once, the other nodes' copies arriving over Redis a
+/// millisecond later) then shares that pass, so each connection gets the
+/// burst in one write instead of two or three.
+fn pass_due(base: Duration, window_end: Instant, woken: Instant) -> Instant {
+    window_end.max(woken + base / 4)
 }
 
 /// The wait before a shard's next pass: `base`, or twice as long as the
@@ -180,5 +195,17 @@ mod tests {
         assert_eq!(next_window(ms(20), ms(15)), ms(30));
         assert_eq!(next_window(ms(20), ms(500)), ms(80));
         assert_eq!(next_window(Duration::ZERO, ms(500)), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_shard_woken_after_a_pause_lingers_a_quarter_window() {
+        let ms = Duration::from_millis;
+        let now = Instant::now();
+        // Idle for long: the window ended long ago, the pass waits 5 ms.
+        assert_eq!(pass_due(ms(20), now - ms(500), now), now + ms(5));
+        // Busy: the window ends later than the linger, the window decides.
+        assert_eq!(pass_due(ms(20), now + ms(12), now), now + ms(12));
+        // The window ends within the linger: the linger decides.
+        assert_eq!(pass_due(ms(20), now + ms(2), now), now + ms(5));
     }
 }

@@ -79,10 +79,11 @@ pub(crate) async fn get(engine: &Engine, session: Arc<Session>) -> Result<Vec<u8
                 }),
                 &mut body,
             );
-            engine
-                .metrics
-                .transport(Transport::Polling)
-                .sent(batch.len() as u64, body.len() as u64);
+            engine.metrics.transport(Transport::Polling).sent(
+                batch.len() as u64,
+                body.len() as u64,
+                1,
+            );
             break Ok(body);
         }
         if session.is_closed() {

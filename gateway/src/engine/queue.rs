@@ -361,7 +361,7 @@ fn flush_counted(st: &mut State, via: WriteVia) -> Flush {
     if let Some(d) = &st.direct {
         d.metrics
             .transport(Transport::Websocket)
-            .sent(sent.frames, sent.bytes);
+            .sent(sent.frames, sent.bytes, sent.writes);
     }
     result
 }
@@ -381,7 +381,10 @@ fn flush_locked(st: &mut State, via: WriteVia, sent: &mut Sent) -> Flush {
                 st.blocked = true;
                 return Flush::Blocked;
             }
-            Ok(n) => n,
+            Ok(n) => {
+                sent.writes += 1;
+                n
+            }
             Err(_) => {
                 st.broken = true;
                 st.closed = true;

@@ -46,6 +46,7 @@ pub mod names {
     pub const PACKETS_SENT: &str = "gateway_packets_sent_total";
     pub const BYTES_RECEIVED: &str = "gateway_bytes_received_total";
     pub const BYTES_SENT: &str = "gateway_bytes_sent_total";
+    pub const WRITES: &str = "gateway_writes_total";
     pub const DELIVERIES: &str = "gateway_deliveries_total";
     pub const SLOW_CONSUMER_DISCONNECTS: &str = "gateway_slow_consumer_disconnects_total";
     pub const SLOW_CONSUMER_DROPS: &str = "gateway_slow_consumer_drops_total";
@@ -351,6 +352,7 @@ pub struct TransportMetrics {
     packets_sent: Counter,
     bytes_received: Counter,
     bytes_sent: Counter,
+    writes: Counter,
 }
 
 impl TransportMetrics {
@@ -362,6 +364,7 @@ impl TransportMetrics {
             packets_sent: r.counter(names::PACKETS_SENT, l()),
             bytes_received: r.counter(names::BYTES_RECEIVED, l()),
             bytes_sent: r.counter(names::BYTES_SENT, l()),
+            writes: r.counter(names::WRITES, l()),
         }
     }
 
@@ -371,11 +374,12 @@ impl TransportMetrics {
         self.bytes_received.increment(bytes);
     }
 
-    /// `packets` Engine.IO packets of `bytes` bytes in total went out (count
-    /// a written batch at once).
-    pub fn sent(&self, packets: u64, bytes: u64) {
+    /// `packets` Engine.IO packets of `bytes` bytes in total went out in
+    /// `writes` writes (count a written batch at once).
+    pub fn sent(&self, packets: u64, bytes: u64, writes: u64) {
         self.packets_sent.increment(packets);
         self.bytes_sent.increment(bytes);
+        self.writes.increment(writes);
     }
 }
 
@@ -483,7 +487,7 @@ impl std::fmt::Debug for Metrics {
 
 fn describe(r: &PrometheusRecorder) {
     use names::*;
-    let help: [(&'static str, &'static str); 29] = [
+    let help: [(&'static str, &'static str); 30] = [
         (BUILD_INFO, "Build of this node; always 1"),
         (ENGINE_CONNECTIONS, "Open Engine.IO connections"),
         (SOCKETS, "Connected Socket.IO sockets"),
@@ -495,6 +499,10 @@ fn describe(r: &PrometheusRecorder) {
         (PACKETS_SENT, "Engine.IO packets sent"),
         (BYTES_RECEIVED, "Engine.IO payload bytes received"),
         (BYTES_SENT, "Engine.IO payload bytes sent"),
+        (
+            WRITES,
+            "Socket writes: WebSocket write calls, polling responses",
+        ),
         (DELIVERIES, "Messages queued to a local socket"),
         (
             SLOW_CONSUMER_DISCONNECTS,
@@ -1113,7 +1121,7 @@ mod tests {
         ns.connected();
         ns.rooms_added(2);
         m.transport(Transport::Websocket).received(3, 30);
-        m.transport(Transport::Websocket).sent(4, 40);
+        m.transport(Transport::Websocket).sent(4, 40, 2);
         let text = m.render();
         let conns = |t: &str| value(&text, names::ENGINE_CONNECTIONS, &[("transport", t)]);
         assert_eq!(conns("polling"), Some(0.0));
@@ -1124,6 +1132,7 @@ mod tests {
         );
         assert_eq!(value(&text, names::ROOMS, &[("namespace", "/")]), Some(2.0));
         assert_eq!(sum(&text, names::BYTES_SENT), 40.0);
+        assert_eq!(sum(&text, names::WRITES), 2.0);
         assert_eq!(
             value(
                 &text,
