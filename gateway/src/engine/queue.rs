@@ -623,6 +623,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_burst_that_wakes_an_idle_shard_leaves_in_one_write() {
+        use crate::telemetry::metrics::scrape;
+        use std::time::Duration;
+        let (write, mut client) = socket_pair().await;
+        // An idle shard passes a quarter window (50 ms) after it is woken.
+        let window = Duration::from_millis(200);
+        let flusher = Box::leak(Box::new(super::super::flusher::Flusher::new(1, window)));
+        let q = Arc::new(OutboundQueue::new(8));
+        let m = metrics();
+        q.attach_websocket(write, flusher.shard(), m.clone());
+        broadcast(&q, Frame::text("4a")).unwrap();
+        assert_eq!(read_texts(&mut client, 1).await, ["4a"]);
+        // Idle for longer than the window, then a burst whose second frame
+        // comes a little later, as another node's copy over Redis does.
+        tokio::time::sleep(window + Duration::from_millis(50)).await;
+        broadcast(&q, Frame::text("4b")).unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        broadcast(&q, Frame::text("4c")).unwrap();
+        assert_eq!(read_texts(&mut client, 2).await, ["4b", "4c"]);
+        let text = m.render();
+        let ws = [("transport", "websocket")];
+        assert_eq!(
+            scrape::value(&text, "gateway_packets_sent_total", &ws),
+            Some(3.0)
+        );
+        assert_eq!(
+            scrape::value(&text, "gateway_writes_total", &ws),
+            Some(2.0),
+            "4a alone, then 4b and 4c together"
+        );
+    }
+
+    #[tokio::test]
     async fn frames_waiting_for_the_window_do_not_make_a_reader_slow() {
         let (write, mut client) = socket_pair().await;
         let window = std::time::Duration::from_secs(1);
