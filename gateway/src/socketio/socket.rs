@@ -56,6 +56,39 @@ pub(crate) enum Inbound {
     Left(DisconnectReason),
 }
 
+/// The acks a client owes us, by id.
+#[derive(Debug, Default)]
+struct Acks {
+    waiting: HashMap<u64, oneshot::Sender<Payload>>,
+    /// Size at which entries nobody waits for any more (the caller gave
+    /// up, as a cancelled `EmitWithAck` does) are swept out.
+    sweep_at: usize,
+}
+
+impl Acks {
+    /// Sweeps start at this many entries.
+    const FIRST_SWEEP: usize = 64;
+
+    /// Adds `id`. Each sweep sets the next at twice what it kept, so the
+    /// entries of callers that left cost amortised O(1) per ack and never
+    /// outnumber the live ones by more than [`Self::FIRST_SWEEP`].
+    fn insert(&mut self, id: u64, tx: oneshot::Sender<Payload>) {
+        self.waiting.insert(id, tx);
+        if self.waiting.len() >= self.sweep_at.max(Self::FIRST_SWEEP) {
+            self.waiting.retain(|_, tx| !tx.is_closed());
+            self.sweep_at = self.waiting.len() * 2;
+        }
+    }
+
+    fn remove(&mut self, id: u64) -> Option<oneshot::Sender<Payload>> {
+        self.waiting.remove(&id)
+    }
+
+    fn clear(&mut self) {
+        self.waiting.clear();
+    }
+}
+
 /// An ack the client owes us.
 #[derive(Debug)]
 pub struct PendingAck {
@@ -70,7 +103,7 @@ impl PendingAck {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(_)) => Err(AckError::Disconnected),
             Err(_) => {
-                socket.acks.lock().remove(&self.id);
+                socket.acks.lock().remove(self.id);
                 Err(AckError::Timeout)
             }
         }
@@ -90,7 +123,7 @@ pub struct Socket {
     connected: AtomicBool,
     next_ack: AtomicU64,
     pub(crate) next_event: AtomicU64,
-    acks: Mutex<HashMap<u64, oneshot::Sender<Payload>>>,
+    acks: Mutex<Acks>,
     pub(crate) events: Mutex<Option<mpsc::Sender<Inbound>>>,
 }
 
@@ -124,7 +157,7 @@ impl Socket {
             connected: AtomicBool::new(true),
             next_ack: AtomicU64::new(0),
             next_event: AtomicU64::new(0),
-            acks: Mutex::new(HashMap::new()),
+            acks: Mutex::new(Acks::default()),
             events: Mutex::new(None),
         }
     }
@@ -239,7 +272,7 @@ impl Socket {
         let (tx, rx) = oneshot::channel();
         self.acks.lock().insert(id, tx);
         if let Err(e) = self.send_frames(&frames) {
-            self.acks.lock().remove(&id);
+            self.acks.lock().remove(id);
             return Err(e);
         }
         Ok(PendingAck { id, rx })
@@ -247,7 +280,7 @@ impl Socket {
 
     /// The client answered our ack `id`; unknown ids are ignored.
     pub(crate) fn resolve_ack(&self, id: u64, args: Payload) {
-        if let Some(tx) = self.acks.lock().remove(&id) {
+        if let Some(tx) = self.acks.lock().remove(id) {
             let _ = tx.send(args);
         }
     }
@@ -284,5 +317,35 @@ impl Socket {
         self.connected.store(false, Ordering::Release);
         self.acks.lock().clear();
         self.events.lock().take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_nobody_waits_for_are_swept_as_new_ones_come() {
+        let mut acks = Acks::default();
+        let mut live = Vec::new();
+        for id in 0..10_000u64 {
+            let (tx, rx) = oneshot::channel();
+            acks.insert(id, tx);
+            // One caller in a hundred is still waiting; the rest gave up.
+            if id % 100 == 0 {
+                live.push((id, rx));
+            }
+        }
+        assert!(
+            acks.waiting.len() <= live.len() * 2 + Acks::FIRST_SWEEP,
+            "{} entries for {} waiting callers",
+            acks.waiting.len(),
+            live.len()
+        );
+        // The live ones were kept and still get their answer.
+        for (id, mut rx) in live {
+            acks.remove(id).unwrap().send(Payload::empty()).unwrap();
+            assert!(rx.try_recv().is_ok());
+        }
     }
 }
