@@ -135,12 +135,7 @@ pub fn payload(io: &SocketIo, p: Option<PbPayload>) -> Result<Payload, Status> {
         },
         attachments: p.attachments.into_iter().map(Bytes::from).collect(),
     };
-    let checked = payload::validate(&payload).and_then(|()| {
-        every_attachment_referenced(&payload)
-            .then_some(())
-            .ok_or(PayloadError::Placeholders(payload.attachments.len()))
-    });
-    checked.map_err(|e| match e {
+    payload::validate(&payload).map_err(|e| match e {
         PayloadError::NotAnArray => {
             invalid("payload.json_args must be the text of a JSON array, e.g. [\"hello\",1]")
         }
@@ -151,42 +146,6 @@ pub fn payload(io: &SocketIo, p: Option<PbPayload>) -> Result<Payload, Status> {
         )),
     })?;
     Ok(payload)
-}
-
-/// Whether the placeholders and the attachments match one to one, as the
-/// `Payload` contract says: as many placeholders as attachments, each
-/// attachment referenced. (`payload::validate` only checks that every
-/// placeholder points at an attachment.)
-fn every_attachment_referenced(p: &Payload) -> bool {
-    let n = p.attachments.len();
-    if n == 0 {
-        return true;
-    }
-    let Ok(value) = serde_json::from_str::<serde_json::Value>(&p.args) else {
-        return false;
-    };
-    let mut seen = vec![false; n];
-    let mut placeholders = 0;
-    let mut stack = vec![&value];
-    while let Some(v) = stack.pop() {
-        match v {
-            serde_json::Value::Array(items) => stack.extend(items),
-            serde_json::Value::Object(map) => {
-                if map.get("_placeholder") == Some(&serde_json::Value::Bool(true)) {
-                    placeholders += 1;
-                    let num = map.get("num").and_then(serde_json::Value::as_u64);
-                    match num.and_then(|i| seen.get_mut(i as usize)) {
-                        Some(slot) => *slot = true,
-                        None => return false,
-                    }
-                } else {
-                    stack.extend(map.values());
-                }
-            }
-            _ => {}
-        }
-    }
-    placeholders == n && seen.iter().all(|s| *s)
 }
 
 /// `EmitWithAck.timeout_ms`: required and bounded.
@@ -327,30 +286,6 @@ mod tests {
         let t = timestamp_ms(1_700_000_000_123);
         assert_eq!(t.seconds, 1_700_000_000);
         assert_eq!(t.nanos, 123_000_000);
-    }
-
-    #[test]
-    fn attachments_match_placeholders_one_to_one() {
-        let p = |args: &str, n: usize| Payload {
-            args: args.into(),
-            attachments: vec![Bytes::new(); n],
-        };
-        let ph = |i: u32| format!(r#"{{"_placeholder":true,"num":{i}}}"#);
-        assert!(every_attachment_referenced(&p("[1]", 0)));
-        assert!(every_attachment_referenced(&p(
-            &format!("[{},{{\"a\":[{}]}}]", ph(1), ph(0)),
-            2
-        )));
-        assert!(!every_attachment_referenced(&p("[]", 1)));
-        assert!(!every_attachment_referenced(&p(&format!("[{}]", ph(0)), 2)));
-        assert!(!every_attachment_referenced(&p(
-            &format!("[{},{}]", ph(0), ph(0)),
-            2
-        )));
-        assert!(!every_attachment_referenced(&p(
-            &format!("[{},{},{}]", ph(0), ph(1), ph(1)),
-            2
-        )));
     }
 
     #[test]

@@ -584,6 +584,39 @@ fn js_number_to_string(raw: &str) -> Option<String> {
 /// data. Returns [`DecodeError::InvalidJson`] if `data` is not valid JSON and
 /// [`DecodeError::InvalidPlaceholder`] on the first bad placeholder.
 pub fn check_placeholders(data: &str, attachments: usize) -> Result<(), DecodeError> {
+    for_each_placeholder(data, |num| match num {
+        Some(n) if n < attachments as u64 => Ok(()),
+        _ => Err(DecodeError::InvalidPlaceholder),
+    })
+}
+
+/// The stricter rule for payloads built by a backend (admin emits, hook
+/// answers): as [`check_placeholders`], and every attachment is referenced
+/// by exactly one placeholder, so none is sent for nothing or twice over.
+pub fn check_placeholders_one_to_one(data: &str, attachments: usize) -> Result<(), DecodeError> {
+    let mut used = vec![false; attachments];
+    for_each_placeholder(data, |num| {
+        match num.and_then(|n| used.get_mut(usize::try_from(n).ok()?)) {
+            Some(seen) if !*seen => {
+                *seen = true;
+                Ok(())
+            }
+            _ => Err(DecodeError::InvalidPlaceholder),
+        }
+    })?;
+    if used.contains(&false) {
+        return Err(DecodeError::InvalidPlaceholder);
+    }
+    Ok(())
+}
+
+/// Calls `each` with the `num` of every placeholder in the JSON text
+/// `data` (`None` when it is not a non-negative integer), stopping at its
+/// first error.
+fn for_each_placeholder(
+    data: &str,
+    mut each: impl FnMut(Option<u64>) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
     use serde_json::Value;
 
     let value: Value = serde_json::from_str(data).map_err(|_| DecodeError::InvalidJson)?;
@@ -593,10 +626,7 @@ pub fn check_placeholders(data: &str, attachments: usize) -> Result<(), DecodeEr
             Value::Array(items) => stack.extend(items),
             Value::Object(map) => {
                 if map.get("_placeholder") == Some(&Value::Bool(true)) {
-                    let num = map.get("num").and_then(placeholder_index);
-                    if num.is_none_or(|n| n >= attachments as u64) {
-                        return Err(DecodeError::InvalidPlaceholder);
-                    }
+                    each(map.get("num").and_then(placeholder_index))?;
                 } else {
                     stack.extend(map.values());
                 }
@@ -1491,6 +1521,37 @@ mod tests {
             Err(DecodeError::InvalidPlaceholder)
         );
         assert_eq!(check_placeholders("[", 1), Err(DecodeError::InvalidJson));
+    }
+
+    #[test]
+    fn backend_payloads_reference_each_attachment_once() {
+        let two = r#"["m",{"_placeholder":true,"num":1},{"a":[{"_placeholder":true,"num":0}]}]"#;
+        assert_eq!(check_placeholders_one_to_one(two, 2), Ok(()));
+        assert_eq!(check_placeholders_one_to_one(r#"["m"]"#, 0), Ok(()));
+        for (bad, n) in [
+            // an attachment nobody references
+            (r#"["m"]"#, 1),
+            (r#"[{"_placeholder":true,"num":0}]"#, 2),
+            // one attachment twice
+            (
+                r#"[{"_placeholder":true,"num":0},{"_placeholder":true,"num":0}]"#,
+                2,
+            ),
+            // out of range, or no integer
+            (r#"[{"_placeholder":true,"num":1}]"#, 1),
+            (r#"[{"_placeholder":true,"num":18446744073709551615}]"#, 1),
+            (r#"[{"_placeholder":true,"num":"0"}]"#, 1),
+        ] {
+            assert_eq!(
+                check_placeholders_one_to_one(bad, n),
+                Err(DecodeError::InvalidPlaceholder),
+                "{bad} with {n}"
+            );
+        }
+        assert_eq!(
+            check_placeholders_one_to_one("[", 0),
+            Err(DecodeError::InvalidJson)
+        );
     }
 
     // ---- robustness ----

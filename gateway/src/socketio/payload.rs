@@ -47,14 +47,15 @@ pub enum PayloadError {
     Placeholders(usize),
 }
 
-/// Checks a payload built by a backend before it is sent anywhere.
+/// Checks a payload built by a backend before it is sent anywhere: a JSON
+/// array whose placeholders and attachments match one to one.
 pub fn validate(payload: &Payload) -> Result<(), PayloadError> {
     let value: serde_json::Value =
         serde_json::from_str(&payload.args).map_err(|_| PayloadError::NotAnArray)?;
     if !value.is_array() {
         return Err(PayloadError::NotAnArray);
     }
-    socketio::check_placeholders(&payload.args, payload.attachments.len())
+    socketio::check_placeholders_one_to_one(&payload.args, payload.attachments.len())
         .map_err(|_| PayloadError::Placeholders(payload.attachments.len()))
 }
 
@@ -194,5 +195,14 @@ mod tests {
             attachments: vec![Bytes::new()],
         };
         assert!(validate(&bad).is_err());
+        // An attachment no placeholder points at.
+        let unused = Payload {
+            args: "[1]".into(),
+            attachments: vec![Bytes::new()],
+        };
+        assert!(matches!(
+            validate(&unused),
+            Err(PayloadError::Placeholders(1))
+        ));
     }
 }
