@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use crate::engine::Frame;
-use crate::protocol::socketio::{self, PacketKind};
+use crate::protocol::socketio::{self, DecodeError, PacketKind};
 
 /// Arguments of an event or an ack: the JSON text of an array, with binary
 /// attachments referenced by `{"_placeholder":true,"num":N}`.
@@ -50,13 +50,21 @@ pub enum PayloadError {
 /// Checks a payload built by a backend before it is sent anywhere: a JSON
 /// array whose placeholders and attachments match one to one.
 pub fn validate(payload: &Payload) -> Result<(), PayloadError> {
-    let value: serde_json::Value =
-        serde_json::from_str(&payload.args).map_err(|_| PayloadError::NotAnArray)?;
-    if !value.is_array() {
+    // Valid JSON whose first token is `[` is an array; the placeholder
+    // check parses the text (once) and tells whether it is valid.
+    let json_whitespace = [' ', '\t', '\n', '\r'];
+    if !payload
+        .args
+        .trim_start_matches(json_whitespace)
+        .starts_with('[')
+    {
         return Err(PayloadError::NotAnArray);
     }
-    socketio::check_placeholders_one_to_one(&payload.args, payload.attachments.len())
-        .map_err(|_| PayloadError::Placeholders(payload.attachments.len()))
+    let n = payload.attachments.len();
+    socketio::check_placeholders_one_to_one(&payload.args, n).map_err(|e| match e {
+        DecodeError::InvalidJson => PayloadError::NotAnArray,
+        _ => PayloadError::Placeholders(n),
+    })
 }
 
 fn frames(text: String, attachments: &[Bytes]) -> Vec<Frame> {
