@@ -456,3 +456,62 @@ async fn redis_cluster_sharded_pubsub() {
         .unwrap();
     assert_eq!(b.event(WAIT).await.unwrap().0, "direct");
 }
+
+/// The cluster's core promise under pressure: once `$join` is acknowledged,
+/// the next publish to the room, from any node, reaches the member. Each
+/// round, four members on three nodes join a room at once (two on one
+/// node, so one of them is not the node's first), a member on the third
+/// node publishes immediately, and everyone leaves again (so rooms are
+/// unsubscribed and subscribed anew as they come round again). Both cores
+/// are kept busy and Redis is stalled every few milliseconds, so commands
+/// from several connections queue up and are taken together, as on a
+/// loaded machine. Bounded in rounds and in time.
+async fn join_then_publish_stress(backend: Backend, redis_ports: Vec<u16>) {
+    const ROUNDS: usize = 120;
+    const ROOMS: usize = 3;
+    let (n1, n2, n3) = three(&backend).await;
+    let mut a1 = Client::connect(n1.addr).await;
+    let mut a2 = Client::connect(n1.addr).await;
+    let mut b = Client::connect(n2.addr).await;
+    let mut p = Client::connect(n3.addr).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let _stop_guard = stop.clone().drop_guard();
+    let limit = Duration::from_secs(60);
+    stall_redis(redis_ports, stop.clone(), limit);
+    let _busy = BusyCores::start(2, limit);
+    let started = std::time::Instant::now();
+    for k in 0..ROUNDS {
+        assert!(started.elapsed() < limit, "stress test over its time bound");
+        let room = format!("s{}", k % ROOMS);
+        tokio::join!(a1.join(&room), a2.join(&room), b.join(&room), p.join(&room));
+        let r = p.ack("$publish", json!([room, "m", k])).await;
+        assert_eq!(r, json!({"ok": true}));
+        for (who, c) in [("a1", &mut a1), ("a2", &mut a2), ("b", &mut b)] {
+            let got = c.event(WAIT).await;
+            assert_eq!(
+                got,
+                Some(("m".to_owned(), vec![json!(k)])),
+                "round {k}: {who} missed the publish after its acknowledged join"
+            );
+        }
+        tokio::join!(
+            a1.leave(&room),
+            a2.leave(&room),
+            b.leave(&room),
+            p.leave(&room)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_then_publish_stress_redis() {
+    let redis = Redis::start().await;
+    join_then_publish_stress(Backend::Redis(redis.url()), vec![redis.port]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_then_publish_stress_redis_cluster() {
+    let cluster = RedisCluster::start(3).await;
+    let ports = cluster.ports.clone();
+    join_then_publish_stress(Backend::Redis(cluster.url()), ports).await;
+}

@@ -135,6 +135,25 @@ impl RedisBus {
         })
     }
 
+    /// Waits until Redis has carried out every (un)subscribe sent before.
+    ///
+    /// The Redis client resolves `SUBSCRIBE` and `UNSUBSCRIBE` as soon as
+    /// the command is handed to its connection, not when Redis confirms it
+    /// (their replies arrive out of band and are dropped). A subscription
+    /// "done" that way may not exist yet on the server: a message another
+    /// node publishes a moment later is lost when Redis takes the `PUBLISH`
+    /// first, which a busy Redis does when both wait in its queue. Redis
+    /// answers the commands of one connection in order, so the reply to a
+    /// `PING` sent after them on the same connection is the confirmation.
+    /// (`SSUBSCRIBE` is answered in band, so sharded pub/sub needs none.)
+    async fn confirm(&self) -> Result<(), BusError> {
+        self.subscriber
+            .ping::<fred::types::Value>(None)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
     pub fn is_sharded(&self) -> bool {
         self.sharded
     }
@@ -211,7 +230,8 @@ impl ClusterBus for RedisBus {
             self.subscriber
                 .subscribe(channels.to_vec())
                 .await
-                .map_err(unavailable)
+                .map_err(unavailable)?;
+            self.confirm().await
         }
     }
 
@@ -231,7 +251,8 @@ impl ClusterBus for RedisBus {
             self.subscriber
                 .unsubscribe(channels.to_vec())
                 .await
-                .map_err(unavailable)
+                .map_err(unavailable)?;
+            self.confirm().await
         }
     }
 

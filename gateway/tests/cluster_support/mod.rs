@@ -38,6 +38,44 @@ where
     panic!("timed out waiting for: {what}");
 }
 
+/// The `process_id` the Redis server on `port` reports, if one answers.
+pub async fn server_pid(port: u16) -> Option<u32> {
+    let out = tokio::process::Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "server"])
+        .output()
+        .await
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Stalls the Redis servers on `ports` again and again (`DEBUG SLEEP` of a
+/// few milliseconds) until `stop`, as a busy or descheduled server would
+/// stall: commands from several connections then wait and are taken
+/// together. Bounded by `stop` and by `limit`.
+pub fn stall_redis(ports: Vec<u16>, stop: tokio_util::sync::CancellationToken, limit: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for port in ports {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)).await else {
+                return;
+            };
+            let cmd = b"*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$5\r\n0.003\r\n";
+            let mut reply = [0u8; 64];
+            let deadline = Instant::now() + limit;
+            while !stop.is_cancelled() && Instant::now() < deadline {
+                if conn.write_all(cmd).await.is_err() || conn.read(&mut reply).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+    }
+}
+
 /// A `redis-server` of the test's own, on a free port.
 pub struct Redis {
     pub port: u16,
@@ -78,15 +116,22 @@ impl Redis {
                 "",
                 "--appendonly",
                 "no",
+                // Tests stall the server on purpose (`DEBUG SLEEP`).
+                "--enable-debug-command",
+                "local",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
+        let pid = child.id();
         self.child = Some(child);
         let port = self.port;
+        // Accepting is not enough: the port was free when chosen, not
+        // necessarily when the server bound it, and another test's server
+        // (or any listener) may answer there. The answer must come from ours.
         eventually("redis-server accepting", || async move {
-            TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+            server_pid(port).await == Some(pid)
         })
         .await;
     }
@@ -394,6 +439,8 @@ impl RedisCluster {
                     "",
                     "--appendonly",
                     "no",
+                    "--enable-debug-command",
+                    "local",
                 ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -464,5 +511,44 @@ impl Drop for RedisCluster {
             let _ = c.wait();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Threads that spin on every core given, so the nodes, Redis and the
+/// clients compete for CPU. They stop when dropped or after `limit`.
+pub struct BusyCores {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BusyCores {
+    pub fn start(n: usize, limit: Duration) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let deadline = std::time::Instant::now() + limit;
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && std::time::Instant::now() < deadline
+                    {
+                        for _ in 0..10_000 {
+                            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                        }
+                    }
+                })
+            })
+            .collect();
+        BusyCores { stop, threads }
+    }
+}
+
+impl Drop for BusyCores {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }
