@@ -395,6 +395,24 @@ async fn redis_restart_mid_stream() {
     assert_eq!(a2.event(WAIT).await.unwrap().0, "during");
     // a2 leaves "gone" while redis is down: nothing may stay subscribed.
     a2.leave("gone").await;
+    // A join cannot be promised while the node hears no other node: it is
+    // refused (and undone), never acknowledged.
+    let r = a.ack("$join", json!(["lonely"])).await;
+    assert_eq!(r["ok"], json!(false), "join while redis is down: {r}");
+    assert!(r["error"].as_str().unwrap().contains("unavailable"), "{r}");
+    let lonely = n1.io.namespaces().get("/").unwrap().room_channel("lonely");
+    assert!(
+        !n1.io
+            .namespaces()
+            .get("/")
+            .unwrap()
+            .room_counts()
+            .iter()
+            .any(|(r, _)| r == "lonely"),
+        "a refused join leaves no member behind"
+    );
+    // The node still serves its own clients meanwhile.
+    let mut late = Client::connect(n1.addr).await;
 
     redis.restart().await;
     let channel = n1.io.namespaces().get("/").unwrap().room_channel("r");
@@ -404,6 +422,7 @@ async fn redis_restart_mid_stream() {
     })
     .await;
     assert_eq!(redis.numsub(&gone), 0);
+    assert_eq!(redis.numsub(&lonely), 0);
     eventually("emits cross nodes again", || async {
         n2.io
             .emit("/", &Target::room("r"), "after", &payload(json!([])))
@@ -413,6 +432,18 @@ async fn redis_restart_mid_stream() {
     .await;
     assert_eq!(a.event(WAIT).await.unwrap().0, "after");
     assert_eq!(b.event(WAIT).await.unwrap().0, "after");
+    // The client that connected during the outage is reached by its id
+    // from the other node once redis is back.
+    n2.io
+        .emit(
+            "/",
+            &Target::socket(late.id.clone()),
+            "hi",
+            &payload(json!([])),
+        )
+        .await
+        .unwrap();
+    assert_eq!(late.event(WAIT).await.unwrap().0, "hi");
 }
 
 /// Redis Cluster through sharded pub/sub: two gateway nodes on a 3-master

@@ -475,7 +475,8 @@ pub async fn run(adapter: Arc<Adapter>, node: Arc<dyn Deliver>, stop: Cancellati
             adapter
                 .subscriptions
                 .wait_active(&hb, Duration::from_secs(5))
-                .await;
+                .await
+                .ok();
             let mut hello = true;
             let mut tick = tokio::time::interval(adapter.heartbeat_interval);
             loop {
@@ -512,6 +513,10 @@ pub async fn run(adapter: Arc<Adapter>, node: Arc<dyn Deliver>, stop: Cancellati
             }
             BusEvent::Disconnected => {
                 adapter.connected.store(false, Ordering::Release);
+                // Subscriptions die with the connection; joins from now on
+                // wait for the resubscription (or fail) instead of being
+                // acknowledged against a subscription that is gone.
+                adapter.subscriptions.reset();
             }
         }
     }

@@ -96,6 +96,9 @@ pub enum Answer {
         acks: Vec<SocketAck>,
         timed_out: Vec<String>,
     },
+    /// The node could not do its part because the bus failed it (a join
+    /// whose room subscription was not confirmed; the join is undone).
+    Unavailable(String),
 }
 
 /// A socket as fetch-sockets reports it.

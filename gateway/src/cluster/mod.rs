@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 pub use adapter::{Adapter, ClusterError, Gathered};
 pub use local::{LocalBroker, LocalBus};
 pub use registry::{NodeInfo, Registry};
-pub use subscriptions::Subscriptions;
+pub use subscriptions::{Held, SubscribeError, Subscriptions};
 
 /// A bus failure.
 #[derive(Debug, Clone, thiserror::Error)]

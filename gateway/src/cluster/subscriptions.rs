@@ -5,6 +5,14 @@
 //! `want`/`unwant` are called while the Socket.IO layer holds its room
 //! locks (so the wanted set always matches local membership); they only
 //! touch a set and wake the reconciler, never await.
+//!
+//! A channel is *active* only once the bus confirmed the subscription on
+//! its current connection (for Redis: Redis carried out the command, not
+//! merely received it) and no unsubscribe of it is under way. Joins wait
+//! for that (`wait_active`) before they are acknowledged, so a message
+//! published after the acknowledgement reaches the node. Losing the bus
+//! connection voids every confirmation (`reset`), including those still
+//! under way.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,10 +25,28 @@ use tokio_util::sync::CancellationToken;
 use super::ClusterBus;
 use crate::telemetry::{Metrics, RedisOp};
 
+/// Why a channel is not known to be subscribed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    #[error("channel not wanted")]
+    NotWanted,
+    #[error("subscription not confirmed by the cluster bus within {0:?}")]
+    Timeout(Duration),
+}
+
 #[derive(Default)]
 struct State {
-    wanted: HashSet<String>,
+    /// Channels wanted, each with how many holders want it.
+    wanted: HashMap<String, usize>,
+    /// Channels the bus confirmed on its current connection, and that no
+    /// unsubscribe is under way for.
     active: HashSet<String>,
+    /// Channels an unsubscribe was started for that may still be on the
+    /// bus (in flight, or failed and to be tried again).
+    leaving: HashSet<String>,
+    /// Bumped when the bus connection is lost or replaced: a confirmation
+    /// that started before belongs to a connection that is gone.
+    epoch: u64,
     waiters: HashMap<String, Vec<oneshot::Sender<()>>>,
 }
 
@@ -30,24 +56,59 @@ pub struct Subscriptions {
     notify: Notify,
 }
 
+/// Keeps channels wanted while it lives (see [`Subscriptions::hold`]).
+pub struct Held {
+    subscriptions: Arc<Subscriptions>,
+    channels: Vec<String>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for ch in &self.channels {
+            self.subscriptions.unwant(ch);
+        }
+    }
+}
+
 impl Subscriptions {
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// One more holder wants `channel`.
     pub fn want(&self, channel: String) {
         let mut st = self.state.lock();
-        if st.wanted.insert(channel) {
+        let holders = st.wanted.entry(channel).or_insert(0);
+        *holders += 1;
+        if *holders == 1 {
             drop(st);
             self.notify.notify_one();
         }
     }
 
+    /// One holder of `channel` no longer wants it.
     pub fn unwant(&self, channel: &str) {
         let mut st = self.state.lock();
-        if st.wanted.remove(channel) {
+        let Some(holders) = st.wanted.get_mut(channel) else {
+            return;
+        };
+        *holders -= 1;
+        if *holders == 0 {
+            st.wanted.remove(channel);
             drop(st);
             self.notify.notify_one();
+        }
+    }
+
+    /// Wants `channels` until the returned guard is dropped: a connecting
+    /// socket holds its channels subscribed before it exists.
+    pub fn hold(self: &Arc<Self>, channels: Vec<String>) -> Held {
+        for ch in &channels {
+            self.want(ch.clone());
+        }
+        Held {
+            subscriptions: self.clone(),
+            channels,
         }
     }
 
@@ -64,28 +125,49 @@ impl Subscriptions {
         self.state.lock().wanted.len()
     }
 
-    /// Waits (at most `timeout`) until `channel` is subscribed; false when
-    /// it is not wanted or the bus did not confirm in time.
-    pub async fn wait_active(&self, channel: &str, timeout: Duration) -> bool {
+    /// Waits (at most `timeout`) until the bus confirmed `channel` on its
+    /// current connection: from then on, every message published on it
+    /// reaches this node while that connection lasts.
+    pub async fn wait_active(
+        &self,
+        channel: &str,
+        timeout: Duration,
+    ) -> Result<(), SubscribeError> {
         let rx = {
             let mut st = self.state.lock();
             if st.active.contains(channel) {
-                return true;
+                return Ok(());
             }
-            if !st.wanted.contains(channel) {
-                return false;
+            if !st.wanted.contains_key(channel) {
+                return Err(SubscribeError::NotWanted);
             }
             let (tx, rx) = oneshot::channel();
             st.waiters.entry(channel.to_owned()).or_default().push(tx);
             rx
         };
-        matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())))
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(SubscribeError::Timeout(timeout)),
+        }
     }
 
-    /// The bus reconnected: nothing is subscribed any more.
+    /// The bus connection was lost or replaced: nothing is subscribed any
+    /// more, and confirmations under way are void.
     pub fn reset(&self) {
-        self.state.lock().active.clear();
+        let mut st = self.state.lock();
+        st.active.clear();
+        st.leaving.clear();
+        st.epoch += 1;
+        drop(st);
         self.notify.notify_one();
+    }
+
+    /// Drops waiters whose callers gave up (timed out).
+    fn prune_waiters(st: &mut State) {
+        st.waiters.retain(|_, ws| {
+            ws.retain(|w| !w.is_closed());
+            !ws.is_empty()
+        });
     }
 
     /// Makes the bus match the wanted set until `stop`; retries failures.
@@ -104,24 +186,47 @@ impl Subscriptions {
             }
         };
         loop {
-            let (add, remove) = {
-                let st = self.state.lock();
-                let add: Vec<String> = st.wanted.difference(&st.active).cloned().collect();
-                let remove: Vec<String> = st.active.difference(&st.wanted).cloned().collect();
-                (add, remove)
+            let (epoch, add, remove) = {
+                let mut st = self.state.lock();
+                Self::prune_waiters(&mut st);
+                let add: Vec<String> = st
+                    .wanted
+                    .keys()
+                    .filter(|ch| !st.active.contains(*ch))
+                    .cloned()
+                    .collect();
+                let remove: Vec<String> = st
+                    .active
+                    .iter()
+                    .chain(st.leaving.iter())
+                    .filter(|ch| !st.wanted.contains_key(*ch))
+                    .cloned()
+                    .collect::<HashSet<_>>()
+                    .into_iter()
+                    .collect();
+                // Not active from the moment the unsubscribe may be sent:
+                // a join meanwhile waits for the next subscribe.
+                for ch in &remove {
+                    st.active.remove(ch);
+                    st.leaving.insert(ch.clone());
+                }
+                (st.epoch, add, remove)
             };
             let mut failed = false;
             if !add.is_empty() {
                 match bus.subscribe(&add).await {
                     Ok(()) => {
                         let mut st = self.state.lock();
-                        for ch in add {
-                            if let Some(ws) = st.waiters.remove(&ch) {
-                                for w in ws {
-                                    let _ = w.send(());
+                        if st.epoch == epoch {
+                            for ch in add {
+                                st.leaving.remove(&ch);
+                                if let Some(ws) = st.waiters.remove(&ch) {
+                                    for w in ws {
+                                        let _ = w.send(());
+                                    }
                                 }
+                                st.active.insert(ch);
                             }
-                            st.active.insert(ch);
                         }
                         count(None, st.active.len());
                     }
@@ -136,8 +241,10 @@ impl Subscriptions {
                 match bus.unsubscribe(&remove).await {
                     Ok(()) => {
                         let mut st = self.state.lock();
-                        for ch in &remove {
-                            st.active.remove(ch);
+                        if st.epoch == epoch {
+                            for ch in &remove {
+                                st.leaving.remove(ch);
+                            }
                         }
                         count(None, st.active.len());
                     }
@@ -158,7 +265,9 @@ impl Subscriptions {
             // Wanted set changed while we worked? Go again; else wait.
             let dirty = {
                 let st = self.state.lock();
-                st.wanted != st.active
+                st.wanted.len() != st.active.len()
+                    || !st.leaving.is_empty()
+                    || st.wanted.keys().any(|ch| !st.active.contains(ch))
             };
             if dirty {
                 continue;
@@ -168,5 +277,142 @@ impl Subscriptions {
                 _ = stop.cancelled() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{BusError, BusEvent};
+    use bytes::Bytes;
+    use tokio::sync::{Semaphore, mpsc};
+
+    /// A bus whose (un)subscribe calls each wait for a permit, so a test
+    /// decides when the bus confirms; it records what it was asked.
+    struct GatedBus {
+        gate: Semaphore,
+        log: Mutex<Vec<String>>,
+    }
+
+    impl GatedBus {
+        async fn pass(&self, what: String) {
+            self.gate.acquire().await.unwrap().forget();
+            self.log.lock().push(what);
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ClusterBus for GatedBus {
+        async fn publish(&self, _: &str, _: Bytes) -> Result<(), BusError> {
+            Ok(())
+        }
+        fn enqueue(&self, _: String, _: Bytes) -> Result<(), BusError> {
+            Ok(())
+        }
+        async fn subscribe(&self, channels: &[String]) -> Result<(), BusError> {
+            self.pass(format!("sub {}", channels.join(","))).await;
+            Ok(())
+        }
+        async fn unsubscribe(&self, channels: &[String]) -> Result<(), BusError> {
+            self.pass(format!("unsub {}", channels.join(","))).await;
+            Ok(())
+        }
+        fn take_events(&self) -> Option<mpsc::Receiver<BusEvent>> {
+            None
+        }
+        fn is_connected(&self) -> bool {
+            true
+        }
+        fn kind(&self) -> &'static str {
+            "gated"
+        }
+    }
+
+    const SHORT: Duration = Duration::from_millis(50);
+
+    fn start() -> (Arc<Subscriptions>, Arc<GatedBus>, CancellationToken) {
+        let subs = Arc::new(Subscriptions::new());
+        let bus = Arc::new(GatedBus {
+            gate: Semaphore::new(0),
+            log: Mutex::new(Vec::new()),
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(subs.clone().reconcile(bus.clone(), None, stop.clone()));
+        (subs, bus, stop)
+    }
+
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn active_only_after_the_bus_confirms() {
+        let (subs, bus, _stop) = start();
+        subs.want("r".into());
+        settle().await;
+        assert_eq!(
+            subs.wait_active("r", SHORT).await,
+            Err(SubscribeError::Timeout(SHORT))
+        );
+        bus.gate.add_permits(1);
+        assert_eq!(subs.wait_active("r", SHORT * 20).await, Ok(()));
+        assert_eq!(
+            subs.wait_active("other", SHORT).await,
+            Err(SubscribeError::NotWanted)
+        );
+    }
+
+    /// Left and joined again while the unsubscribe is under way: the join
+    /// must wait for the subscription made after it, not count the one
+    /// being taken down.
+    #[tokio::test]
+    async fn rejoin_during_unsubscribe_waits_for_the_new_subscription() {
+        let (subs, bus, _stop) = start();
+        subs.want("r".into());
+        bus.gate.add_permits(1);
+        subs.wait_active("r", SHORT * 20).await.unwrap();
+        subs.unwant("r");
+        settle().await; // the unsubscribe is sent and waits at the gate
+        subs.want("r".into());
+        assert_eq!(
+            subs.wait_active("r", SHORT).await,
+            Err(SubscribeError::Timeout(SHORT)),
+            "active while its unsubscribe is under way"
+        );
+        bus.gate.add_permits(2);
+        assert_eq!(subs.wait_active("r", SHORT * 20).await, Ok(()));
+        assert_eq!(*bus.log.lock(), ["sub r", "unsub r", "sub r"]);
+    }
+
+    /// A confirmation that started before the connection was lost belongs
+    /// to the old connection: the channel is subscribed again first.
+    #[tokio::test]
+    async fn reset_voids_confirmations_under_way() {
+        let (subs, bus, _stop) = start();
+        subs.want("r".into());
+        settle().await; // the subscribe waits at the gate
+        subs.reset();
+        bus.gate.add_permits(1);
+        settle().await;
+        assert!(!subs.is_active("r"), "confirmed on a connection now gone");
+        bus.gate.add_permits(1);
+        assert_eq!(subs.wait_active("r", SHORT * 20).await, Ok(()));
+        assert_eq!(*bus.log.lock(), ["sub r", "sub r"]);
+    }
+
+    /// Held channels stay wanted under their holders' balance.
+    #[tokio::test]
+    async fn holds_count_with_members() {
+        let (subs, bus, _stop) = start();
+        bus.gate.add_permits(10);
+        let held = subs.hold(vec!["r".into()]);
+        subs.want("r".into()); // a member joins
+        drop(held);
+        subs.wait_active("r", SHORT * 20).await.unwrap();
+        assert_eq!(subs.wanted_len(), 1);
+        subs.unwant("r"); // the member leaves
+        assert_eq!(subs.wanted_len(), 0);
     }
 }

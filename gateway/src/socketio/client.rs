@@ -268,6 +268,24 @@ impl Client {
                 }
             }
         }
+        // The socket's channels (its namespace's, its node's for its own id,
+        // its initial rooms') are held and confirmed by the bus before the
+        // CONNECT reply: once the client knows it is connected, an emit to
+        // it from any node reaches it. While the bus is down the node
+        // serves its own clients (it reports not ready) and they connect
+        // without that promise; a bus that is up but does not confirm in
+        // time is a refusal the client hears.
+        let max_rooms = self.io.config().limits.max_rooms_per_socket;
+        rooms.truncate(max_rooms);
+        let channels = self.io.connect_channels(nsp, &rooms);
+        let _held = self.io.hold_channels(channels.clone());
+        if self.io.adapter().is_connected()
+            && let Err(e) = self.io.subscribed(&channels).await
+        {
+            let why = (Some(&*policy), ConnectErrorReason::ClusterUnavailable);
+            self.refuse(&session, nsp, why, &e.to_string(), None);
+            return Ok(());
+        }
         if session.is_closed() {
             return Ok(());
         }
@@ -292,14 +310,10 @@ impl Client {
             user_id,
             attached,
         );
-        let max_rooms = io.config().limits.max_rooms_per_socket;
+        // Their channels are held confirmed: joining waits for nothing.
         for room in rooms {
-            match socket.join(&room, max_rooms) {
-                Ok(Joined::Yes { first_local: true }) => {
-                    io.room_subscribed(socket.namespace(), &room).await;
-                }
-                Ok(_) => {}
-                Err(e) => tracing::debug!(room, error = e, "initial room refused"),
+            if let Err(e) = socket.join(&room, max_rooms) {
+                tracing::debug!(room, error = e, "initial room refused");
             }
         }
         self.sockets.lock().push(socket.clone());
@@ -386,15 +400,22 @@ impl Client {
                 if !policy.may_join(&room) {
                     return err_ack("not allowed to join this room");
                 }
-                match socket.join(&room, limits.max_rooms_per_socket) {
-                    Ok(Joined::Yes { first_local }) => {
-                        if first_local {
-                            self.io.room_subscribed(socket.namespace(), &room).await;
+                // Acknowledged only once the node receives the room from
+                // every other node, whether or not it was the node's first
+                // member (another member's subscription may be under way).
+                let fresh = match socket.join(&room, limits.max_rooms_per_socket) {
+                    Ok(Joined::Yes { .. }) => true,
+                    Ok(Joined::Already) => false,
+                    Err(e) => return err_ack(e),
+                };
+                match self.io.room_subscribed(socket.namespace(), &room).await {
+                    Ok(()) => ok_ack(),
+                    Err(e) => {
+                        if fresh {
+                            socket.namespace().leave(socket, &room);
                         }
-                        ok_ack()
+                        err_ack(&e.to_string())
                     }
-                    Ok(Joined::Already) => ok_ack(),
-                    Err(e) => err_ack(e),
                 }
             }
             "$leave" => {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::cluster::adapter::{self, Adapter, ClusterError, Deliver};
 use crate::cluster::message::{Answer, Broadcast, Op, Request, SocketAck, SocketInfo};
-use crate::cluster::{ClusterBus, NodeInfo};
+use crate::cluster::{BusError, ClusterBus, Held, NodeInfo};
 use crate::config::{Config, ConfigError};
 use crate::engine::{Connection, EngineHandler, Frame, Session};
 use crate::hooks::Hooks;
@@ -29,8 +29,8 @@ pub use socket::{AckError, EmitError, PendingAck, Socket};
 
 /// How long a join waits for the node's subscription to the room channel
 /// before answering (so a publish from another node right after the answer
-/// is not missed).
-const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
+/// is not missed); past it the join is undone and answered with an error.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 
 /// A cluster-wide operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -248,20 +248,61 @@ impl SocketIo {
             .map_or(0, |ns| ns.deliver(target, None, frames))
     }
 
-    /// Waits until the node receives other nodes' emits to `room`.
-    pub(crate) async fn room_subscribed(&self, ns: &Namespace, room: &str) {
-        if self.inner.adapter.bus().may_have_peers() {
-            let channel = ns.room_channel(room);
-            if !self
-                .inner
-                .adapter
+    /// Waits until the node receives other nodes' emits to `room`: what
+    /// must be true before a join is acknowledged. An error when the bus is
+    /// down or does not confirm the subscription in time.
+    pub(crate) async fn room_subscribed(&self, ns: &Namespace, room: &str) -> Result<(), BusError> {
+        // A socket's own-id room reaches it through its node's channel.
+        let channel = if crate::ids::is_socket_id_shape(room) {
+            self.inner.adapter.channels.node(self.node_id())
+        } else {
+            ns.room_channel(room)
+        };
+        self.subscribed(&[channel]).await
+    }
+
+    /// Waits until the bus confirmed every one of `channels` (which must be
+    /// wanted), at most [`SUBSCRIBE_WAIT`]; at once an error while the bus
+    /// is known to be down.
+    pub(crate) async fn subscribed(&self, channels: &[String]) -> Result<(), BusError> {
+        let adapter = &self.inner.adapter;
+        if !adapter.bus().may_have_peers() {
+            return Ok(());
+        }
+        for channel in channels {
+            if !adapter.subscriptions.is_active(channel) && !adapter.is_connected() {
+                return Err(BusError::Unavailable("not connected".into()));
+            }
+            if let Err(e) = adapter
                 .subscriptions
-                .wait_active(&channel, SUBSCRIBE_WAIT)
+                .wait_active(channel, SUBSCRIBE_WAIT)
                 .await
             {
-                tracing::warn!(room, "room subscription not confirmed in time");
+                tracing::warn!(channel, error = %e, "subscription not confirmed");
+                return Err(BusError::Unavailable(e.to_string()));
             }
         }
+        Ok(())
+    }
+
+    /// Keeps `channels` subscribed while the guard lives.
+    pub(crate) fn hold_channels(&self, channels: Vec<String>) -> Held {
+        self.inner.adapter.subscriptions.hold(channels)
+    }
+
+    /// The bus channels a new socket of namespace `nsp` needs before its
+    /// CONNECT is answered: the namespace's (whole-namespace emits), this
+    /// node's (emits to the socket's own id) and its initial rooms'.
+    pub(crate) fn connect_channels(&self, nsp: &str, rooms: &[String]) -> Vec<String> {
+        let channels = &self.inner.adapter.channels;
+        let mut out = vec![channels.namespace(nsp), channels.node(self.node_id())];
+        out.extend(
+            rooms
+                .iter()
+                .filter(|r| !crate::ids::is_socket_id_shape(r))
+                .map(|r| channels.room(nsp, r)),
+        );
+        out
     }
 
     async fn request(
@@ -326,6 +367,15 @@ impl SocketIo {
         self.check_rooms(&rooms)?;
         let timeout = self.inner.adapter.request_timeout();
         let g = self.request(nsp, target, op(rooms), timeout).await?;
+        // A node that could not confirm its part makes the call fail: its
+        // sockets are not in the rooms, and the caller must hear it.
+        if let Some((node, why)) = g.answers.iter().find_map(|(node, a)| match a {
+            Answer::Unavailable(why) => Some((node, why)),
+            _ => None,
+        }) {
+            let why = format!("node {node}: {why}");
+            return Err(ClusterError::Bus(BusError::Unavailable(why)).into());
+        }
         Ok((sum_counts(&g.answers), g.missing))
     }
 
@@ -433,6 +483,7 @@ impl SocketIo {
             Op::Join(rooms) => {
                 let max = self.config().limits.max_rooms_per_socket;
                 let mut fresh = Vec::new();
+                let mut member_rooms = std::collections::HashSet::new();
                 // Sockets that joined every room (a socket at its room
                 // limit is not counted).
                 let mut joined = 0;
@@ -440,16 +491,30 @@ impl SocketIo {
                     let mut all = true;
                     for room in rooms {
                         match s.join(room, max) {
-                            Ok(Joined::Yes { first_local: true }) => fresh.push(room.clone()),
-                            Ok(_) => {}
+                            Ok(Joined::Yes { .. }) => {
+                                fresh.push((s.clone(), room.clone()));
+                                member_rooms.insert(room);
+                            }
+                            Ok(Joined::Already) => {
+                                member_rooms.insert(room);
+                            }
                             Err(_) => all = false,
                         }
                     }
                     joined += u64::from(all);
                 }
+                // Acknowledged only once this node receives every room; a
+                // room it cannot confirm is undone here and reported.
                 if let Some(ns) = &ns {
-                    for room in fresh {
-                        self.room_subscribed(ns, &room).await;
+                    for room in member_rooms {
+                        if let Err(e) = self.room_subscribed(ns, room).await {
+                            for (s, r) in &fresh {
+                                if r == room {
+                                    s.leave(r);
+                                }
+                            }
+                            return Answer::Unavailable(format!("room {room:?}: {e}"));
+                        }
                     }
                 }
                 Answer::Count(joined)

@@ -103,16 +103,20 @@ pub enum ConnectErrorReason {
     /// The Engine.IO connection closed before any namespace connected
     /// (`server.connect_timeout_ms`).
     ConnectTimeout,
+    /// The cluster bus did not confirm the socket's channels (Redis down
+    /// or too slow): the node cannot promise it receives their emits.
+    ClusterUnavailable,
 }
 
 impl ConnectErrorReason {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::InvalidNamespace,
         Self::TooManyNamespaces,
         Self::Unauthorized,
         Self::Refused,
         Self::HookError,
         Self::ConnectTimeout,
+        Self::ClusterUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -123,6 +127,7 @@ impl ConnectErrorReason {
             Self::Refused => "refused",
             Self::HookError => "hook_error",
             Self::ConnectTimeout => "connect_timeout",
+            Self::ClusterUnavailable => "cluster_unavailable",
         }
     }
 }
