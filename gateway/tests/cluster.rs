@@ -546,3 +546,46 @@ async fn join_then_publish_stress_redis_cluster() {
     let ports = cluster.ports.clone();
     join_then_publish_stress(Backend::Redis(cluster.url()), ports).await;
 }
+
+/// A node started while Redis is unreachable keeps trying, reports not
+/// ready meanwhile, and joins the cluster as soon as Redis answers, with no
+/// restart (pods routinely start before Redis is reachable).
+#[tokio::test]
+async fn node_started_before_redis() {
+    let mut redis = Redis::unstarted();
+    let backend = Backend::Redis(redis.url());
+    let n1 = TestNode::start(&backend).await;
+    assert!(!n1.io.adapter().is_connected(), "ready without redis");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!n1.io.adapter().is_connected(), "ready without redis");
+    redis.restart().await;
+    cold_start_then_fanout(&backend, n1).await;
+}
+
+#[tokio::test]
+async fn node_started_before_redis_cluster() {
+    let mut cluster = RedisCluster::unstarted(3);
+    let backend = Backend::Redis(cluster.url());
+    let n1 = TestNode::start(&backend).await;
+    assert!(!n1.io.adapter().is_connected(), "ready without redis");
+    cluster.launch().await;
+    cold_start_then_fanout(&backend, n1).await;
+}
+
+/// `n1` was started before Redis: it must connect on its own, then work
+/// with a node started after.
+async fn cold_start_then_fanout(backend: &Backend, n1: TestNode) {
+    eventually("n1 connects once redis is there", || async {
+        n1.io.adapter().is_connected()
+    })
+    .await;
+    let n2 = TestNode::start(backend).await;
+    wait_mesh(&[&n1, &n2]).await;
+    let mut a = Client::connect(n1.addr).await;
+    let mut b = Client::connect(n2.addr).await;
+    a.join("r").await;
+    b.join("r").await;
+    let r = b.ack("$publish", json!(["r", "m", 1])).await;
+    assert_eq!(r, json!({"ok": true}));
+    assert_eq!(a.event(WAIT).await.unwrap(), ("m".into(), vec![json!(1)]));
+}

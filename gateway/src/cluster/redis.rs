@@ -46,7 +46,12 @@ fn unavailable(e: impl std::fmt::Display) -> BusError {
 }
 
 fn client(config: &Config) -> Result<Client, BusError> {
-    Builder::from_config(config.clone())
+    let mut config = config.clone();
+    // The first connection retries like any later one (the client's default
+    // gives up on it for good): a node started before Redis is reachable
+    // connects when Redis appears.
+    config.fail_fast = false;
+    Builder::from_config(config)
         .with_connection_config(|c| {
             c.connection_timeout = COMMAND_TIMEOUT;
             c.internal_command_timeout = COMMAND_TIMEOUT;
@@ -70,6 +75,11 @@ impl RedisBus {
         let sharded = matches!(config.server, ServerConfig::Clustered { .. });
         let publisher = client(&config)?;
         let subscriber = client(&config)?;
+        // Listening before connecting: the first connection is an event too
+        // (however late it comes), and so is every failed attempt.
+        let mut messages = subscriber.message_rx();
+        let mut reconnects = subscriber.reconnect_rx();
+        let mut errors = subscriber.error_rx();
         publisher.connect();
         subscriber.connect();
         let _ = tokio::time::timeout(COMMAND_TIMEOUT, async {
@@ -85,7 +95,6 @@ impl RedisBus {
             sharded,
             outgoing,
         )));
-        let mut messages = subscriber.message_rx();
         let msg_tx = tx.clone();
         tasks.push(tokio::spawn(async move {
             loop {
@@ -109,7 +118,6 @@ impl RedisBus {
                 }
             }
         }));
-        let mut reconnects = subscriber.reconnect_rx();
         let re_tx = tx.clone();
         tasks.push(tokio::spawn(async move {
             while reconnects.recv().await.is_ok() {
@@ -117,7 +125,6 @@ impl RedisBus {
                 let _ = re_tx.send(BusEvent::Reconnected).await;
             }
         }));
-        let mut errors = subscriber.error_rx();
         let err_tx = tx;
         tasks.push(tokio::spawn(async move {
             while let Ok((e, _)) = errors.recv().await {

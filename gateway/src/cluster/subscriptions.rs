@@ -186,6 +186,16 @@ impl Subscriptions {
             }
         };
         loop {
+            // Nothing to try while the bus is down: the reconnection resets
+            // (and wakes) this loop; no failure to log every round.
+            if !bus.is_connected() {
+                tokio::select! {
+                    _ = self.notify.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = stop.cancelled() => return,
+                }
+                continue;
+            }
             let (epoch, add, remove) = {
                 let mut st = self.state.lock();
                 Self::prune_waiters(&mut st);

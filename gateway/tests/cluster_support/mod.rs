@@ -100,6 +100,14 @@ impl Redis {
         r
     }
 
+    /// A free port where a server will be started later (`restart`).
+    pub fn unstarted() -> Self {
+        Redis {
+            port: free_port(),
+            child: None,
+        }
+    }
+
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
@@ -412,18 +420,39 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub async fn start(n: usize) -> Self {
+        let mut cluster = Self::unstarted(n);
+        cluster.launch().await;
+        cluster
+    }
+
+    /// Free ports for `n` masters, started later (`launch`).
+    pub fn unstarted(n: usize) -> Self {
         let dir = std::env::temp_dir().join(format!("gw-redis-cluster-{}", free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut ports = Vec::new();
-        let mut children = Vec::new();
-        for _ in 0..n {
-            // Cluster bus port is port + 10000: keep ports low enough.
-            let port = loop {
-                let p = free_port();
-                if p < 55_000 {
-                    break p;
+        let ports = (0..n)
+            .map(|_| {
+                loop {
+                    // Cluster bus port is port + 10000: keep ports low enough.
+                    let p = free_port();
+                    if p < 55_000 {
+                        break p;
+                    }
                 }
-            };
+            })
+            .collect();
+        RedisCluster {
+            ports,
+            children: Vec::new(),
+            dir,
+        }
+    }
+
+    /// Starts the masters and makes them one cluster.
+    pub async fn launch(&mut self) {
+        let dir = self.dir.clone();
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports = self.ports.clone();
+        let mut children = Vec::new();
+        for &port in &ports {
             let child = Command::new("redis-server")
                 .current_dir(&dir)
                 .args([
@@ -446,15 +475,14 @@ impl RedisCluster {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("redis-server");
+            let pid = child.id();
             children.push(child);
-            ports.push(port);
-        }
-        for &port in &ports {
             eventually("cluster member accepting", || async move {
-                TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+                server_pid(port).await == Some(pid)
             })
             .await;
         }
+        self.children = children;
         let mut args = vec!["--cluster".to_owned(), "create".to_owned()];
         args.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
         args.push("--cluster-yes".to_owned());
@@ -467,12 +495,7 @@ impl RedisCluster {
             "cluster create: {}",
             String::from_utf8_lossy(&out.stdout)
         );
-        let cluster = RedisCluster {
-            ports,
-            children,
-            dir,
-        };
-        let first = cluster.ports[0];
+        let first = ports[0];
         eventually("cluster state ok", || async move {
             let out = Command::new("redis-cli")
                 .args(["-p", &first.to_string(), "CLUSTER", "INFO"])
@@ -481,7 +504,6 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok")
         })
         .await;
-        cluster
     }
 
     pub fn url(&self) -> String {
