@@ -89,6 +89,9 @@ async fn take_over(upgrade: OnUpgrade) -> Option<(WsReader, OwnedWriteHalf)> {
     Some((WsReader::new(read, parts.read_buf), write))
 }
 
+/// The largest single read into a connection's buffer, bytes.
+const MAX_READ: usize = 64 * 1024;
+
 /// Reads and decodes client messages from the read half.
 pub(crate) struct WsReader {
     socket: OwnedReadHalf,
@@ -137,7 +140,11 @@ impl WsReader {
                 self.buf = BytesMut::new();
             }
             self.socket.readable().await.map_err(ReadError::Io)?;
-            self.buf.reserve(self.read_size);
+            // Room for the next read grows with what arrived (a large frame
+            // is read in larger pieces), never with what a frame header
+            // announces: memory follows the bytes a client actually sends.
+            let room = self.read_size.max(self.buf.len().min(MAX_READ));
+            self.buf.reserve(room);
             match self.socket.try_read_buf(&mut self.buf) {
                 Ok(0) => return Err(ReadError::Eof),
                 Ok(_) => {}
@@ -297,6 +304,56 @@ async fn read_loop(engine: &Engine, session: &Arc<Session>, mut reader: WsReader
         if let Err(reason) = result {
             session.close(reason);
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A masked client frame header announcing `len` payload bytes.
+    fn header(op: u8, len: u64) -> Vec<u8> {
+        let mut h = vec![0x80 | op, 0x80 | 127];
+        h.extend_from_slice(&len.to_be_bytes());
+        h.extend_from_slice(&[0, 0, 0, 0]);
+        h
+    }
+
+    #[tokio::test]
+    async fn the_read_buffer_grows_with_what_arrives_not_with_what_is_announced() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let mut client = client.unwrap();
+        let (read, _write) = accepted.unwrap().0.into_split();
+        let mut reader = WsReader::new(read, Bytes::new()).limits(1_000_000, 1024);
+
+        // A header announcing 999 KB and ten bytes of it.
+        let announced = 999_000;
+        client
+            .write_all(&header(opcode::BINARY, announced))
+            .await
+            .unwrap();
+        client.write_all(&[7; 10]).await.unwrap();
+        let waited =
+            tokio::time::timeout(std::time::Duration::from_millis(200), reader.next()).await;
+        assert!(waited.is_err(), "the message is not complete");
+        assert_eq!(reader.buf.len(), 14 + 10);
+        assert!(
+            reader.buf.capacity() < 16 * 1024,
+            "reserved {} bytes for 24 that arrived",
+            reader.buf.capacity()
+        );
+
+        // The rest arrives; the message is whole.
+        let rest = vec![7u8; announced as usize - 10];
+        let (written, message) = tokio::join!(client.write_all(&rest), reader.next());
+        written.unwrap();
+        match message {
+            Ok(Message::Binary(data)) => assert_eq!(data.len(), announced as usize),
+            _ => panic!("expected the binary message"),
         }
     }
 }

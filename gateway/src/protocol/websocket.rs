@@ -226,8 +226,8 @@ impl Decoder {
         let len = len as usize;
         let total = at + 4 + len;
         if buf.len() < total {
-            // Room for the rest of the frame, so reads fill it at once.
-            buf.reserve(total - buf.len());
+            // Nothing is reserved for what the header announces: the
+            // reader's buffer grows with the bytes that arrive.
             return Ok(None);
         }
         let mut mask = [0u8; 4];
@@ -405,6 +405,23 @@ mod tests {
         assert_eq!(
             Decoder::new(10).decode(&mut buf),
             Err(Error::InterleavedMessage)
+        );
+    }
+
+    #[test]
+    fn a_frame_header_reserves_nothing_for_its_payload() {
+        // A header announcing 999 KB, then 3 bytes of it.
+        let wire = client_frame(0x82, &vec![0u8; 999_000], [1, 2, 3, 4]);
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(&wire[..14 + 3]);
+        let mut dec = Decoder::new(1_000_000);
+        assert_eq!(dec.decode(&mut buf), Ok(None));
+        assert!(buf.capacity() <= 64, "reserved {}", buf.capacity());
+        // The rest arrives: the message is whole.
+        buf.extend_from_slice(&wire[14 + 3..]);
+        assert_eq!(
+            dec.decode(&mut buf),
+            Ok(Some(Message::Binary(Bytes::from(vec![0u8; 999_000]))))
         );
     }
 
