@@ -169,8 +169,20 @@ pub struct LimitsConfig {
     /// Frames queued for one connection before it counts as a slow consumer
     /// and is disconnected. Default 1024.
     pub outbound_queue_frames: usize,
+    /// Payload bytes queued for one connection (beyond what its socket's
+    /// kernel buffers took) before it counts as a slow consumer and is
+    /// disconnected; a second bound beside `outbound_queue_frames`. Every
+    /// frame counts, pongs, pings and errors the node writes on its own
+    /// included, and a broadcast counts in full in each queue holding it.
+    /// An empty queue takes one message of any size. At least
+    /// `server.max_payload`, so that a message as large as the node accepts
+    /// fits behind others. Default 4194304 (4 MiB: four messages of the
+    /// default `max_payload`, far above what 1024 frames of ordinary
+    /// messages hold, so the frame bound still decides for those).
+    pub outbound_queue_bytes: usize,
     /// Inbound packets per second per connection (token bucket); 0 disables.
-    /// A connection over the limit is disconnected. Default 1000.
+    /// WebSocket control frames (pings, pongs) count too. A connection over
+    /// the limit is disconnected. Default 1000.
     pub rate_limit_per_sec: u32,
     /// Burst size of the rate limit. Default 2000.
     pub rate_limit_burst: u32,
@@ -191,6 +203,7 @@ impl Default for LimitsConfig {
             max_rooms_per_socket: 256,
             max_namespaces_per_connection: 16,
             outbound_queue_frames: 1024,
+            outbound_queue_bytes: 4 * 1024 * 1024,
             rate_limit_per_sec: 1000,
             rate_limit_burst: 2000,
             max_room_name: 256,
@@ -558,6 +571,11 @@ impl Config {
                 return Err(invalid(format!("{name} must be at least 1")));
             }
         }
+        if (l.outbound_queue_bytes as u64) < s.max_payload {
+            return Err(invalid(
+                "limits.outbound_queue_bytes must be at least server.max_payload",
+            ));
+        }
         if l.rate_limit_per_sec > 0 && l.rate_limit_burst == 0 {
             return Err(invalid(
                 "limits.rate_limit_burst must be at least 1 when the rate limit is on",
@@ -706,6 +724,7 @@ mod tests {
             transports = ["websocket"]
             [limits]
             outbound_queue_frames = 8
+            outbound_queue_bytes = 2000000
             [[namespaces]]
             name = "/tenant-*"
             join = ["public-*"]
@@ -720,6 +739,7 @@ mod tests {
         assert_eq!(c.server.listen.port(), 4000);
         assert!(!c.server.allows(Transport::Polling));
         assert_eq!(c.limits.outbound_queue_frames, 8);
+        assert_eq!(c.limits.outbound_queue_bytes, 2_000_000);
         let m = NamespaceMatcher::new(&c.namespaces[0].name).unwrap();
         assert!(m.matches("/tenant-42"));
         assert!(!m.matches("/other"));
@@ -732,6 +752,8 @@ mod tests {
             "[server]\ntransports = []",
             "[server]\nping_interval_ms = 0",
             "[limits]\noutbound_queue_frames = 0",
+            "[limits]\noutbound_queue_bytes = 999999",
+            "[server]\nmax_payload = 5000000",
             "[[namespaces]]\nname = \"chat\"",
             "[[namespaces]]\nname = \"/a\"\n[[namespaces]]\nname = \"/a\"",
             "[[namespaces]]\nname = \"/a\"\n[namespaces.jwt]\nalgorithm = \"HS256\"",

@@ -508,3 +508,253 @@ async fn a_polling_client_that_stops_polling_is_a_slow_consumer() {
         assert_engine_error(status, &body, 400, 1);
     }
 }
+
+// ---------------------------------------------------------------------------
+// What one client makes the node write and read (issue 12): a raw WebSocket
+// client that writes whatever it likes and never reads.
+
+/// A WebSocket client on a bare TCP stream: it writes prepared frames and
+/// reads nothing after the open packet.
+struct RawWs {
+    stream: tokio::net::TcpStream,
+    sid: String,
+}
+
+/// A masked client frame.
+fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut out = vec![first];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    out
+}
+
+impl RawWs {
+    /// Opens a WebSocket session and reads the response and open packet.
+    async fn open(node: &TestNode) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+        let request = format!(
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {}\r\n\
+             Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            node.addr
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let sid = within("the open packet", async {
+            loop {
+                let mut chunk = [0u8; 1024];
+                let n = stream.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "closed before the open packet");
+                got.extend_from_slice(&chunk[..n]);
+                let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                assert!(got.starts_with(b"HTTP/1.1 101"), "{got:?}");
+                let frame = &got[end + 4..];
+                // An unmasked text frame, short or 16-bit length.
+                let (len, at) = match frame.get(1) {
+                    Some(126) if frame.len() >= 4 => {
+                        (usize::from(u16::from_be_bytes([frame[2], frame[3]])), 4)
+                    }
+                    Some(&n) if n < 126 => (usize::from(n), 2),
+                    _ => continue,
+                };
+                if frame.len() < at + len {
+                    continue;
+                }
+                let open = parse_open(std::str::from_utf8(&frame[at..at + len]).unwrap());
+                break open["sid"].as_str().unwrap().to_owned();
+            }
+        })
+        .await;
+        Self { stream, sid }
+    }
+
+    /// Writes `bytes`; false once the node stops taking them (it closed the
+    /// connection, or took nothing for a second).
+    async fn write(&mut self, bytes: &[u8]) -> bool {
+        use tokio::io::AsyncWriteExt;
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), self.stream.write_all(bytes)).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
+fn slow_consumer_disconnects(node: &TestNode) -> f64 {
+    gateway::telemetry::metrics::scrape::value(
+        &node.io.metrics().render(),
+        "gateway_slow_consumer_disconnects_total",
+        &[],
+    )
+    .unwrap_or(0.0)
+}
+
+/// Writes `chunk` over and over from `raw` until the node closes its
+/// session, checking between writes that the session's queue stays within
+/// `bound` bytes. Returns the bytes written. At most 60 MB, or 30 s.
+async fn flood_until_cut(node: &TestNode, raw: &mut RawWs, chunk: &[u8], bound: usize) -> usize {
+    let session = node.engine.get(&raw.sid).expect("session");
+    let start = tokio::time::Instant::now();
+    let mut written = 0;
+    while !session.is_closed() {
+        assert!(
+            written < 60_000_000 && start.elapsed() < Duration::from_secs(30),
+            "not cut off after {written} bytes in {:?}",
+            start.elapsed()
+        );
+        let queued = session.queue.queued_bytes();
+        assert!(queued <= bound, "{queued} bytes queued, bound {bound}");
+        if !raw.write(chunk).await {
+            break;
+        }
+        written += chunk.len();
+    }
+    eventually("the session is closed", || session.is_closed()).await;
+    written
+}
+
+#[tokio::test]
+async fn a_ping_flood_that_never_reads_is_cut_off_at_the_outbound_bound() {
+    const BOUND: usize = 64 * 1024;
+    let (node, _) = node_with(
+        &format!("rate_limit_per_sec = 0\noutbound_queue_bytes = {BOUND}"),
+        "max_payload = 65536",
+    )
+    .await;
+    let (mut bystander, _) = WsClient::socket(&node, true).await;
+    let before = slow_consumer_disconnects(&node);
+    let mut raw = RawWs::open(&node).await;
+    let session = node.engine.get(&raw.sid).expect("session");
+    // Pings of 125 bytes: each is answered with a 127-byte pong.
+    let chunk = masked(0x89, &[b'p'; 125]).repeat(1000);
+    let written = flood_until_cut(&node, &mut raw, &chunk, BOUND).await;
+    assert_eq!(session.close_reason(), Some(DisconnectReason::SlowConsumer));
+    assert!(
+        session.queue.len() < 1024,
+        "cut by the byte bound, not the frame bound"
+    );
+    eprintln!("ping flood cut off after {written} bytes of pings");
+    // Counted before the session is unregistered.
+    eventually("the session is unregistered", || node.engine.len() == 1).await;
+    assert_eq!(slow_consumer_disconnects(&node), before + 1.0);
+    still_served(&mut bystander, "after the ping flood").await;
+}
+
+#[tokio::test]
+async fn websocket_control_frames_count_against_the_rate_limit() {
+    let (node, hooks) = node_with("rate_limit_per_sec = 5\nrate_limit_burst = 5", "").await;
+    let (mut bystander, _) = WsClient::socket(&node, true).await;
+    for op in [0x89, 0x8A] {
+        let mut raw = RawWs::open(&node).await;
+        let session = node.engine.get(&raw.sid).expect("session");
+        // Empty pings (or unsolicited pongs), far over the burst, in one write.
+        assert!(raw.write(&masked(op, b"").repeat(50)).await);
+        eventually("the flooder is closed", || session.is_closed()).await;
+        assert_eq!(session.close_reason(), Some(DisconnectReason::RateLimited));
+    }
+    eventually("the flooders are gone", || node.engine.len() == 1).await;
+    assert!(hooks.reasons_of("nobody").is_empty());
+    still_served(&mut bystander, "after control frames").await;
+}
+
+#[tokio::test]
+async fn the_outbound_queue_is_bounded_in_bytes_for_broadcasts() {
+    const BOUND: usize = 1024 * 1024;
+    let (node, hooks) = node_with(&format!("outbound_queue_bytes = {BOUND}"), "").await;
+    let (mut reader, _) = WsClient::socket(&node, true).await;
+    let (mut slow, slow_id) = WsClient::socket(&node, true).await;
+    for c in [&mut reader, &mut slow] {
+        c.send(r#"421["$join","feed"]"#).await;
+        c.expect(r#"431[{"ok":true}]"#).await;
+    }
+    let slow_session = node.engine.get(&slow.sid).expect("slow session");
+    // `slow` never reads again; 128 KiB messages: the byte bound holds 8,
+    // far fewer than the 1024 frames of the frame bound.
+    let chunk = "z".repeat(128 * 1024);
+    let mut sent = 0;
+    while !slow_session.is_closed() {
+        assert!(sent < 2000, "the slow consumer was never disconnected");
+        let queued = slow_session.queue.queued_bytes();
+        assert!(queued <= BOUND, "{queued} bytes queued");
+        node.io
+            .emit(
+                "/",
+                &Target::room("feed"),
+                "tick",
+                &Payload {
+                    args: format!(r#"[{sent},"{chunk}"]"#),
+                    attachments: Vec::new(),
+                },
+            )
+            .await
+            .unwrap();
+        reader
+            .expect(&format!(r#"42["tick",{sent},"{chunk}"]"#))
+            .await;
+        sent += 1;
+    }
+    assert!(slow_session.queue.len() <= BOUND / chunk.len() + 1);
+    eventually("the slow session is unregistered", || {
+        node.engine.len() == 1
+    })
+    .await;
+    assert_eq!(hooks.reasons_of(&slow_id), [DisconnectReason::SlowConsumer]);
+    let disconnects = gateway::telemetry::metrics::scrape::value(
+        &node.io.metrics().render(),
+        "gateway_disconnects_total",
+        &[("reason", "slow_consumer")],
+    );
+    assert_eq!(disconnects, Some(1.0));
+    still_served(&mut reader, "after the slow one").await;
+    drop(slow);
+}
+
+#[tokio::test]
+async fn a_refused_namespace_is_echoed_truncated() {
+    let (node, _) = node_with("", "").await;
+    let (mut c, _) = WsClient::open(&node).await;
+    let name = format!("/{}", "n".repeat(900_000));
+    c.send(&format!("40{name},")).await;
+    c.expect(&format!(
+        r#"44{},{{"message":"Invalid namespace"}}"#,
+        &name[..128]
+    ))
+    .await;
+    // The connection carries on.
+    c.connect_ns("/a", None).await;
+}
+
+#[tokio::test]
+async fn refusals_a_client_never_reads_are_cut_off_at_the_outbound_bound() {
+    const BOUND: usize = 64 * 1024;
+    let (node, _) = node_with(
+        &format!("rate_limit_per_sec = 0\noutbound_queue_bytes = {BOUND}"),
+        "max_payload = 65536",
+    )
+    .await;
+    let (mut bystander, _) = WsClient::socket(&node, true).await;
+    let mut raw = RawWs::open(&node).await;
+    let session = node.engine.get(&raw.sid).expect("session");
+    // CONNECTs to unknown namespaces of 1000 bytes: each refusal echoes at
+    // most 128 of them.
+    let connect = format!("40/{},", "u".repeat(999));
+    let chunk = masked(0x81, connect.as_bytes()).repeat(100);
+    flood_until_cut(&node, &mut raw, &chunk, BOUND).await;
+    assert_eq!(session.close_reason(), Some(DisconnectReason::SlowConsumer));
+    eventually("the session is unregistered", || node.engine.len() == 1).await;
+    still_served(&mut bystander, "after the refusals").await;
+}

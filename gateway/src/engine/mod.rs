@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Transport};
 use crate::reason::DisconnectReason;
-pub use queue::{Frame, OutboundQueue, PushError};
+pub use queue::{Frame, OutboundQueue, PushError, QueueLimits};
 pub use session::Session;
 
 /// The Socket.IO side of one Engine.IO session.
@@ -201,7 +201,10 @@ impl Engine {
             crate::ids::new_session_id(),
             transport,
             info,
-            self.config.limits.outbound_queue_frames,
+            queue::QueueLimits {
+                frames: self.config.limits.outbound_queue_frames,
+                bytes: self.config.limits.outbound_queue_bytes,
+            },
             session::RateLimit::new(
                 self.config.limits.rate_limit_per_sec,
                 self.config.limits.rate_limit_burst,

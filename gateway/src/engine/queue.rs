@@ -1,9 +1,16 @@
 //! The bounded outbound queue of one connection.
 //!
-//! Producers (broadcasts, acks, heartbeats) push complete Engine.IO frames
-//! with `try`-semantics: a full queue is reported to the caller, which treats
-//! the connection as a slow consumer. The lock is per connection and never
-//! held across an await, so producers never wait for a slow socket.
+//! Producers (broadcasts, acks, heartbeats, pongs) push complete Engine.IO
+//! frames with `try`-semantics: a full queue is reported to the caller, which
+//! treats the connection as a slow consumer. The queue is bounded twice, in
+//! frames and in payload bytes (a broadcast's shared bytes count in full in
+//! every queue that holds them: that is what the connection pins), and every
+//! push counts, what the node writes on its own initiative (pongs, pings,
+//! errors) included, so a client that makes the node write and never reads
+//! is cut off at the bound. Only the last frames of a closing connection
+//! (the close packet, the WebSocket close frame) pass the bounds, once. The
+//! lock is per connection and never held across an await, so producers
+//! never wait for a slow socket.
 //!
 //! On HTTP long-polling the queue holds frames until a GET takes them all.
 //! On WebSocket the queue owns the socket's write half: a producer that
@@ -97,6 +104,8 @@ struct Direct {
 #[derive(Default)]
 struct State {
     frames: VecDeque<Frame>,
+    /// Payload bytes of `frames` ([`Frame::len`] summed).
+    bytes: usize,
     /// Bytes of the front frame (its WebSocket header included) already
     /// written to the socket.
     written: usize,
@@ -125,11 +134,22 @@ pub enum Flush {
     Failed,
 }
 
+/// The bounds of one outbound queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Frames queued at most.
+    pub frames: usize,
+    /// Payload bytes queued at most. An empty queue takes one unit (a
+    /// packet and its attachments) of any size, so a single message larger
+    /// than the bound is not by itself a slow consumer.
+    pub bytes: usize,
+}
+
 /// Bounded multi-producer, single-consumer frame queue.
 pub struct OutboundQueue {
     state: Mutex<State>,
     notify: Notify,
-    capacity: usize,
+    limits: QueueLimits,
 }
 
 /// Capacity kept by an idle queue after a drain; more is released.
@@ -139,11 +159,11 @@ const IDLE_KEEP: usize = 8;
 const WRITE_BATCH: usize = 32;
 
 impl OutboundQueue {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(limits: QueueLimits) -> Self {
         Self {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
-            capacity,
+            limits,
         }
     }
 
@@ -152,21 +172,28 @@ impl OutboundQueue {
     /// are written at once unless the socket is full.
     pub fn push_all(&self, frames: &[Frame]) -> Result<(), PushError> {
         let mut st = self.state.lock();
-        self.admit(&mut st, frames.len())?;
+        self.admit(&mut st, frames)?;
         self.push_locked(&mut st, frames);
         Ok(())
     }
 
-    /// Whether `n` more frames may be queued: the queue is open and has
-    /// room (made by writing, see [`make_room`](Self::make_room)).
-    fn admit(&self, st: &mut State, n: usize) -> Result<(), PushError> {
+    /// Whether `frames` may be queued: the queue is open and has room
+    /// (made by writing, see [`make_room`](Self::make_room)).
+    fn admit(&self, st: &mut State, frames: &[Frame]) -> Result<(), PushError> {
         if st.closed {
             return Err(PushError::Closed);
         }
-        if st.frames.len() + n > self.capacity && !Self::make_room(st, n, self.capacity) {
+        let bytes = frames.iter().map(Frame::len).sum();
+        if !self.fits(st, frames.len(), bytes) && !self.make_room(st, frames.len(), bytes) {
             return Err(PushError::Full);
         }
         Ok(())
+    }
+
+    /// Do `n` more frames of `bytes` payload bytes fit within the limits?
+    fn fits(&self, st: &State, n: usize, bytes: usize) -> bool {
+        st.frames.len() + n <= self.limits.frames
+            && (st.frames.is_empty() || st.bytes + bytes <= self.limits.bytes)
     }
 
     /// [`push_all`](Self::push_all) for one recipient of a broadcast: a
@@ -179,8 +206,8 @@ impl OutboundQueue {
     ) -> Result<(), PushError> {
         let mut guard = self.state.lock();
         let st = &mut *guard;
-        self.admit(st, frames.len())?;
-        st.frames.extend(frames.iter().cloned());
+        self.admit(st, frames)?;
+        append(st, frames);
         match &st.direct {
             None => self.notify.notify_one(),
             Some(direct) => {
@@ -197,9 +224,10 @@ impl OutboundQueue {
         self.push_all(std::slice::from_ref(&frame))
     }
 
-    /// Queues a control frame (ping, noop, close) regardless of capacity:
-    /// there is at most a handful of them per connection at a time.
-    pub fn push_control(&self, frame: Frame) {
+    /// Queues the last frame of a closing connection (its close packet)
+    /// regardless of the limits: the caller closes the queue right after,
+    /// so this happens once per connection.
+    pub fn push_final(&self, frame: Frame) {
         let mut st = self.state.lock();
         if st.closed {
             return;
@@ -212,7 +240,7 @@ impl OutboundQueue {
     /// acks and control frames answer the client's own requests, and are
     /// few next to broadcasts, which wait for their shard.
     fn push_locked(&self, st: &mut State, frames: &[Frame]) {
-        st.frames.extend(frames.iter().cloned());
+        append(st, frames);
         if st.direct.is_none() {
             self.notify.notify_one();
             return;
@@ -271,12 +299,12 @@ impl OutboundQueue {
     /// A push found the queue full. On WebSocket, frames may only be
     /// waiting for their shard's next pass while the socket has room: write
     /// them now, so that only a client that does not read counts as slow.
-    fn make_room(st: &mut State, needed: usize, capacity: usize) -> bool {
+    fn make_room(&self, st: &mut State, n: usize, bytes: usize) -> bool {
         if st.direct.is_none() || st.blocked {
             return false;
         }
         flush_counted(st, WriteVia::Socket);
-        st.frames.len() + needed <= capacity
+        self.fits(st, n, bytes)
     }
 
     /// Queues the WebSocket close frame with `code` after the backlog, once,
@@ -310,6 +338,7 @@ impl OutboundQueue {
         } else {
             out.extend(st.frames.drain(..));
         }
+        st.bytes = 0;
         if st.frames.capacity() > IDLE_KEEP {
             st.frames.shrink_to(IDLE_KEEP);
         }
@@ -321,6 +350,12 @@ impl OutboundQueue {
 
     pub fn len(&self) -> usize {
         self.state.lock().frames.len()
+    }
+
+    /// Payload bytes queued (what the connection pins beyond its socket's
+    /// kernel buffers).
+    pub fn queued_bytes(&self) -> usize {
+        self.state.lock().bytes
     }
 
     /// Is the WebSocket full (the driver waits until it is writable)?
@@ -351,6 +386,14 @@ impl OutboundQueue {
     /// changes under a pending poll).
     pub fn wake(&self) {
         self.notify.notify_one();
+    }
+}
+
+/// Appends `frames` to the queue of `st`, counting their bytes.
+fn append(st: &mut State, frames: &[Frame]) {
+    for f in frames {
+        st.bytes += f.len();
+        st.frames.push_back(f.clone());
     }
 }
 
@@ -395,6 +438,7 @@ fn flush_locked(st: &mut State, via: WriteVia, sent: &mut Sent) -> Flush {
         for f in st.frames.drain(..done) {
             sent.frames += 1;
             sent.bytes += f.len() as u64;
+            st.bytes -= f.len();
         }
         st.written = partial;
     }
@@ -496,7 +540,7 @@ mod tests {
 
     #[test]
     fn bounded_and_all_or_nothing() {
-        let q = Arc::new(OutboundQueue::new(3));
+        let q = Arc::new(frames_only(3));
         q.push(Frame::text("a")).unwrap();
         let pair = [Frame::text("b"), Frame::Binary(Bytes::from_static(b"x"))];
         q.push_all(&pair).unwrap();
@@ -515,17 +559,125 @@ mod tests {
         assert_eq!(out.len(), 2, "frames queued before close stay drainable");
     }
 
+    /// A queue bounded in frames only.
+    fn frames_only(frames: usize) -> OutboundQueue {
+        OutboundQueue::new(QueueLimits {
+            frames,
+            bytes: usize::MAX,
+        })
+    }
+
     #[test]
-    fn control_frames_bypass_capacity() {
-        let q = Arc::new(OutboundQueue::new(1));
+    fn only_the_final_frame_passes_the_limits() {
+        let q = Arc::new(frames_only(1));
         q.push(Frame::text("a")).unwrap();
-        q.push_control(Frame::text_static("2"));
-        assert_eq!(q.len(), 2);
+        assert_eq!(q.push(Frame::text_static("2")), Err(PushError::Full));
+        q.push_final(Frame::text_static("1"));
+        q.close();
+        q.push_final(Frame::text_static("1"));
+        assert_eq!(q.len(), 2, "one final frame, before the close");
+    }
+
+    #[test]
+    fn bytes_are_bounded_and_counted_until_drained() {
+        let q = OutboundQueue::new(QueueLimits {
+            frames: 100,
+            bytes: 10,
+        });
+        // An empty queue takes one unit of any size.
+        q.push(Frame::text("x".repeat(25))).unwrap();
+        assert_eq!(q.queued_bytes(), 25);
+        assert_eq!(q.push(Frame::text("y")), Err(PushError::Full));
+        let mut out = VecDeque::new();
+        q.drain_into(&mut out);
+        assert_eq!(q.queued_bytes(), 0);
+        // Then the bound holds: 4 + 6 fit, one more byte does not, whatever
+        // the kind of frame; a unit is admitted whole or not at all.
+        q.push(Frame::text("abcd")).unwrap();
+        let shared = Bytes::from_static(b"012345");
+        q.push(Frame::Binary(shared.clone())).unwrap();
+        assert_eq!(q.queued_bytes(), 10);
+        assert_eq!(
+            q.push(Frame::WsControl(Bytes::from_static(&[0x8A]))),
+            Err(PushError::Full)
+        );
+        let mut batch = ScheduleBatch::default();
+        let q = Arc::new(q);
+        assert_eq!(
+            q.push_all_batched(&[Frame::Binary(shared)], &mut batch),
+            Err(PushError::Full)
+        );
+        assert_eq!((q.len(), q.queued_bytes()), (2, 10));
+        out.clear();
+        q.drain_into(&mut out);
+        assert_eq!((q.len(), q.queued_bytes()), (0, 0));
+        // A broadcast's shared bytes count in every queue that holds them.
+        let other = OutboundQueue::new(q.limits);
+        let payload = Frame::Binary(Bytes::from(vec![7u8; 8]));
+        q.push(payload.clone()).unwrap();
+        other.push(payload).unwrap();
+        assert_eq!((q.queued_bytes(), other.queued_bytes()), (8, 8));
+        // The final frame passes and is counted.
+        q.push_final(Frame::text_static("1"));
+        assert_eq!(q.queued_bytes(), 9);
+    }
+
+    #[tokio::test]
+    async fn written_frames_release_their_bytes() {
+        let (write, mut client) = socket_pair().await;
+        let q = Arc::new(OutboundQueue::new(QueueLimits {
+            frames: 64,
+            bytes: 1024,
+        }));
+        q.attach_websocket(write, shard(), metrics());
+        for i in 0..100 {
+            q.push(Frame::text(format!("4m{i:03}"))).unwrap();
+            broadcast(&q, Frame::text(format!("4b{i:03}"))).unwrap();
+        }
+        assert_eq!(read_texts(&mut client, 200).await.len(), 200);
+        eventually_empty(&q).await;
+        assert_eq!(q.queued_bytes(), 0);
+    }
+
+    async fn eventually_empty(q: &OutboundQueue) {
+        for _ in 0..200 {
+            if q.is_empty() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        panic!("the queue never drained");
+    }
+
+    #[tokio::test]
+    async fn a_client_that_does_not_read_fills_the_byte_bound_and_no_more() {
+        let (write, _client) = socket_pair().await;
+        let limits = QueueLimits {
+            frames: 1 << 20,
+            bytes: 64 * 1024,
+        };
+        let q = Arc::new(OutboundQueue::new(limits));
+        q.attach_websocket(write, shard(), metrics());
+        // Pongs of 127 bytes, as a ping flood makes the node write: the
+        // kernel buffers fill, then the queue up to its byte bound.
+        let pong = Frame::WsControl(ws::encode_frame(opcode::PONG, &[b'p'; 125]));
+        let mut pushed = 0usize;
+        let full = loop {
+            match q.push(pong.clone()) {
+                Ok(()) => pushed += 1,
+                Err(e) => break e,
+            }
+            assert!(pushed < 1_000_000, "never full");
+            assert!(q.queued_bytes() <= limits.bytes);
+        };
+        assert_eq!(full, PushError::Full);
+        assert!(q.queued_bytes() > limits.bytes - pong.len());
+        assert!(q.len() < 1024, "the byte bound, not the frame bound");
     }
 
     #[tokio::test]
     async fn a_push_before_waiting_is_not_lost() {
-        let q = Arc::new(OutboundQueue::new(4));
+        let q = Arc::new(frames_only(4));
         q.push(Frame::text("a")).unwrap();
         tokio::time::timeout(std::time::Duration::from_secs(1), q.notified())
             .await
@@ -585,7 +737,7 @@ mod tests {
     #[tokio::test]
     async fn the_shard_writes_websocket_frames_in_order() {
         let (write, mut client) = socket_pair().await;
-        let q = Arc::new(OutboundQueue::new(256));
+        let q = Arc::new(frames_only(256));
         q.attach_websocket(write, shard(), metrics());
         for i in 0..100 {
             broadcast(&q, Frame::text(format!("4m{i}"))).unwrap();
@@ -600,7 +752,7 @@ mod tests {
         let (write, mut client) = socket_pair().await;
         let window = std::time::Duration::from_secs(1);
         let flusher = Box::leak(Box::new(super::super::flusher::Flusher::new(1, window)));
-        let q = Arc::new(OutboundQueue::new(8));
+        let q = Arc::new(frames_only(8));
         q.attach_websocket(write, flusher.shard(), metrics());
         broadcast(&q, Frame::text("4a")).unwrap();
         assert_eq!(read_texts(&mut client, 1).await, ["4a"]);
@@ -630,7 +782,7 @@ mod tests {
         // An idle shard passes a quarter window (50 ms) after it is woken.
         let window = Duration::from_millis(200);
         let flusher = Box::leak(Box::new(super::super::flusher::Flusher::new(1, window)));
-        let q = Arc::new(OutboundQueue::new(8));
+        let q = Arc::new(frames_only(8));
         let m = metrics();
         q.attach_websocket(write, flusher.shard(), m.clone());
         broadcast(&q, Frame::text("4a")).unwrap();
@@ -660,7 +812,7 @@ mod tests {
         let (write, mut client) = socket_pair().await;
         let window = std::time::Duration::from_secs(1);
         let flusher = Box::leak(Box::new(super::super::flusher::Flusher::new(1, window)));
-        let q = Arc::new(OutboundQueue::new(2));
+        let q = Arc::new(frames_only(2));
         q.attach_websocket(write, flusher.shard(), metrics());
         // Ten frames into a queue of two, faster than the shard passes: the
         // socket has room, so a full queue is written out instead of refused.
@@ -674,7 +826,7 @@ mod tests {
     #[tokio::test]
     async fn a_backlog_forms_when_the_socket_is_full_and_drains_in_order() {
         let (write, mut client) = socket_pair().await;
-        let q = Arc::new(OutboundQueue::new(64));
+        let q = Arc::new(frames_only(64));
         q.attach_websocket(write, shard(), metrics());
         // The client does not read: the kernel buffers fill, then the queue.
         let big = "x".repeat(256 * 1024);
@@ -714,7 +866,7 @@ mod tests {
     #[tokio::test]
     async fn a_reset_socket_marks_the_queue_broken() {
         let (write, client) = socket_pair().await;
-        let q = Arc::new(OutboundQueue::new(4));
+        let q = Arc::new(frames_only(4));
         q.attach_websocket(write, shard(), metrics());
         drop(client);
         // Writes to a peer that closed fail after at most a few attempts

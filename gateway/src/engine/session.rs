@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{Flush, Frame, OutboundQueue};
+use super::queue::{Flush, Frame, OutboundQueue, PushError, QueueLimits};
 use super::{Connection, Engine, HandshakeInfo};
 use crate::config::Transport;
 use crate::protocol::engineio::Packet;
@@ -26,7 +26,7 @@ const POLLING: u8 = 0;
 const WEBSOCKET: u8 = 1;
 
 /// Token bucket of inbound Engine.IO packets (every packet counts: messages,
-/// attachments, pongs, noops).
+/// attachments, pongs, noops) and WebSocket control frames (pings, pongs).
 pub(crate) struct RateLimit {
     per_sec: f64,
     burst: f64,
@@ -100,7 +100,7 @@ impl Session {
         sid: String,
         transport: Transport,
         info: HandshakeInfo,
-        queue_capacity: usize,
+        queue: QueueLimits,
         rate: Option<RateLimit>,
     ) -> Self {
         let (handoff, handoff_rx) = if transport == Transport::Polling {
@@ -111,7 +111,7 @@ impl Session {
         };
         Self {
             sid: sid.into_boxed_str(),
-            queue: Arc::new(OutboundQueue::new(queue_capacity)),
+            queue: Arc::new(OutboundQueue::new(queue)),
             transport: AtomicU8::new(match transport {
                 Transport::Polling => POLLING,
                 Transport::Websocket => WEBSOCKET,
@@ -175,7 +175,7 @@ impl Session {
             } else {
                 Frame::text_static("1")
             };
-            self.queue.push_control(frame);
+            self.queue.push_final(frame);
         }
         self.queue.close();
         self.closed.cancel();
@@ -184,11 +184,7 @@ impl Session {
     /// Handles one decoded packet from the client, whichever the transport.
     pub(crate) async fn handle_packet(&self, packet: Packet<'_>) -> Result<(), DisconnectReason> {
         let conn = self.conn.get().ok_or(DisconnectReason::TransportError)?;
-        if let Some(rate) = &self.rate
-            && !rate.lock().take()
-        {
-            return Err(DisconnectReason::RateLimited);
-        }
+        self.rate_limit()?;
         match packet {
             Packet::Message(text) => conn.on_message(text).await,
             Packet::Binary(data) => conn.on_binary(data).await,
@@ -206,6 +202,24 @@ impl Session {
         }
     }
 
+    /// Counts one inbound packet or control frame against the rate limit.
+    pub(crate) fn rate_limit(&self) -> Result<(), DisconnectReason> {
+        match &self.rate {
+            Some(rate) if !rate.lock().take() => Err(DisconnectReason::RateLimited),
+            _ => Ok(()),
+        }
+    }
+
+    /// Queues a frame the node writes on its own initiative (a pong, a
+    /// ping, a noop): bounded like any other, and a full queue means the
+    /// client makes the node write without reading, a slow consumer.
+    pub(crate) fn push_own(&self, frame: Frame) -> Result<(), DisconnectReason> {
+        match self.queue.push(frame) {
+            Ok(()) | Err(PushError::Closed) => Ok(()),
+            Err(PushError::Full) => Err(DisconnectReason::SlowConsumer),
+        }
+    }
+
     /// Starts the polling -> WebSocket upgrade: a pending poll is answered
     /// with a noop so the client can switch.
     pub(crate) fn begin_upgrade(&self) -> bool {
@@ -215,7 +229,10 @@ impl Session {
         }
         poll.upgrading = true;
         drop(poll);
-        self.queue.push_control(Frame::text_static("6"));
+        if let Err(reason) = self.push_own(Frame::text_static("6")) {
+            self.close(reason);
+            return false;
+        }
         true
     }
 
@@ -316,7 +333,9 @@ pub(crate) async fn drive(session: Arc<Session>, engine: Arc<Engine>) {
                 }
                 if next_ping.is_some_and(|t| now >= t) {
                     session.pong_received.store(false, Ordering::Release);
-                    session.queue.push_control(Frame::text_static("2"));
+                    if let Err(reason) = session.push_own(Frame::text_static("2")) {
+                        break Some(reason);
+                    }
                     pong_deadline = Some(now + ping_timeout);
                     next_ping = None;
                 }

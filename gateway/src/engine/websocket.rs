@@ -210,7 +210,8 @@ pub(crate) async fn serve_new(engine: Arc<Engine>, upgrade: OnUpgrade, info: Han
             return;
         }
     };
-    session.queue.push_control(Frame::text(open_packet(
+    // The first frame of an empty queue: it fits.
+    let _ = session.push_own(Frame::text(open_packet(
         &engine,
         &session,
         Transport::Websocket,
@@ -293,13 +294,13 @@ async fn read_loop(engine: &Engine, session: &Arc<Session>, mut reader: WsReader
                 traffic.received(1, data.len() as u64);
                 session.handle_packet(Packet::Binary(data)).await
             }
-            Ok(Message::Ping(data)) => {
-                session
-                    .queue
-                    .push_control(Frame::WsControl(ws::encode_frame(opcode::PONG, &data)));
-                Ok(())
-            }
-            Ok(Message::Pong) => Ok(()),
+            // Control frames count against the rate limit like packets, and
+            // a pong is queued like any reply: a client that pings without
+            // reading is a slow consumer at the queue's bound.
+            Ok(Message::Ping(data)) => session.rate_limit().and_then(|()| {
+                session.push_own(Frame::WsControl(ws::encode_frame(opcode::PONG, &data)))
+            }),
+            Ok(Message::Pong) => session.rate_limit(),
         };
         if let Err(reason) = result {
             session.close(reason);

@@ -183,8 +183,13 @@ impl Client {
             body.insert("data".into(), d);
         }
         let text = serde_json::Value::Object(body).to_string();
-        let frame = payload::encode_control(PacketKind::ConnectError, nsp, Some(&text));
-        let _ = session.queue.push(frame);
+        // The namespace is the client's input: echo a bounded prefix.
+        let frame =
+            payload::encode_control(PacketKind::ConnectError, payload::echoed(nsp), Some(&text));
+        if session.queue.push(frame) == Err(crate::engine::PushError::Full) {
+            // Refusals it does not read: a slow consumer like any other.
+            session.close(DisconnectReason::SlowConsumer);
+        }
     }
 
     async fn connect(&self, nsp: &str, data: Option<&str>) -> Flow {

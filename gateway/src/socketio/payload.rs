@@ -130,9 +130,39 @@ pub fn encode_control(kind: PacketKind, nsp: &str, data: Option<&str>) -> Frame 
     Frame::text(text)
 }
 
+/// Bytes of client input (a namespace name, an event name) a reply echoes
+/// at most.
+pub const ECHO_MAX: usize = 128;
+
+/// `input` cut to at most [`ECHO_MAX`] bytes on a character boundary, for a
+/// reply that echoes it: what the node writes in answer to one client's
+/// input stays small whatever that input was.
+pub fn echoed(input: &str) -> &str {
+    if input.len() <= ECHO_MAX {
+        return input;
+    }
+    let mut end = ECHO_MAX;
+    while !input.is_char_boundary(end) {
+        end -= 1;
+    }
+    &input[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echoed_input_is_cut_on_a_char_boundary() {
+        assert_eq!(echoed("/short"), "/short");
+        let long = format!("/{}", "n".repeat(900_000));
+        assert_eq!(echoed(&long), &long[..ECHO_MAX]);
+        // "é" is two bytes: the cut may not split it.
+        let accented = format!("/{}", "é".repeat(100));
+        let cut = echoed(&accented);
+        assert_eq!(cut.len(), ECHO_MAX - 1);
+        assert!(accented.starts_with(cut));
+    }
 
     fn text(f: &Frame) -> &str {
         match f {
