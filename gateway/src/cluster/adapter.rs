@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::message::{Answer, Broadcast, BusMessage, Heartbeat, Op, Request, Response, Target};
 use super::registry::now_ms;
-use super::{BusError, BusEvent, Channels, ClusterBus, NodeInfo, Registry, Subscriptions};
+use super::{BusError, BusEvent, Channels, ClusterBus, NodeInfo, Registry, Sent, Subscriptions};
 use crate::config::ClusterConfig;
 use crate::telemetry::{Metrics, RedisOp};
 
@@ -249,25 +249,39 @@ impl Adapter {
 
     /// [`Adapter::publish_broadcast`] without waiting for the bus: the
     /// copies are handed over in order (per room and publisher, order is
-    /// kept) and this returns at once. A bus known to be down is an error.
+    /// kept) and this returns at once. A bus known to be down is an error
+    /// (and `sent` is not called); otherwise `sent` is told once, when the
+    /// bus has accepted every copy or failed one.
     pub fn enqueue_broadcast(
         &self,
         nsp: &str,
         target: Target,
         text: &str,
         attachments: &[Bytes],
+        sent: Option<Sent>,
     ) -> Result<(), ClusterError> {
-        if !self.bus.may_have_peers() {
+        let copies = if self.bus.may_have_peers() {
+            self.copies(nsp, &target)
+        } else {
+            Vec::new()
+        };
+        let sent = AllSent::new(copies.len(), sent);
+        if copies.is_empty() {
             return Ok(());
         }
-        let copies = self.copies(nsp, &target);
         let mut msg = self.broadcast(nsp, target, text, attachments);
         for (channel, responsible) in copies {
             msg.responsible = responsible;
             let wrapped = BusMessage::Broadcast(msg);
-            let result = self.bus.enqueue(channel.clone(), wrapped.encode());
+            let result = self
+                .bus
+                .enqueue(channel.clone(), wrapped.encode(), sent.part());
             self.note_publish(&channel, result.as_ref().err());
-            result?;
+            if let Err(e) = result {
+                // The caller hears it now, and only now.
+                sent.cancel();
+                return Err(e.into());
+            }
             let BusMessage::Broadcast(m) = wrapped else {
                 unreachable!("wrapped a broadcast")
             };
@@ -420,6 +434,62 @@ impl Adapter {
 
     pub fn heartbeat_interval(&self) -> Duration {
         self.heartbeat_interval
+    }
+}
+
+/// Tells a [`Sent`] once every part of a message is sent (or the first
+/// failure); with no parts, at once.
+struct AllSent(Option<Arc<Mutex<AllSentState>>>);
+
+struct AllSentState {
+    left: usize,
+    error: Option<BusError>,
+    sent: Option<Sent>,
+}
+
+impl AllSent {
+    fn new(parts: usize, sent: Option<Sent>) -> Self {
+        match sent {
+            None => AllSent(None),
+            Some(sent) if parts == 0 => {
+                sent(Ok(()));
+                AllSent(None)
+            }
+            Some(sent) => AllSent(Some(Arc::new(Mutex::new(AllSentState {
+                left: parts,
+                error: None,
+                sent: Some(sent),
+            })))),
+        }
+    }
+
+    /// The callback of one part.
+    fn part(&self) -> Option<Sent> {
+        let state = self.0.clone()?;
+        Some(Box::new(move |result: Result<(), BusError>| {
+            let done = {
+                let mut st = state.lock();
+                st.left -= 1;
+                if let Err(e) = result {
+                    st.error.get_or_insert(e);
+                }
+                if st.left == 0 {
+                    st.sent.take().map(|s| (s, st.error.take()))
+                } else {
+                    None
+                }
+            };
+            if let Some((sent, error)) = done {
+                sent(error.map_or(Ok(()), Err));
+            }
+        }))
+    }
+
+    /// Nobody is to be told any more (the caller got an error at once).
+    fn cancel(&self) {
+        if let Some(state) = &self.0 {
+            state.lock().sent = None;
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 
-use super::{BusError, BusEvent, ClusterBus};
+use super::{BusError, BusEvent, ClusterBus, Sent};
 
 /// Messages a member may have waiting before further ones are dropped (as
 /// Redis drops a subscriber whose output buffer overflows).
@@ -155,8 +155,12 @@ impl ClusterBus for LocalBus {
         self.send_now(channel, payload).map(Some)
     }
 
-    fn enqueue(&self, channel: String, payload: Bytes) -> Result<(), BusError> {
-        self.send_now(&channel, payload).map(|_| ())
+    fn enqueue(&self, channel: String, payload: Bytes, sent: Option<Sent>) -> Result<(), BusError> {
+        self.send_now(&channel, payload)?;
+        if let Some(sent) = sent {
+            sent(Ok(()));
+        }
+        Ok(())
     }
 
     async fn subscribe(&self, channels: &[String]) -> Result<(), BusError> {

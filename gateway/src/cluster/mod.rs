@@ -36,6 +36,10 @@ pub enum BusError {
     Unavailable(String),
 }
 
+/// Told once what became of an enqueued message (see
+/// [`ClusterBus::enqueue`]).
+pub type Sent = Box<dyn FnOnce(Result<(), BusError>) + Send>;
+
 /// What a bus hands the node.
 #[derive(Debug)]
 pub enum BusEvent {
@@ -65,8 +69,11 @@ pub trait ClusterBus: Send + Sync + 'static {
     /// Hands `payload` for `channel` to the bus without waiting for its
     /// answer: messages go out in the order of the calls (pipelined on one
     /// connection). Fails at once when the bus is known to be down or its
-    /// send queue is full.
-    fn enqueue(&self, channel: String, payload: Bytes) -> Result<(), BusError>;
+    /// send queue is full (and then `sent` is not called). Otherwise `sent`
+    /// is called once with the message's fate: `Ok` once the bus accepted
+    /// it (Redis replied to the publish), an error when it did not or its
+    /// fate is unknown (the connection was lost with it in flight).
+    fn enqueue(&self, channel: String, payload: Bytes, sent: Option<Sent>) -> Result<(), BusError>;
     async fn subscribe(&self, channels: &[String]) -> Result<(), BusError>;
     async fn unsubscribe(&self, channels: &[String]) -> Result<(), BusError>;
     /// The stream of incoming messages and connection events (taken once).

@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fred::clients::Client;
+use fred::clients::{Client, Pipeline};
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use fred::types::Builder;
-use fred::types::config::{Config, ReconnectPolicy, ServerConfig};
+use fred::types::config::{Config, Options, ReconnectPolicy, ServerConfig};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use super::{BusError, BusEvent, ClusterBus};
+use super::{BusError, BusEvent, ClusterBus, Sent};
 
 /// Events waiting for the node before further messages are dropped.
 const EVENT_QUEUE: usize = 65_536;
@@ -36,9 +36,25 @@ pub struct RedisBus {
     publisher: Client,
     subscriber: Client,
     sharded: bool,
-    sender: mpsc::Sender<(String, Bytes)>,
+    sender: mpsc::Sender<Outgoing>,
     rx: Mutex<Option<mpsc::Receiver<BusEvent>>>,
     _tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A message waiting for the sender task, and whom to tell its fate.
+type Outgoing = (String, Bytes, Option<Sent>);
+
+/// Options of every publish: one attempt, failing at once while the
+/// connection is down. A publish is never sent again after a reconnection
+/// (seconds late, out of context, perhaps twice): its fate is reported as
+/// unknown instead, and the caller's answer says so.
+fn publish_options() -> Options {
+    Options {
+        max_attempts: Some(1),
+        fail_fast: true,
+        timeout: Some(COMMAND_TIMEOUT),
+        ..Default::default()
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> BusError {
@@ -200,10 +216,11 @@ impl ClusterBus for RedisBus {
         if !self.publisher.is_connected() {
             return Err(BusError::Unavailable("redis not connected".into()));
         }
+        let publisher = self.publisher.with_options(&publish_options());
         let result: Result<i64, _> = if self.sharded {
-            self.publisher.spublish(channel, payload).await
+            publisher.spublish(channel, payload).await
         } else {
-            self.publisher.publish(channel, payload).await
+            publisher.publish(channel, payload).await
         };
         // The reply counts the subscriber connections: one per node.
         result
@@ -211,12 +228,12 @@ impl ClusterBus for RedisBus {
             .map_err(unavailable)
     }
 
-    fn enqueue(&self, channel: String, payload: Bytes) -> Result<(), BusError> {
+    fn enqueue(&self, channel: String, payload: Bytes, sent: Option<Sent>) -> Result<(), BusError> {
         if !self.publisher.is_connected() {
             return Err(BusError::Unavailable("redis not connected".into()));
         }
         self.sender
-            .try_send((channel, payload))
+            .try_send((channel, payload, sent))
             .map_err(|_| BusError::Unavailable("redis send queue full".into()))
     }
 
@@ -277,27 +294,37 @@ impl ClusterBus for RedisBus {
 }
 
 /// Sends enqueued messages in order, everything waiting at once as one
-/// pipeline (one round trip per batch, not per message).
-async fn send_pipelined(
-    client: Client,
-    sharded: bool,
-    mut outgoing: mpsc::Receiver<(String, Bytes)>,
-) {
+/// pipeline (one round trip per batch, not per message), then tells each
+/// message's sender its fate: accepted when Redis replied, failed when the
+/// batch failed or its fate is unknown.
+async fn send_pipelined(client: Client, sharded: bool, mut outgoing: mpsc::Receiver<Outgoing>) {
     let mut batch = Vec::with_capacity(SEND_BATCH);
+    let mut waiting: Vec<Sent> = Vec::with_capacity(SEND_BATCH);
     while outgoing.recv_many(&mut batch, SEND_BATCH).await > 0 {
-        let pipeline = client.pipeline();
-        for (channel, payload) in batch.drain(..) {
-            let queued: Result<(), _> = if sharded {
+        let pipeline = Pipeline::from(client.with_options(&publish_options()));
+        let mut queued = Ok(());
+        for (channel, payload, sent) in batch.drain(..) {
+            waiting.extend(sent);
+            if queued.is_err() {
+                continue;
+            }
+            let q: Result<(), _> = if sharded {
                 pipeline.spublish(channel, payload).await
             } else {
                 pipeline.publish(channel, payload).await
             };
-            if let Err(e) = queued {
-                tracing::warn!(error = %e, "redis publish not queued");
-            }
+            queued = q;
         }
-        if let Err(e) = pipeline.all::<Vec<fred::types::Value>>().await {
+        let result = match queued {
+            Ok(()) => pipeline.all::<Vec<fred::types::Value>>().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let result = result.map_err(|e| {
             tracing::warn!(error = %e, "redis pipelined publish failed");
+            unavailable(e)
+        });
+        for sent in waiting.drain(..) {
+            sent(result.clone());
         }
     }
 }

@@ -293,7 +293,7 @@ impl Subscriptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{BusError, BusEvent};
+    use crate::cluster::{BusError, BusEvent, Sent};
     use bytes::Bytes;
     use tokio::sync::{Semaphore, mpsc};
 
@@ -316,7 +316,7 @@ mod tests {
         async fn publish(&self, _: &str, _: Bytes) -> Result<(), BusError> {
             Ok(())
         }
-        fn enqueue(&self, _: String, _: Bytes) -> Result<(), BusError> {
+        fn enqueue(&self, _: String, _: Bytes, _: Option<Sent>) -> Result<(), BusError> {
             Ok(())
         }
         async fn subscribe(&self, channels: &[String]) -> Result<(), BusError> {

@@ -14,6 +14,7 @@ use super::SocketIo;
 use super::namespace::{Joined, Target};
 use super::payload::{self, Payload};
 use super::socket::{Inbound, InboundEvent, Socket};
+use crate::cluster::{BusError, Sent};
 use crate::engine::{Connection, Session};
 use crate::hooks::{ConnectDecision, ConnectRequest, Event};
 use crate::protocol::socketio::{self, DecodeLimits, PacketKind, RESERVED_EVENTS};
@@ -339,6 +340,10 @@ impl Client {
             return Err(DisconnectReason::ProtocolError);
         }
         if event.starts_with('$') {
+            if event == "$publish" {
+                self.publish(socket, &args, ack);
+                return Ok(());
+            }
             let reply = self.reserved(socket, &event, &args).await;
             if let Some(id) = ack {
                 let _ = socket.ack(id, &reply);
@@ -385,7 +390,67 @@ impl Client {
         Ok(())
     }
 
-    /// `$join`, `$leave`, `$publish`: the answer for the client's ack.
+    /// `$publish`, room, event, ...args: answered once the other nodes'
+    /// copies were accepted by the bus (or at once with an error), without
+    /// the reader waiting for it: the answer is sent when Redis replies.
+    fn publish(&self, socket: &Arc<Socket>, args: &Payload, ack: Option<u64>) {
+        let answer = |reply: Payload| {
+            if let Some(id) = ack {
+                let _ = socket.ack(id, &reply);
+            }
+        };
+        let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(&args.args) else {
+            return answer(err_ack("invalid arguments"));
+        };
+        let string_at = |i: usize| -> Option<String> {
+            list.get(i)
+                .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+        };
+        let limits = &self.io.config().limits;
+        let policy = &socket.namespace().policy;
+        let Some(room) = string_at(0).filter(|r| !r.is_empty() && r.len() <= limits.max_room_name)
+        else {
+            return answer(err_ack("room must be a non-empty string"));
+        };
+        if !policy.publish {
+            return answer(err_ack("publishing is not allowed in this namespace"));
+        }
+        if !socket.in_room(&room) || room == socket.id() {
+            return answer(err_ack("not a member of this room"));
+        }
+        let Some(name) = string_at(1) else {
+            return answer(err_ack("event must be a string"));
+        };
+        if name.is_empty()
+            || name.starts_with('$')
+            || name.len() > limits.max_event_name
+            || RESERVED_EVENTS.contains(&name.as_str())
+        {
+            return answer(err_ack("this event name cannot be published"));
+        }
+        let rest: Vec<&str> = list.iter().skip(2).map(|v| v.get()).collect();
+        let payload = Payload {
+            args: format!("[{}]", rest.join(",")),
+            attachments: args.attachments.clone(),
+        };
+        let target = Target::room(room).except(socket.id());
+        let sent: Option<Sent> = ack.map(|id| {
+            let socket = socket.clone();
+            Box::new(move |result: Result<(), BusError>| {
+                let reply = match result {
+                    Ok(()) => ok_ack(),
+                    Err(e) => err_ack(&e.to_string()),
+                };
+                let _ = socket.ack(id, &reply);
+            }) as Sent
+        });
+        let nsp = &socket.namespace().name;
+        if let Err(e) = self.io.emit_nowait(nsp, &target, &name, &payload, sent) {
+            answer(err_ack(&e.to_string()));
+        }
+    }
+
+    /// `$join`, `$leave`: the answer for the client's ack.
     async fn reserved(&self, socket: &Arc<Socket>, event: &str, args: &Payload) -> Payload {
         let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(&args.args) else {
             return err_ack("invalid arguments");
@@ -429,37 +494,6 @@ impl Client {
                 }
                 socket.namespace().leave(socket, &room);
                 ok_ack()
-            }
-            "$publish" => {
-                if !policy.publish {
-                    return err_ack("publishing is not allowed in this namespace");
-                }
-                if !socket.in_room(&room) || room == socket.id() {
-                    return err_ack("not a member of this room");
-                }
-                let Some(name) = string_at(1) else {
-                    return err_ack("event must be a string");
-                };
-                if name.is_empty()
-                    || name.starts_with('$')
-                    || name.len() > limits.max_event_name
-                    || RESERVED_EVENTS.contains(&name.as_str())
-                {
-                    return err_ack("this event name cannot be published");
-                }
-                let rest: Vec<&str> = list.iter().skip(2).map(|v| v.get()).collect();
-                let payload = Payload {
-                    args: format!("[{}]", rest.join(",")),
-                    attachments: args.attachments.clone(),
-                };
-                let target = Target::room(room).except(socket.id());
-                match self
-                    .io
-                    .emit_nowait(&socket.namespace().name, &target, &name, &payload)
-                {
-                    Ok(_) => ok_ack(),
-                    Err(e) => err_ack(&e.to_string()),
-                }
             }
             _ => err_ack("unknown reserved event"),
         }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::cluster::adapter::{self, Adapter, ClusterError, Deliver};
 use crate::cluster::message::{Answer, Broadcast, Op, Request, SocketAck, SocketInfo};
-use crate::cluster::{BusError, ClusterBus, Held, NodeInfo};
+use crate::cluster::{BusError, ClusterBus, Held, NodeInfo, Sent};
 use crate::config::{Config, ConfigError};
 use crate::engine::{Connection, EngineHandler, Frame, Session};
 use crate::hooks::Hooks;
@@ -219,23 +219,31 @@ impl SocketIo {
     /// [`SocketIo::emit`] without waiting for the bus's answer (clients'
     /// `$publish`: a publisher's messages stay in order and its reader never
     /// waits on Redis). A bus known to be down is an error, after local
-    /// delivery.
+    /// delivery. Otherwise `sent` is told once whether the bus accepted the
+    /// copies for the other nodes (at once when there are none).
     pub fn emit_nowait(
         &self,
         nsp: &str,
         target: &Target,
         event: &str,
         args: &Payload,
+        sent: Option<Sent>,
     ) -> Result<usize, OpError> {
         let frames = payload::encode_event(nsp, event, args, None)?;
         let local = self.emit_local(nsp, target, &frames);
-        if let Some(Frame::Text(text)) = frames.first() {
-            self.inner.adapter.enqueue_broadcast(
+        match frames.first() {
+            Some(Frame::Text(text)) => self.inner.adapter.enqueue_broadcast(
                 nsp,
                 target.clone(),
                 text.as_str(),
                 &args.attachments,
-            )?;
+                sent,
+            )?,
+            _ => {
+                if let Some(sent) = sent {
+                    sent(Ok(()));
+                }
+            }
         }
         Ok(local)
     }
