@@ -674,3 +674,139 @@ async fn acked_publishes_survive_redis_restart() {
         "every delivered message was acknowledged"
     );
 }
+
+/// What a publisher was told, and whether the member's node was subscribed
+/// (on a live connection) around each publish.
+#[derive(Default)]
+struct PublishLog {
+    next: u64,
+    /// Acknowledged while the member's node was subscribed: must arrive.
+    must_arrive: Vec<u64>,
+    /// Acknowledged while the member's node was not (the outage window).
+    in_window: Vec<u64>,
+    refused: u32,
+}
+
+impl PublishLog {
+    /// One `$publish` from `p` to room `r`; returns whether it was acked ok.
+    async fn publish(&mut self, p: &mut Client, member_node: &TestNode, channel: &str) -> bool {
+        let ready = || {
+            let adapter = member_node.io.adapter();
+            adapter.is_connected() && adapter.subscriptions.is_active(channel)
+        };
+        let before = ready();
+        let r = p.ack("$publish", json!(["r", "m", self.next])).await;
+        let after = ready();
+        let ok = r == json!({"ok": true});
+        if ok && before && after {
+            self.must_arrive.push(self.next);
+        } else if ok {
+            self.in_window.push(self.next);
+        } else {
+            assert_eq!(r["ok"], json!(false), "{r}");
+            self.refused += 1;
+        }
+        self.next += 1;
+        ok
+    }
+
+    /// Publishes until one is acknowledged while the member's node is
+    /// subscribed again (bounded).
+    async fn until_through(&mut self, p: &mut Client, member_node: &TestNode, channel: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let through = self.must_arrive.len();
+            self.publish(p, member_node, channel).await;
+            if self.must_arrive.len() > through {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "publishes not accepted again within 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Redis behind Sentinel (a master, a replica, three sentinels), two
+/// gateway nodes, a publisher on one and a member on the other. The master
+/// is shut down (`SHUTDOWN NOSAVE`), then, once the old master is back as
+/// a replica, the new master is killed (SIGKILL). The nodes follow each
+/// failover without a restart; every publish acknowledged while the
+/// member's node was subscribed arrives exactly once and in order; nothing
+/// arrives twice or late out of order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_loses_no_acknowledged_publish() {
+    let mut s = RedisSentinel::start().await;
+    let backend = Backend::Redis(s.url());
+    let n1 = TestNode::start(&backend).await;
+    let n2 = TestNode::start(&backend).await;
+    wait_mesh(&[&n1, &n2]).await;
+    let mut a = Client::connect(n1.addr).await;
+    let mut p = Client::connect(n2.addr).await;
+    a.join("r").await;
+    p.join("r").await;
+    let channel = n1.io.namespaces().get("/").unwrap().room_channel("r");
+    let mut log = PublishLog::default();
+    for _ in 0..20 {
+        assert!(log.publish(&mut p, &n1, &channel).await);
+    }
+    let (first, second) = (s.master.port, s.replica.port);
+
+    // Failover 1: the master shuts down; the replica is promoted.
+    s.master.shutdown().await;
+    log.until_through(&mut p, &n1, &channel).await;
+    assert_eq!(s.master_port().await, Some(second), "replica promoted");
+    for _ in 0..20 {
+        log.publish(&mut p, &n1, &channel).await;
+    }
+
+    // The old master comes back as a replica of the new one.
+    s.master
+        .start_with(&["--replicaof", "127.0.0.1", &second.to_string()])
+        .await;
+    let sentinel = s.sentinels[0];
+    eventually("sentinels see the old master as a replica", || async move {
+        sentinel_replicas(sentinel).await.contains(&first)
+    })
+    .await;
+
+    // Failover 2: the new master is killed.
+    s.replica.stop();
+    log.until_through(&mut p, &n1, &channel).await;
+    assert_eq!(s.master_port().await, Some(first), "old master promoted");
+    for _ in 0..20 {
+        log.publish(&mut p, &n1, &channel).await;
+    }
+
+    let mut got = Vec::new();
+    while let Some((name, args)) = a.event(Duration::from_millis(700)).await {
+        assert_eq!(name, "m");
+        got.push(args[0].as_u64().unwrap());
+    }
+    assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "in order, no duplicates: {got:?}"
+    );
+    let lost: Vec<u64> = log
+        .must_arrive
+        .iter()
+        .filter(|i| !got.contains(i))
+        .copied()
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged while subscribed, but lost: {lost:?} (window: {:?}, refused {})",
+        log.in_window,
+        log.refused
+    );
+    eprintln!(
+        "sentinel failovers: {} publishes, {} must arrive (all did), {} acked in the outage window ({} of them arrived), {} refused",
+        log.next,
+        log.must_arrive.len(),
+        log.in_window.len(),
+        log.in_window.iter().filter(|i| got.contains(i)).count(),
+        log.refused
+    );
+}

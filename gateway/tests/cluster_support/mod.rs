@@ -113,6 +113,11 @@ impl Redis {
     }
 
     pub async fn restart(&mut self) {
+        self.start_with(&[]).await;
+    }
+
+    /// (Re)starts the server with `extra` arguments.
+    pub async fn start_with(&mut self, extra: &[&str]) {
         self.stop();
         let child = Command::new("redis-server")
             .args([
@@ -128,6 +133,7 @@ impl Redis {
                 "--enable-debug-command",
                 "local",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -144,9 +150,21 @@ impl Redis {
         .await;
     }
 
+    /// Kills the server (SIGKILL): connections drop without a goodbye.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `SHUTDOWN NOSAVE`: the server closes its connections and exits.
+    pub async fn shutdown(&mut self) {
+        let _ = tokio::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "SHUTDOWN", "NOSAVE"])
+            .output()
+            .await;
+        if let Some(mut c) = self.child.take() {
             let _ = c.wait();
         }
     }
@@ -572,5 +590,136 @@ impl Drop for BusyCores {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// A Redis master, one replica and three sentinels watching them (service
+/// `mymaster`, quorum 2), in a temporary directory, as a Sentinel
+/// deployment runs.
+pub struct RedisSentinel {
+    pub master: Redis,
+    pub replica: Redis,
+    pub sentinels: Vec<u16>,
+    children: Vec<Child>,
+    dir: std::path::PathBuf,
+}
+
+impl RedisSentinel {
+    pub async fn start() -> Self {
+        let master = Redis::start().await;
+        let mut replica = Redis::unstarted();
+        replica
+            .start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()])
+            .await;
+        let dir = std::env::temp_dir().join(format!("gw-redis-sentinel-{}", free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut sentinels = Vec::new();
+        let mut children = Vec::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let conf = dir.join(format!("sentinel-{port}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {dir}\n\
+                     sentinel monitor mymaster 127.0.0.1 {master} 2\n\
+                     sentinel down-after-milliseconds mymaster 1000\n\
+                     sentinel failover-timeout mymaster 4000\n\
+                     sentinel parallel-syncs mymaster 1\n",
+                    dir = dir.display(),
+                    master = master.port
+                ),
+            )
+            .unwrap();
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server --sentinel");
+            let pid = child.id();
+            children.push(child);
+            eventually("sentinel accepting", || async move {
+                server_pid(port).await == Some(pid)
+            })
+            .await;
+            sentinels.push(port);
+        }
+        let s = RedisSentinel {
+            master,
+            replica,
+            sentinels,
+            children,
+            dir,
+        };
+        let replica_port = s.replica.port;
+        let first = s.sentinels[0];
+        eventually("sentinels see the replica", || async move {
+            sentinel_replicas(first).await.contains(&replica_port)
+        })
+        .await;
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!(
+            "redis-sentinel://127.0.0.1:{}?sentinelServiceName=mymaster&node=127.0.0.1:{}&node=127.0.0.1:{}",
+            self.sentinels[0], self.sentinels[1], self.sentinels[2]
+        )
+    }
+
+    /// The master's port as the first sentinel tells it.
+    pub async fn master_port(&self) -> Option<u16> {
+        let out = tokio::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &self.sentinels[0].to_string(),
+                "SENTINEL",
+                "get-master-addr-by-name",
+                "mymaster",
+            ])
+            .output()
+            .await
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+pub async fn sentinel_replicas(sentinel: u16) -> Vec<u16> {
+    let Ok(out) = tokio::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &sentinel.to_string(),
+            "SENTINEL",
+            "replicas",
+            "mymaster",
+        ])
+        .output()
+        .await
+    else {
+        return Vec::new();
+    };
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0] == "port")
+        .filter_map(|w| w[1].trim().parse().ok())
+        .collect()
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
