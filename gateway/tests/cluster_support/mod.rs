@@ -432,6 +432,8 @@ async fn next_text(ws: &mut Ws) -> String {
 /// yes` and `redis-cli --cluster create`, in a temporary directory.
 pub struct RedisCluster {
     pub ports: Vec<u16>,
+    /// Replicas per master.
+    replicas: usize,
     children: Vec<Child>,
     dir: std::path::PathBuf,
 }
@@ -459,8 +461,69 @@ impl RedisCluster {
             .collect();
         RedisCluster {
             ports,
+            replicas: 0,
             children: Vec::new(),
             dir,
+        }
+    }
+
+    /// `masters` masters with one replica each (`2 * masters` servers) and
+    /// a short node timeout, so a killed master is replaced within seconds.
+    pub async fn start_with_replicas(masters: usize) -> Self {
+        let mut cluster = Self::unstarted(2 * masters);
+        cluster.replicas = 1;
+        cluster.launch().await;
+        cluster
+    }
+
+    /// The port of the master serving `key`'s slot now, as `port` sees it.
+    pub async fn master_of(&self, key: &str, port: u16) -> Option<u16> {
+        let cli = |args: Vec<String>| async move {
+            tokio::process::Command::new("redis-cli")
+                .args(args)
+                .output()
+                .await
+                .ok()
+                .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        };
+        let p = port.to_string();
+        let slot: u16 = cli(vec![
+            "-p".into(),
+            p.clone(),
+            "CLUSTER".into(),
+            "KEYSLOT".into(),
+            key.into(),
+        ])
+        .await?
+        .trim()
+        .parse()
+        .ok()?;
+        let nodes = cli(vec!["-p".into(), p, "CLUSTER".into(), "NODES".into()]).await?;
+        nodes.lines().find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 9 || !f[2].contains("master") || f[2].contains("fail") {
+                return None;
+            }
+            let serves = f[8..].iter().any(|r| {
+                let mut it = r.split('-');
+                let lo: u16 = it.next().and_then(|v| v.parse().ok()).unwrap_or(u16::MAX);
+                let hi: u16 = it.next().and_then(|v| v.parse().ok()).unwrap_or(lo);
+                (lo..=hi).contains(&slot)
+            });
+            if !serves {
+                return None;
+            }
+            f[1].split('@').next()?.rsplit(':').next()?.parse().ok()
+        })
+    }
+
+    /// Kills (SIGKILL) the server on `port`.
+    pub fn kill(&mut self, port: u16) {
+        if let Some(i) = self.ports.iter().position(|&p| p == port)
+            && let Some(c) = self.children.get_mut(i)
+        {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 
@@ -488,6 +551,11 @@ impl RedisCluster {
                     "no",
                     "--enable-debug-command",
                     "local",
+                    "--cluster-node-timeout",
+                    "2000",
+                    // Replicas sync at once (the default waits 5 s).
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -503,6 +571,8 @@ impl RedisCluster {
         self.children = children;
         let mut args = vec!["--cluster".to_owned(), "create".to_owned()];
         args.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
+        args.push("--cluster-replicas".to_owned());
+        args.push(self.replicas.to_string());
         args.push("--cluster-yes".to_owned());
         let out = Command::new("redis-cli")
             .args(&args)
