@@ -711,14 +711,20 @@ impl PublishLog {
     }
 
     /// Publishes until one is acknowledged while the member's node is
-    /// subscribed again (bounded).
-    async fn until_through(&mut self, p: &mut Client, member_node: &TestNode, channel: &str) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    /// subscribed again (bounded); returns how long that took.
+    async fn until_through(
+        &mut self,
+        p: &mut Client,
+        member_node: &TestNode,
+        channel: &str,
+    ) -> Duration {
+        let started = std::time::Instant::now();
+        let deadline = started + Duration::from_secs(30);
         loop {
             let through = self.must_arrive.len();
             self.publish(p, member_node, channel).await;
             if self.must_arrive.len() > through {
-                return;
+                return started.elapsed();
             }
             assert!(
                 std::time::Instant::now() < deadline,
@@ -756,7 +762,8 @@ async fn sentinel_failover_loses_no_acknowledged_publish() {
 
     // Failover 1: the master shuts down; the replica is promoted.
     s.master.shutdown().await;
-    log.until_through(&mut p, &n1, &channel).await;
+    let took = log.until_through(&mut p, &n1, &channel).await;
+    eprintln!("sentinel failover by SHUTDOWN NOSAVE: through again after {took:?}");
     assert_eq!(s.master_port().await, Some(second), "replica promoted");
     for _ in 0..20 {
         log.publish(&mut p, &n1, &channel).await;
@@ -774,7 +781,8 @@ async fn sentinel_failover_loses_no_acknowledged_publish() {
 
     // Failover 2: the new master is killed.
     s.replica.stop();
-    log.until_through(&mut p, &n1, &channel).await;
+    let took = log.until_through(&mut p, &n1, &channel).await;
+    eprintln!("sentinel failover by SIGKILL: through again after {took:?}");
     assert_eq!(s.master_port().await, Some(first), "old master promoted");
     for _ in 0..20 {
         log.publish(&mut p, &n1, &channel).await;
@@ -846,7 +854,8 @@ async fn redis_cluster_master_killed() {
     }
     cluster.kill(master);
     let other = *cluster.ports.iter().find(|&&p| p != master).unwrap();
-    log.until_through(&mut p, &n1, &channel).await;
+    let took = log.until_through(&mut p, &n1, &channel).await;
+    eprintln!("cluster master killed: through again after {took:?}");
     let promoted = cluster.master_of(&channel, other).await;
     assert!(
         promoted.is_some() && promoted != Some(master),
