@@ -572,6 +572,16 @@ async fn node_started_before_redis_cluster() {
     cold_start_then_fanout(&backend, n1).await;
 }
 
+#[tokio::test]
+async fn node_started_before_redis_sentinel() {
+    let mut sentinel = RedisSentinel::unstarted();
+    let backend = Backend::Redis(sentinel.url());
+    let n1 = TestNode::start(&backend).await;
+    assert!(!n1.io.adapter().is_connected(), "ready without redis");
+    sentinel.launch().await;
+    cold_start_then_fanout(&backend, n1).await;
+}
+
 /// `n1` was started before Redis: it must connect on its own, then work
 /// with a node started after.
 async fn cold_start_then_fanout(backend: &Backend, n1: TestNode) {

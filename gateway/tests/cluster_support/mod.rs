@@ -676,17 +676,32 @@ pub struct RedisSentinel {
 
 impl RedisSentinel {
     pub async fn start() -> Self {
-        let master = Redis::start().await;
-        let mut replica = Redis::unstarted();
-        replica
-            .start_with(&["--replicaof", "127.0.0.1", &master.port.to_string()])
+        let mut s = Self::unstarted();
+        s.launch().await;
+        s
+    }
+
+    /// Free ports for everything, started later (`launch`).
+    pub fn unstarted() -> Self {
+        RedisSentinel {
+            master: Redis::unstarted(),
+            replica: Redis::unstarted(),
+            sentinels: (0..3).map(|_| free_port()).collect(),
+            children: Vec::new(),
+            dir: std::env::temp_dir().join(format!("gw-redis-sentinel-{}", free_port())),
+        }
+    }
+
+    /// Starts the master, the replica and the sentinels.
+    pub async fn launch(&mut self) {
+        self.master.restart().await;
+        let master = self.master.port;
+        self.replica
+            .start_with(&["--replicaof", "127.0.0.1", &master.to_string()])
             .await;
-        let dir = std::env::temp_dir().join(format!("gw-redis-sentinel-{}", free_port()));
+        let dir = self.dir.clone();
         std::fs::create_dir_all(&dir).unwrap();
-        let mut sentinels = Vec::new();
-        let mut children = Vec::new();
-        for _ in 0..3 {
-            let port = free_port();
+        for &port in &self.sentinels {
             let conf = dir.join(format!("sentinel-{port}.conf"));
             std::fs::write(
                 &conf,
@@ -697,7 +712,6 @@ impl RedisSentinel {
                      sentinel failover-timeout mymaster 4000\n\
                      sentinel parallel-syncs mymaster 1\n",
                     dir = dir.display(),
-                    master = master.port
                 ),
             )
             .unwrap();
@@ -709,27 +723,18 @@ impl RedisSentinel {
                 .spawn()
                 .expect("redis-server --sentinel");
             let pid = child.id();
-            children.push(child);
+            self.children.push(child);
             eventually("sentinel accepting", || async move {
                 server_pid(port).await == Some(pid)
             })
             .await;
-            sentinels.push(port);
         }
-        let s = RedisSentinel {
-            master,
-            replica,
-            sentinels,
-            children,
-            dir,
-        };
-        let replica_port = s.replica.port;
-        let first = s.sentinels[0];
+        let replica_port = self.replica.port;
+        let first = self.sentinels[0];
         eventually("sentinels see the replica", || async move {
             sentinel_replicas(first).await.contains(&replica_port)
         })
         .await;
-        s
     }
 
     pub fn url(&self) -> String {
