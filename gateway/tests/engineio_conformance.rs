@@ -895,3 +895,43 @@ async fn websocket_framing_errors_close_only_that_connection() {
         "the bystander is served"
     );
 }
+
+/// RFC 6455 closes: a valid code the client sends is echoed, one a peer
+/// may not send (reserved, undefined, out of range, or a one-byte body) is
+/// a protocol error (1002), and a policy close (the rate limit) says 1008
+/// with the reason.
+#[tokio::test]
+async fn websocket_close_codes_are_echoed_or_refused() {
+    let node = start(CONFORMANCE).await;
+    for code in [1000u16, 1001, 1011, 3000, 4999] {
+        let (mut ws, _) = RawWs::open(&node).await;
+        ws.send(0x88, &code.to_be_bytes()).await;
+        assert_eq!(ws.expect_close().await, code, "echoed");
+    }
+    for code in [0u16, 999, 1004, 1005, 1006, 1015, 2000, 5000] {
+        let (mut ws, _) = RawWs::open(&node).await;
+        ws.send(0x88, &code.to_be_bytes()).await;
+        assert_eq!(ws.expect_close().await, 1002, "{code} refused");
+    }
+    let (mut ws, _) = RawWs::open(&node).await;
+    ws.send(0x88, &[0x03]).await;
+    assert_eq!(ws.expect_close().await, 1002, "one-byte close body");
+
+    let limited =
+        format!("{CONFORMANCE}\n[limits]\nrate_limit_per_sec = 1\nrate_limit_burst = 3\n");
+    let node = start(&limited).await;
+    let (mut ws, _) = RawWs::open(&node).await;
+    let mut close = None;
+    for _ in 0..20 {
+        ws.send(0x89, b"").await;
+    }
+    while let Some((op, body)) = ws.read_frame().await {
+        if op == 0x8 {
+            close = Some(body);
+            break;
+        }
+    }
+    let body = close.expect("a close frame");
+    assert_eq!(u16::from_be_bytes([body[0], body[1]]), 1008);
+    assert_eq!(&body[2..], b"rate_limited");
+}

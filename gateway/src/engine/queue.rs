@@ -307,16 +307,21 @@ impl OutboundQueue {
         self.fits(st, n, bytes)
     }
 
-    /// Queues the WebSocket close frame with `code` after the backlog, once,
-    /// and refuses everything after it.
-    pub fn push_ws_close(&self, code: u16) {
+    /// Queues the WebSocket close frame with `code` (and `reason`, when not
+    /// empty) after the backlog, once, and refuses everything after it.
+    pub fn push_ws_close(&self, code: u16, reason: &str) {
         let mut st = self.state.lock();
         if st.broken || st.close_sent || st.direct.is_none() {
             return;
         }
         st.close_sent = true;
         st.closed = true;
-        self.push_locked(&mut st, &[Frame::WsControl(ws::close_frame(code))]);
+        let frame = if reason.is_empty() {
+            ws::close_frame(code)
+        } else {
+            ws::close_frame_with_reason(code, reason)
+        };
+        self.push_locked(&mut st, &[Frame::WsControl(frame)]);
     }
 
     /// Drops the WebSocket write half (which shuts the socket's sending

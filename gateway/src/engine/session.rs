@@ -351,12 +351,17 @@ pub(crate) async fn drive(session: Arc<Session>, engine: Arc<Engine>) {
     if websocket {
         // Flush what was queued before the close (for example a
         // disconnect packet), then the close frame, all bounded.
-        let code = match reason {
-            DisconnectReason::ProtocolError => close_code::PROTOCOL_ERROR,
-            _ => close_code::NORMAL,
+        // A close frame already queued (the client's own code echoed, or a
+        // framing error's 1002/1007/1009) stays the one that is sent.
+        let (code, why) = match reason {
+            DisconnectReason::ProtocolError => (close_code::PROTOCOL_ERROR, reason.as_str()),
+            DisconnectReason::RateLimited | DisconnectReason::SlowConsumer => {
+                (close_code::POLICY, reason.as_str())
+            }
+            _ => (close_code::NORMAL, ""),
         };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
-            session.queue.push_ws_close(code);
+            session.queue.push_ws_close(code, why);
             let _ = flush_backlog(&session.queue).await;
         })
         .await;

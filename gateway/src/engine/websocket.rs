@@ -270,14 +270,20 @@ async fn read_loop(engine: &Engine, session: &Arc<Session>, mut reader: WsReader
             _ = session.closed() => return,
         };
         let result = match next {
-            Err(ReadError::Eof) | Ok(Message::Close(_)) => Err(DisconnectReason::TransportClose),
+            Err(ReadError::Eof) => Err(DisconnectReason::TransportClose),
+            Ok(Message::Close(code)) => {
+                // The client's code is echoed (an invalid one never gets
+                // here: the decoder refuses it with 1002).
+                session.queue.push_ws_close(ws::close_reply(code), "");
+                Err(DisconnectReason::TransportClose)
+            }
             Err(ReadError::Io(e)) => {
                 tracing::debug!(sid = %session.sid, error = %e, "websocket read failed");
                 Err(DisconnectReason::TransportError)
             }
             Err(ReadError::Protocol(e)) => {
                 tracing::debug!(sid = %session.sid, error = %e, "websocket protocol error");
-                session.queue.push_ws_close(e.close_code());
+                session.queue.push_ws_close(e.close_code(), "");
                 Err(DisconnectReason::ProtocolError)
             }
             Ok(Message::Text(data)) => {

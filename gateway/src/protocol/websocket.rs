@@ -28,6 +28,9 @@ pub mod close_code {
     pub const NORMAL: u16 = 1000;
     pub const PROTOCOL_ERROR: u16 = 1002;
     pub const INVALID_DATA: u16 = 1007;
+    /// The client broke a policy (rate limit, a bound on what it sends or
+    /// makes the node write).
+    pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
 }
 
@@ -82,6 +85,19 @@ pub fn encode_frame(opcode: u8, payload: &[u8]) -> Bytes {
 /// A close frame with `code` and no reason text.
 pub fn close_frame(code: u16) -> Bytes {
     encode_frame(opcode::CLOSE, &code.to_be_bytes())
+}
+
+/// A close frame with `code` and a short `reason` (cut to what a control
+/// frame holds: 123 bytes, on a character boundary).
+pub fn close_frame_with_reason(code: u16, reason: &str) -> Bytes {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    encode_frame(opcode::CLOSE, &payload)
 }
 
 /// A message decoded from the client.
@@ -258,9 +274,28 @@ fn close_message(payload: &[u8]) -> Result<Message, Error> {
             if std::str::from_utf8(reason).is_err() {
                 return Err(Error::InvalidUtf8);
             }
-            Ok(Message::Close(Some(u16::from_be_bytes([*a, *b]))))
+            let code = u16::from_be_bytes([*a, *b]);
+            if !valid_close_code(code) {
+                return Err(Error::BadClose);
+            }
+            Ok(Message::Close(Some(code)))
         }
     }
+}
+
+/// Whether a peer may send `code` in a close frame (RFC 6455 section 7.4,
+/// and the IANA registry): the defined codes a peer may send (1000-1003,
+/// 1007-1014), and the ranges for libraries and applications (3000-4999).
+/// 1004-1006 and 1015 are reserved, never sent on the wire.
+pub fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// The code the server answers a client's close with: the client's own
+/// (echoed, as RFC 6455 section 5.5.1 suggests), or 1000 when it sent none.
+/// (An invalid code never gets here: the decoder refuses it with 1002.)
+pub fn close_reply(code: Option<u16>) -> u16 {
+    code.unwrap_or(close_code::NORMAL)
 }
 
 fn unmask(data: &mut [u8], mask: [u8; 4]) {
@@ -437,6 +472,28 @@ mod tests {
             Decoder::new(10).decode(&mut buf),
             Ok(Some(Message::Close(None)))
         );
+    }
+
+    #[test]
+    fn close_codes_a_peer_may_not_send_are_protocol_errors() {
+        for code in [
+            0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            let payload = code.to_be_bytes();
+            let mut buf = BytesMut::from(&client_frame(0x88, &payload, [3; 4])[..]);
+            let err = Decoder::new(10).decode(&mut buf).unwrap_err();
+            assert_eq!((code, err, err.close_code()), (code, Error::BadClose, 1002));
+        }
+        for code in [
+            1000u16, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 3999, 4000, 4999,
+        ] {
+            let payload = code.to_be_bytes();
+            let mut buf = BytesMut::from(&client_frame(0x88, &payload, [3; 4])[..]);
+            let got = Decoder::new(10).decode(&mut buf);
+            assert_eq!(got, Ok(Some(Message::Close(Some(code)))));
+            assert_eq!(close_reply(Some(code)), code, "echoed");
+        }
+        assert_eq!(close_reply(None), 1000);
     }
 
     #[test]

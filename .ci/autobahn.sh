@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Autobahn|Testsuite's fuzzing client against the gateway's own WebSocket
+# code (gateway/examples/ws_echo.rs): cases 1-7, 9 and 10 (no compression
+# is negotiated, so 12 and 13 are not run). Fails on any FAILED case; the
+# NON-STRICT and INFORMATIONAL ones are listed in docs/protocol.md. The
+# report goes to target/autobahn/report (not in git).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=target/autobahn
+mkdir -p "$out"
+
+# Python 2.7 (pyenv on these machines) in a virtualenv of its own.
+py27="${PY27:-}"
+if [ -z "$py27" ]; then
+  for c in "$(pyenv root 2>/dev/null || echo /root/.pyenv)"/versions/2.7*/bin/python2.7 "$(command -v python2.7 || true)"; do
+    if [ -x "$c" ]; then py27="$c"; break; fi
+  done
+fi
+[ -n "$py27" ] || { echo "Python 2.7 is needed for Autobahn|Testsuite"; exit 1; }
+if [ ! -x "$out/venv/bin/wstest" ]; then
+  "$py27" -m pip install -q --user virtualenv 2>/dev/null || true
+  "$py27" -m virtualenv -q "$out/venv"
+  "$out/venv/bin/pip" install -q "autobahntestsuite==25.10.1" 2>&1 | grep -v -i deprecation || true
+fi
+
+cargo build -q -p gateway --example ws_echo
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+target/debug/examples/ws_echo "127.0.0.1:$port" > "$out/echo.log" 2>&1 &
+echo_pid=$!
+trap 'kill $echo_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 50); do
+  (echo > /dev/tcp/127.0.0.1/$port) 2>/dev/null && break
+  sleep 0.1
+done
+
+cat > "$out/fuzzingclient.json" <<JSON
+{
+  "outdir": "$out/report",
+  "servers": [{"agent": "gateway", "url": "ws://127.0.0.1:$port"}],
+  "cases": ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"],
+  "exclude-cases": [],
+  "exclude-agent-cases": {}
+}
+JSON
+rm -rf "$out/report"
+timeout 1200 "$out/venv/bin/wstest" -m fuzzingclient -s "$out/fuzzingclient.json" > "$out/wstest.log" 2>&1
+
+python3 - "$out/report/index.json" <<'PY'
+import collections, json, sys
+cases = json.load(open(sys.argv[1]))["gateway"]
+counts = collections.Counter(c["behavior"] for c in cases.values())
+print("Autobahn|Testsuite:", len(cases), "cases,", dict(counts))
+def key(k):
+    return [int(p) for p in k.split(".")]
+bad = []
+for k in sorted(cases, key=key):
+    c = cases[k]
+    if c["behavior"] != "OK" or c["behaviorClose"] not in ("OK", "INFORMATIONAL"):
+        print("  %s %s (close: %s)" % (k, c["behavior"], c["behaviorClose"]))
+    if "FAILED" in (c["behavior"], c["behaviorClose"]) or c["behavior"] == "UNIMPLEMENTED":
+        bad.append(k)
+if bad:
+    print("FAILED:", ", ".join(bad))
+    sys.exit(1)
+PY
