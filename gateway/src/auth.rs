@@ -1,19 +1,35 @@
-//! JWT verification of `auth.token` on CONNECT (HS256 and RS256).
+//! JWT verification of `auth.token` on CONNECT: HS256, RS256 and ES256, with
+//! a key from configuration or from a JWKS URL ([`jwks`]).
 //!
-//! Claims used: `sub` becomes the socket's user id, `exp` is enforced, and an
-//! optional `rooms` array names rooms the socket joins on connect.
+//! One algorithm per namespace, from configuration (the token's `alg` header
+//! never chooses). Claims used: `sub` becomes the socket's user id and an
+//! optional `rooms` array names rooms the socket joins on connect. `exp` is
+//! required; `exp` and `nbf` are checked with `leeway_secs` of clock skew;
+//! `aud` and `iss` are checked against `audience` / `issuer` when those are
+//! configured, and ignored when not.
+
+mod jwks;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::{JwtAlgorithm, JwtConfig};
 
+/// Why a token was not accepted; the text is what the client reads in its
+/// CONNECT_ERROR.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("invalid token: missing auth.token")]
     Missing,
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// The keys to check the token against could not be obtained (JWKS URL
+    /// unreachable, too slow, too large or not a key set).
+    #[error("cannot verify token: signing keys unavailable")]
+    KeysUnavailable,
     #[error("bad key configuration: {0}")]
     Key(String),
 }
@@ -33,9 +49,15 @@ struct Claims {
     rooms: Vec<String>,
 }
 
+/// Where the verification key comes from.
+enum Keys {
+    Fixed(DecodingKey),
+    Jwks(Arc<jwks::JwksCache>),
+}
+
 /// A verifier built once per namespace policy.
 pub struct JwtVerifier {
-    key: DecodingKey,
+    keys: Keys,
     validation: Validation,
 }
 
@@ -43,73 +65,177 @@ impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtVerifier")
             .field("algorithms", &self.validation.algorithms)
+            .field("jwks", &matches!(self.keys, Keys::Jwks(_)))
             .finish_non_exhaustive()
     }
 }
 
+/// The most clock skew `leeway_secs` may allow.
+const MAX_LEEWAY_SECS: u64 = 600;
+
 impl JwtVerifier {
+    /// Checks `config` and builds the verifier: reads a key file if one is
+    /// named, but fetches nothing (see [`JwtVerifier::start`]).
     pub fn new(config: &JwtConfig) -> Result<Self, AuthError> {
-        let (key, algorithm) = match config.algorithm {
-            JwtAlgorithm::HS256 => {
+        let algorithm = match config.algorithm {
+            JwtAlgorithm::HS256 => Algorithm::HS256,
+            JwtAlgorithm::RS256 => Algorithm::RS256,
+            JwtAlgorithm::ES256 => Algorithm::ES256,
+        };
+        let keys = match algorithm {
+            Algorithm::HS256 => {
+                if config.public_key.is_some()
+                    || config.public_key_file.is_some()
+                    || config.jwks_url.is_some()
+                {
+                    return Err(AuthError::Key(
+                        "HS256 takes only `secret` (no public key, no `jwks_url`)".into(),
+                    ));
+                }
                 let secret = config
                     .secret
                     .as_deref()
                     .filter(|s| !s.is_empty())
                     .ok_or_else(|| AuthError::Key("HS256 needs `secret`".into()))?;
-                (
-                    DecodingKey::from_secret(secret.as_bytes()),
-                    Algorithm::HS256,
-                )
+                Keys::Fixed(DecodingKey::from_secret(secret.as_bytes()))
             }
-            JwtAlgorithm::RS256 => {
-                let pem = match (&config.public_key, &config.public_key_file) {
-                    (Some(pem), None) => pem.clone(),
-                    (None, Some(path)) => std::fs::read_to_string(path)
-                        .map_err(|e| AuthError::Key(format!("{path}: {e}")))?,
-                    _ => {
-                        return Err(AuthError::Key(
-                            "RS256 needs exactly one of `public_key` or `public_key_file`".into(),
-                        ));
+            _ => {
+                if config.secret.is_some() {
+                    return Err(AuthError::Key(format!(
+                        "{algorithm:?} takes a public key, not `secret`"
+                    )));
+                }
+                match (
+                    &config.public_key,
+                    &config.public_key_file,
+                    &config.jwks_url,
+                ) {
+                    (Some(pem), None, None) => Keys::Fixed(key_from_pem(algorithm, pem)?),
+                    (None, Some(path), None) => {
+                        let pem = std::fs::read_to_string(path)
+                            .map_err(|e| AuthError::Key(format!("{path}: {e}")))?;
+                        Keys::Fixed(key_from_pem(algorithm, &pem)?)
                     }
-                };
-                let key = DecodingKey::from_rsa_pem(pem.as_bytes())
-                    .map_err(|e| AuthError::Key(e.to_string()))?;
-                (key, Algorithm::RS256)
+                    (None, None, Some(url)) => Keys::Jwks(Arc::new(jwks::JwksCache::new(
+                        url,
+                        algorithm,
+                        jwks::Limits {
+                            timeout: Duration::from_millis(config.jwks_timeout_ms),
+                            max_bytes: config.jwks_max_bytes,
+                            min_refresh_interval: Duration::from_millis(
+                                config.jwks_min_refresh_interval_ms,
+                            ),
+                            max_age: Duration::from_millis(config.jwks_max_age_ms),
+                        },
+                    )?)),
+                    _ => {
+                        return Err(AuthError::Key(format!(
+                            "{algorithm:?} needs exactly one of `public_key`, \
+                             `public_key_file` or `jwks_url`"
+                        )));
+                    }
+                }
             }
         };
+        if config.leeway_secs > MAX_LEEWAY_SECS {
+            return Err(AuthError::Key(format!(
+                "`leeway_secs` is at most {MAX_LEEWAY_SECS}"
+            )));
+        }
+        if config
+            .audience
+            .iter()
+            .chain(&config.issuer)
+            .any(String::is_empty)
+        {
+            return Err(AuthError::Key(
+                "`audience` and `issuer` entries must not be empty".into(),
+            ));
+        }
         let mut validation = Validation::new(algorithm);
         validation.required_spec_claims = ["exp".to_owned()].into_iter().collect();
-        validation.leeway = 5;
-        Ok(Self { key, validation })
+        validation.leeway = config.leeway_secs;
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        // Without a configured audience a token's `aud` is not ours to judge
+        // (jsonwebtoken would refuse any token that has one).
+        validation.validate_aud = !config.audience.is_empty();
+        if !config.audience.is_empty() {
+            validation.set_audience(&config.audience);
+            validation.required_spec_claims.insert("aud".to_owned());
+        }
+        if !config.issuer.is_empty() {
+            validation.set_issuer(&config.issuer);
+            validation.required_spec_claims.insert("iss".to_owned());
+        }
+        Ok(Self { keys, validation })
+    }
+
+    /// [`JwtVerifier::new`], then, for a JWKS, the first fetch in the
+    /// background (when called inside a Tokio runtime; otherwise the first
+    /// CONNECT fetches). A node starts even if its identity provider is down.
+    pub fn start(config: &JwtConfig) -> Result<Self, AuthError> {
+        let verifier = Self::new(config)?;
+        if let Keys::Jwks(cache) = &verifier.keys {
+            cache.prefetch();
+        }
+        Ok(verifier)
     }
 
     /// Verifies the `token` field of a CONNECT auth object.
-    pub fn verify_auth(&self, auth: Option<&serde_json::Value>) -> Result<Grant, AuthError> {
+    pub async fn verify_auth(&self, auth: Option<&serde_json::Value>) -> Result<Grant, AuthError> {
         let token = auth
             .and_then(|a| a.get("token"))
             .and_then(|t| t.as_str())
             .ok_or(AuthError::Missing)?;
-        self.verify(token)
+        self.verify(token).await
     }
 
-    pub fn verify(&self, token: &str) -> Result<Grant, AuthError> {
+    /// Verifies `token`. With a JWKS this may wait for a fetch (at most the
+    /// configured `jwks_timeout_ms`, and only when the token names a key not
+    /// in the cache and the refresh interval allows one).
+    pub async fn verify(&self, token: &str) -> Result<Grant, AuthError> {
+        match &self.keys {
+            Keys::Fixed(key) => self.decode(token, key),
+            Keys::Jwks(cache) => {
+                let header = jsonwebtoken::decode_header(token)
+                    .map_err(|_| AuthError::Invalid("malformed token".into()))?;
+                if header.alg != self.validation.algorithms[0] {
+                    return Err(AuthError::Invalid("algorithm not allowed".into()));
+                }
+                let key = cache.key(header.kid.as_deref()).await?;
+                self.decode(token, &key)
+            }
+        }
+    }
+
+    fn decode(&self, token: &str, key: &DecodingKey) -> Result<Grant, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
-                AuthError::Invalid(match e.kind() {
-                    ErrorKind::ExpiredSignature => "token expired".to_owned(),
-                    ErrorKind::ImmatureSignature => "token not valid yet".to_owned(),
-                    ErrorKind::InvalidSignature => "bad signature".to_owned(),
-                    ErrorKind::InvalidAlgorithm => "algorithm not allowed".to_owned(),
-                    ErrorKind::MissingRequiredClaim(c) => format!("missing claim {c}"),
-                    _ => "malformed token".to_owned(),
-                })
-            })?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+            AuthError::Invalid(match e.kind() {
+                ErrorKind::ExpiredSignature => "token expired".to_owned(),
+                ErrorKind::ImmatureSignature => "token not valid yet".to_owned(),
+                ErrorKind::InvalidSignature => "bad signature".to_owned(),
+                ErrorKind::InvalidAlgorithm => "algorithm not allowed".to_owned(),
+                ErrorKind::InvalidAudience => "audience not accepted".to_owned(),
+                ErrorKind::InvalidIssuer => "issuer not accepted".to_owned(),
+                ErrorKind::MissingRequiredClaim(c) => format!("missing claim {c}"),
+                _ => "malformed token".to_owned(),
+            })
+        })?;
         Ok(Grant {
             user_id: data.claims.sub,
             rooms: data.claims.rooms,
         })
     }
+}
+
+fn key_from_pem(algorithm: Algorithm, pem: &str) -> Result<DecodingKey, AuthError> {
+    let key = match algorithm {
+        Algorithm::ES256 => DecodingKey::from_ec_pem(pem.as_bytes()),
+        _ => DecodingKey::from_rsa_pem(pem.as_bytes()),
+    };
+    key.map_err(|e| AuthError::Key(format!("{algorithm:?} public key: {e}")))
 }
 
 #[cfg(test)]
@@ -119,13 +245,14 @@ mod tests {
     use serde_json::json;
 
     fn hs(secret: &str) -> JwtVerifier {
-        JwtVerifier::new(&JwtConfig {
-            algorithm: JwtAlgorithm::HS256,
-            secret: Some(secret.into()),
-            public_key: None,
-            public_key_file: None,
-        })
-        .unwrap()
+        hs_with(secret, |_| {})
+    }
+
+    fn hs_with(secret: &str, tweak: impl FnOnce(&mut JwtConfig)) -> JwtVerifier {
+        let mut config = JwtConfig::new(JwtAlgorithm::HS256);
+        config.secret = Some(secret.into());
+        tweak(&mut config);
+        JwtVerifier::new(&config).unwrap()
     }
 
     fn sign(claims: serde_json::Value, secret: &str) -> String {
@@ -144,32 +271,214 @@ mod tests {
             .as_secs()
     }
 
-    #[test]
-    fn accepts_a_valid_token_and_reads_claims() {
+    fn reason(result: Result<Grant, AuthError>) -> String {
+        match result {
+            Err(AuthError::Invalid(why)) => why,
+            other => panic!("expected an invalid token, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn accepts_a_valid_token_and_reads_claims() {
         let v = hs("k");
         let t = sign(
             json!({"sub":"u1","exp": now() + 60, "rooms":["a","b"]}),
             "k",
         );
-        let g = v.verify_auth(Some(&json!({ "token": t }))).unwrap();
+        let g = v.verify_auth(Some(&json!({ "token": t }))).await.unwrap();
         assert_eq!(g.user_id.as_deref(), Some("u1"));
         assert_eq!(g.rooms, vec!["a", "b"]);
     }
 
-    #[test]
-    fn refuses_bad_tokens() {
+    #[tokio::test]
+    async fn refuses_bad_tokens() {
         let v = hs("k");
-        assert!(matches!(v.verify_auth(None), Err(AuthError::Missing)));
+        assert!(matches!(v.verify_auth(None).await, Err(AuthError::Missing)));
         assert!(matches!(
-            v.verify_auth(Some(&json!({"token": 5}))),
+            v.verify_auth(Some(&json!({"token": 5}))).await,
             Err(AuthError::Missing)
         ));
         let wrong = sign(json!({"sub":"u","exp": now() + 60}), "other");
-        assert!(matches!(v.verify(&wrong), Err(AuthError::Invalid(_))));
+        assert_eq!(reason(v.verify(&wrong).await), "bad signature");
         let expired = sign(json!({"sub":"u","exp": now() - 600}), "k");
-        assert!(matches!(v.verify(&expired), Err(AuthError::Invalid(_))));
+        assert_eq!(reason(v.verify(&expired).await), "token expired");
         let no_exp = sign(json!({"sub":"u"}), "k");
-        assert!(matches!(v.verify(&no_exp), Err(AuthError::Invalid(_))));
-        assert!(matches!(v.verify("garbage"), Err(AuthError::Invalid(_))));
+        assert_eq!(reason(v.verify(&no_exp).await), "missing claim exp");
+        assert_eq!(reason(v.verify("garbage").await), "malformed token");
+    }
+
+    #[tokio::test]
+    async fn exp_and_nbf_are_checked_with_the_leeway() {
+        // Default leeway: 60 s.
+        let v = hs("k");
+        let t = now();
+        let late = sign(json!({"exp": t - 30}), "k");
+        assert!(v.verify(&late).await.is_ok(), "expired within the leeway");
+        let expired = sign(json!({"exp": t - 120}), "k");
+        assert_eq!(reason(v.verify(&expired).await), "token expired");
+        let early = sign(json!({"exp": t + 600, "nbf": t + 30}), "k");
+        assert!(v.verify(&early).await.is_ok(), "nbf within the leeway");
+        let future = sign(json!({"exp": t + 600, "nbf": t + 120}), "k");
+        assert_eq!(reason(v.verify(&future).await), "token not valid yet");
+        let current = sign(json!({"exp": t + 600, "nbf": t - 5}), "k");
+        assert!(v.verify(&current).await.is_ok());
+
+        // No leeway at all.
+        let strict = hs_with("k", |c| c.leeway_secs = 0);
+        let late = sign(json!({"exp": t - 2}), "k");
+        assert_eq!(reason(strict.verify(&late).await), "token expired");
+        let early = sign(json!({"exp": t + 600, "nbf": t + 5}), "k");
+        assert_eq!(reason(strict.verify(&early).await), "token not valid yet");
+
+        let mut config = JwtConfig::new(JwtAlgorithm::HS256);
+        config.secret = Some("k".into());
+        config.leeway_secs = MAX_LEEWAY_SECS + 1;
+        assert!(matches!(JwtVerifier::new(&config), Err(AuthError::Key(_))));
+    }
+
+    #[tokio::test]
+    async fn aud_is_ignored_unless_configured() {
+        let v = hs("k");
+        let exp = now() + 60;
+        for aud in [json!("anything"), json!(["a", "b"])] {
+            let t = sign(json!({"exp": exp, "aud": aud}), "k");
+            assert!(v.verify(&t).await.is_ok(), "aud {aud} without audience");
+        }
+    }
+
+    #[tokio::test]
+    async fn aud_as_a_string_or_an_array_must_name_a_configured_audience() {
+        let v = hs_with("k", |c| c.audience = vec!["api".into(), "other-api".into()]);
+        let exp = now() + 60;
+        for aud in [json!("api"), json!(["x", "api"]), json!(["other-api"])] {
+            let t = sign(json!({"exp": exp, "aud": aud}), "k");
+            assert!(v.verify(&t).await.is_ok(), "aud {aud}");
+        }
+        for aud in [json!("x"), json!(["x", "y"]), json!([])] {
+            let t = sign(json!({"exp": exp, "aud": aud}), "k");
+            assert_eq!(reason(v.verify(&t).await), "audience not accepted", "{aud}");
+        }
+        let none = sign(json!({ "exp": exp }), "k");
+        assert_eq!(reason(v.verify(&none).await), "missing claim aud");
+    }
+
+    #[tokio::test]
+    async fn iss_is_checked_when_configured() {
+        let exp = now() + 60;
+        let from_idp = sign(json!({"exp": exp, "iss": "https://idp.example/"}), "k");
+        let from_other = sign(json!({"exp": exp, "iss": "https://evil.example/"}), "k");
+        let anonymous = sign(json!({ "exp": exp }), "k");
+
+        let open = hs("k");
+        for t in [&from_idp, &from_other, &anonymous] {
+            assert!(open.verify(t).await.is_ok());
+        }
+        let v = hs_with("k", |c| c.issuer = vec!["https://idp.example/".into()]);
+        assert!(v.verify(&from_idp).await.is_ok());
+        assert_eq!(reason(v.verify(&from_other).await), "issuer not accepted");
+        assert_eq!(reason(v.verify(&anonymous).await), "missing claim iss");
+    }
+
+    /// A fresh P-256 key pair: (signing key, PEM public key, public point).
+    pub(super) fn es256_pair() -> (EncodingKey, String, Vec<u8>) {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let signing = EncodingKey::from_ec_der(&pair.serialize_der());
+        (
+            signing,
+            pair.public_key_pem(),
+            pair.public_key_raw().to_vec(),
+        )
+    }
+
+    #[tokio::test]
+    async fn es256_with_a_pem_public_key() {
+        let (signing, pem, _) = es256_pair();
+        let mut config = JwtConfig::new(JwtAlgorithm::ES256);
+        config.public_key = Some(pem);
+        let v = JwtVerifier::new(&config).unwrap();
+        let claims = json!({"sub": "ec", "exp": now() + 60});
+        let t = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &signing).unwrap();
+        assert_eq!(v.verify(&t).await.unwrap().user_id.as_deref(), Some("ec"));
+
+        let (other, _, _) = es256_pair();
+        let forged = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &other).unwrap();
+        assert_eq!(reason(v.verify(&forged).await), "bad signature");
+        // An HS256 token is refused outright, whatever its secret.
+        let hs = sign(claims, "k");
+        assert_eq!(reason(v.verify(&hs).await), "algorithm not allowed");
+    }
+
+    #[test]
+    fn jwt_settings_read_from_toml() {
+        let config = crate::Config::from_toml(
+            r#"
+            [[namespaces]]
+            name = "/a"
+            [namespaces.jwt]
+            algorithm = "ES256"
+            jwks_url = "https://idp.example/jwks"
+            audience = "api"
+            issuer = ["https://idp.example/", "https://old-idp.example/"]
+            leeway_secs = 5
+            [[namespaces]]
+            name = "/b"
+            [namespaces.jwt]
+            algorithm = "HS256"
+            secret = "s"
+            "#,
+        )
+        .unwrap();
+        config.validate().unwrap();
+        let a = config.namespaces[0].jwt.as_ref().unwrap();
+        assert_eq!(a.algorithm, JwtAlgorithm::ES256);
+        assert_eq!(a.audience, ["api"]);
+        assert_eq!(a.issuer.len(), 2);
+        assert_eq!(a.leeway_secs, 5);
+        assert_eq!(a.jwks_timeout_ms, 5_000);
+        let b = config.namespaces[1].jwt.as_ref().unwrap();
+        assert!(b.audience.is_empty() && b.issuer.is_empty());
+        assert_eq!(b.leeway_secs, 60);
+        assert_eq!(b.jwks_max_bytes, 256 * 1024);
+        assert_eq!(b.jwks_min_refresh_interval_ms, 10_000);
+        assert_eq!(b.jwks_max_age_ms, 600_000);
+    }
+
+    #[test]
+    fn key_configuration_is_checked() {
+        let (_, ec_pem, _) = es256_pair();
+        let bad = [
+            (JwtAlgorithm::HS256, None, None, None),
+            (
+                JwtAlgorithm::HS256,
+                Some("s"),
+                None,
+                Some("http://idp/jwks"),
+            ),
+            (JwtAlgorithm::ES256, None, None, None),
+            (JwtAlgorithm::ES256, Some("s"), None, None),
+            (JwtAlgorithm::ES256, None, Some("not a pem"), None),
+            (JwtAlgorithm::RS256, None, Some(ec_pem.as_str()), None),
+            (
+                JwtAlgorithm::ES256,
+                None,
+                Some(ec_pem.as_str()),
+                Some("http://idp/jwks"),
+            ),
+            (JwtAlgorithm::ES256, None, None, Some("ftp://idp/jwks")),
+            (JwtAlgorithm::ES256, None, None, Some("not a url")),
+        ];
+        for (algorithm, secret, pem, url) in bad {
+            let mut config = JwtConfig::new(algorithm);
+            config.secret = secret.map(Into::into);
+            config.public_key = pem.map(Into::into);
+            config.jwks_url = url.map(Into::into);
+            assert!(
+                matches!(JwtVerifier::new(&config), Err(AuthError::Key(_))),
+                "accepted {algorithm:?} secret={secret:?} pem={pem:?} url={url:?}"
+            );
+        }
+        let mut config = JwtConfig::new(JwtAlgorithm::RS256);
+        config.jwks_url = Some("https://idp.example/.well-known/jwks.json".into());
+        JwtVerifier::new(&config).unwrap();
     }
 }

@@ -425,27 +425,120 @@ pub struct NamespaceConfig {
     pub hooks: Option<crate::hooks::grpc::HooksConfig>,
 }
 
-/// `[namespaces.jwt]`
+/// `[namespaces.jwt]`: how `auth.token` is verified (see `crate::auth`).
+/// The key is exactly one of `secret` (HS256), `public_key` /
+/// `public_key_file` (RS256, ES256) or `jwks_url` (RS256, ES256).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
-    /// `HS256` or `RS256`.
+    /// `HS256`, `RS256` or `ES256`: the only algorithm accepted (the token's
+    /// own `alg` header never chooses).
     pub algorithm: JwtAlgorithm,
     /// Shared secret (HS256).
     #[serde(default)]
     pub secret: Option<String>,
-    /// PEM public key (RS256).
+    /// PEM public key (RS256: RSA; ES256: P-256 EC).
     #[serde(default)]
     pub public_key: Option<String>,
-    /// Path of a PEM public key file (RS256), instead of `public_key`.
+    /// Path of a PEM public key file, instead of `public_key`.
     #[serde(default)]
     pub public_key_file: Option<String>,
+    /// URL of a JSON Web Key Set (`http://` or `https://`, e.g. an identity
+    /// provider's `jwks_uri`), instead of a fixed key. Fetched at start,
+    /// cached, refetched when a token names an unknown `kid` or the set is
+    /// older than `jwks_max_age_ms`. Default none.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Longest one JWKS fetch may take (connect, headers and body), ms.
+    /// Default 5000.
+    #[serde(default = "JwtConfig::default_jwks_timeout_ms")]
+    pub jwks_timeout_ms: u64,
+    /// Largest JWKS response accepted, bytes. Default 262144 (256 KiB).
+    #[serde(default = "JwtConfig::default_jwks_max_bytes")]
+    pub jwks_max_bytes: usize,
+    /// Least time between two JWKS fetches, ms: tokens with unknown `kid`s
+    /// cause at most one fetch per interval. Default 10000.
+    #[serde(default = "JwtConfig::default_jwks_min_refresh_interval_ms")]
+    pub jwks_min_refresh_interval_ms: u64,
+    /// Age after which the cached JWKS is refetched in the background (so
+    /// keys the provider removed stop being accepted), ms. Default 600000.
+    #[serde(default = "JwtConfig::default_jwks_max_age_ms")]
+    pub jwks_max_age_ms: u64,
+    /// Accepted audiences: when non-empty, the token's `aud` (a string or an
+    /// array) must contain one of them. When empty, `aud` is not checked.
+    /// A string or a list. Default none.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub audience: Vec<String>,
+    /// Accepted issuers: when non-empty, the token's `iss` must be one of
+    /// them. When empty, `iss` is not checked. A string or a list. Default
+    /// none.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub issuer: Vec<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, seconds (at most 600).
+    /// Default 60.
+    #[serde(default = "JwtConfig::default_leeway_secs")]
+    pub leeway_secs: u64,
+}
+
+impl JwtConfig {
+    /// A configuration for `algorithm` with every other field at its default.
+    pub fn new(algorithm: JwtAlgorithm) -> Self {
+        Self {
+            algorithm,
+            secret: None,
+            public_key: None,
+            public_key_file: None,
+            jwks_url: None,
+            jwks_timeout_ms: Self::default_jwks_timeout_ms(),
+            jwks_max_bytes: Self::default_jwks_max_bytes(),
+            jwks_min_refresh_interval_ms: Self::default_jwks_min_refresh_interval_ms(),
+            jwks_max_age_ms: Self::default_jwks_max_age_ms(),
+            audience: Vec::new(),
+            issuer: Vec::new(),
+            leeway_secs: Self::default_leeway_secs(),
+        }
+    }
+
+    fn default_jwks_timeout_ms() -> u64 {
+        5_000
+    }
+
+    fn default_jwks_max_bytes() -> usize {
+        256 * 1024
+    }
+
+    fn default_jwks_min_refresh_interval_ms() -> u64 {
+        10_000
+    }
+
+    fn default_jwks_max_age_ms() -> u64 {
+        600_000
+    }
+
+    fn default_leeway_secs() -> u64 {
+        60
+    }
+}
+
+/// A string or a list of strings, read as a list.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum JwtAlgorithm {
     HS256,
     RS256,
+    ES256,
 }
 
 /// A compiled namespace name: exact or glob.

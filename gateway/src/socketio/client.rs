@@ -226,7 +226,7 @@ impl Client {
         let mut user_id = None;
         let mut rooms = Vec::new();
         if let Some(jwt) = &policy.jwt {
-            match jwt.verify_auth(auth.as_ref()) {
+            match jwt.verify_auth(auth.as_ref()).await {
                 Ok(grant) => {
                     user_id = grant.user_id;
                     rooms = grant.rooms;

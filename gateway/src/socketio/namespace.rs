@@ -48,7 +48,7 @@ impl Policy {
             jwt: cfg
                 .jwt
                 .as_ref()
-                .map(JwtVerifier::new)
+                .map(JwtVerifier::start)
                 .transpose()
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?,
         })
