@@ -85,7 +85,7 @@ async fn route(
                     let Some(session) = engine.get(sid) else {
                         return error(EngineError::UnknownSid);
                     };
-                    if session.transport() != Transport::Polling || session.is_closed() {
+                    if session.is_closed() {
                         return error(EngineError::BadRequest);
                     }
                     Some(session)
@@ -96,6 +96,12 @@ async fn route(
             };
             let upgrade = accepted.upgrade;
             match session {
+                // A second WebSocket for a session already upgraded, or
+                // being upgraded by another: its handshake completes, then
+                // it is closed; the session is not touched.
+                Some(session) if !session.claim_upgrade() => {
+                    tokio::spawn(websocket::close_at_once(upgrade));
+                }
                 Some(session) => {
                     tokio::spawn(websocket::serve_upgrade(engine.clone(), session, upgrade));
                 }

@@ -276,6 +276,21 @@ async fn polling_client_close_answers_the_pending_get_with_noop() {
     eventually("the session is unregistered", || node.engine.is_empty()).await;
 }
 
+/// The official suite sends the poll and the close at once: the close may
+/// arrive first. The poll that follows still gets the closing noop, the one
+/// after it finds the session gone.
+#[tokio::test]
+async fn polling_client_close_overtaking_its_poll_still_answers_it_with_noop() {
+    let node = start(&quiet_config()).await;
+    let (poll, _) = PollClient::open(&node).await;
+    poll.post_ok("1").await;
+    let (status, body) = poll.get().await;
+    assert_eq!((status, body.as_str()), (200, "6"));
+    let (status, body) = poll.get().await;
+    assert_engine_error(status, &body, 400, 1);
+    eventually("the session is unregistered", || node.engine.is_empty()).await;
+}
+
 #[tokio::test]
 async fn websocket_client_close_closes_the_connection() {
     let node = start(&engine_config()).await;
@@ -387,28 +402,6 @@ async fn polling_requests_after_the_upgrade_are_refused() {
     let (status, body) = poll.post("40").await;
     assert_eq!(status, 400, "POST after upgrade answered {body:?}");
     // The WebSocket carries on.
-    ws.send("40").await;
-    connect_reply_sid(&ws.recv_text().await, "/");
-    ws.expect(r#"42["auth",{}]"#).await;
-}
-
-#[tokio::test]
-async fn a_second_websocket_for_the_same_sid_is_refused() {
-    let node = start(&quiet_config()).await;
-    let (poll, _) = PollClient::open(&node).await;
-    let url = node.ws_url(&format!("EIO=4&transport=websocket&sid={}", poll.sid));
-    let mut ws = ws_connect(&url).await.expect("upgrade handshake");
-    ws.send("2probe").await;
-    assert_eq!(ws.next_text().await, "3probe");
-    ws.send("5").await;
-    eventually("the session is on websocket", || {
-        node.engine.get(&poll.sid).map(|s| s.transport())
-            == Some(gateway::config::Transport::Websocket)
-    })
-    .await;
-    let (status, _) = ws_refused(&url).await;
-    assert_eq!(status, 400);
-    // The first WebSocket is unaffected.
     ws.send("40").await;
     connect_reply_sid(&ws.recv_text().await, "/");
     ws.expect(r#"42["auth",{}]"#).await;
@@ -634,6 +627,44 @@ async fn a_failed_probe_leaves_the_polling_session_usable() {
     ws.send("5").await;
     ws.send(r#"42["message","upgraded"]"#).await;
     ws.expect(r#"42["message-back","upgraded"]"#).await;
+}
+
+/// A second WebSocket for a session already upgraded, or while another
+/// WebSocket holds its upgrade (the official suite opens it right after
+/// sending `2probe` and `5`), completes its handshake and is closed at
+/// once; the session and its first WebSocket go on untouched.
+#[tokio::test]
+async fn a_second_websocket_for_the_same_sid_is_closed_at_once() {
+    let node = start(&quiet_config()).await;
+    for second_before_probe in [false, true] {
+        let (poll, _) = PollClient::open(&node).await;
+        let url = node.ws_url(&format!("EIO=4&transport=websocket&sid={}", poll.sid));
+        let mut ws = ws_connect(&url).await.expect("upgrade handshake");
+        if !second_before_probe {
+            ws.send("2probe").await;
+            assert_eq!(ws.next_text().await, "3probe");
+            ws.send("5").await;
+            ws.send("40").await;
+            connect_reply_sid(&ws.recv_text().await, "/");
+        }
+        let started = Instant::now();
+        let mut second = ws_connect(&url).await.expect("the handshake completes");
+        assert_eq!(second.next_raw().await, Msg::Closed);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "closed at once, not at the upgrade timeout"
+        );
+        if second_before_probe {
+            ws.send("2probe").await;
+            assert_eq!(ws.next_text().await, "3probe");
+            ws.send("5").await;
+            ws.send("40").await;
+            connect_reply_sid(&ws.recv_text().await, "/");
+        }
+        ws.expect(r#"42["auth",{}]"#).await;
+        ws.send(r#"42["message","still here"]"#).await;
+        ws.expect(r#"42["message-back","still here"]"#).await;
+    }
 }
 
 #[tokio::test]

@@ -80,6 +80,9 @@ pub struct Session {
     pub info: HandshakeInfo,
     pub(crate) poll: Mutex<PollState>,
     /// Tells the driver that an upgrade moved the session to WebSocket.
+    /// A WebSocket was accepted to upgrade this session (see
+    /// `claim_upgrade`).
+    upgrade_claimed: AtomicBool,
     ws_handoff: Mutex<Option<oneshot::Sender<()>>>,
     ws_handoff_rx: Mutex<Option<oneshot::Receiver<()>>>,
     conn: OnceLock<Arc<dyn Connection>>,
@@ -122,6 +125,7 @@ impl Session {
             connected: AtomicBool::new(false),
             info,
             poll: Mutex::new(PollState::default()),
+            upgrade_claimed: AtomicBool::new(false),
             ws_handoff: Mutex::new(handoff),
             ws_handoff_rx: Mutex::new(handoff_rx),
             conn: OnceLock::new(),
@@ -238,6 +242,20 @@ impl Session {
 
     pub(crate) fn abort_upgrade(&self) {
         self.poll.lock().upgrading = false;
+        self.upgrade_claimed.store(false, Ordering::Release);
+    }
+
+    /// Claims the session's one upgrade for a WebSocket just accepted;
+    /// false when the session is no longer polling or another WebSocket
+    /// claimed it (that one is then closed at once, as the reference
+    /// server does, and the session goes on untouched).
+    pub(crate) fn claim_upgrade(&self) -> bool {
+        self.transport() == Transport::Polling
+            && !self.is_closed()
+            && self
+                .upgrade_claimed
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
     }
 
     /// Finishes the upgrade: from now on frames go to `socket`.
@@ -367,6 +385,15 @@ pub(crate) async fn drive(session: Arc<Session>, engine: Arc<Engine>) {
         .await;
         session.queue.detach_websocket();
     }
+    if !websocket && reason == DisconnectReason::ClientClose {
+        // The client's close ("1" in a POST) may have overtaken the poll it
+        // sent just before: that poll still gets its noop, as from the
+        // reference server, instead of finding the session gone. Bounded.
+        let grace = Instant::now() + CLOSE_POLL_GRACE;
+        while !session.queue.is_empty() && Instant::now() < grace {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
     engine.metrics.engine_closed(session.transport(), reason);
     engine.remove(&session.sid);
     if let Some(conn) = session.conn.get() {
@@ -374,6 +401,10 @@ pub(crate) async fn drive(session: Arc<Session>, engine: Arc<Engine>) {
     }
     tracing::debug!(sid = %session.sid, %reason, "session closed");
 }
+
+/// How long a polling session closed by its client waits for the poll
+/// that may be on its way to take the closing noop.
+const CLOSE_POLL_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Writes the WebSocket backlog, waiting for the socket to take it.
 async fn flush_backlog(queue: &OutboundQueue) -> Result<(), DisconnectReason> {

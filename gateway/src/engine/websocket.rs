@@ -222,6 +222,7 @@ pub(crate) async fn serve_new(engine: Arc<Engine>, upgrade: OnUpgrade, info: Han
 /// The WebSocket half of an upgrade of the polling session `session`.
 pub(crate) async fn serve_upgrade(engine: Arc<Engine>, session: Arc<Session>, upgrade: OnUpgrade) {
     let Some((reader, writer)) = take_over(upgrade).await else {
+        session.abort_upgrade();
         return;
     };
     let mut reader = limited(&engine, reader);
@@ -255,6 +256,17 @@ pub(crate) async fn serve_upgrade(engine: Arc<Engine>, session: Arc<Session>, up
     }
     engine.metrics.engine_upgraded();
     read_loop(&engine, &session, reader).await;
+}
+
+/// Completes an accepted WebSocket's handshake and closes it at once (1000),
+/// bounded in time.
+pub(crate) async fn close_at_once(upgrade: OnUpgrade) {
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        if let Some((_reader, writer)) = take_over(upgrade).await {
+            let _ = write_now(&writer, &ws::close_frame(ws::close_code::NORMAL)).await;
+        }
+    })
+    .await;
 }
 
 fn limited(engine: &Engine, reader: WsReader) -> WsReader {
