@@ -88,6 +88,17 @@ pub struct ServerConfig {
     /// once. 0 writes as soon as the shard runs.
     /// Default 20.
     pub write_coalesce_ms: u64,
+    /// Time a client TCP connection has to send a complete HTTP request
+    /// head, ms: counted from the accept for the first request (a Socket.IO
+    /// client sends it at once), and from the end of the previous response
+    /// for each later request on a kept-alive connection, so it is also how
+    /// long a connection may idle between polls. A connection that sends
+    /// nothing, or its head too slowly, is closed. Default 10000.
+    pub request_head_timeout_ms: u64,
+    /// Longest wait for the next bytes of a polling POST body, ms: a body
+    /// that stalls this long is answered 408, its connection and session
+    /// closed and what was read released. Default 30000.
+    pub request_body_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +115,8 @@ impl Default for ServerConfig {
             max_payload: 1_000_000,
             ws_read_buffer: 1024,
             write_coalesce_ms: 20,
+            request_head_timeout_ms: 10_000,
+            request_body_timeout_ms: 30_000,
         }
     }
 }
@@ -123,6 +136,12 @@ impl ServerConfig {
     }
     pub fn write_coalesce(&self) -> Duration {
         Duration::from_millis(self.write_coalesce_ms)
+    }
+    pub fn request_head_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_head_timeout_ms)
+    }
+    pub fn request_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_body_timeout_ms)
     }
     pub fn allows(&self, transport: Transport) -> bool {
         self.transports.contains(&transport)
@@ -193,6 +212,12 @@ pub struct LimitsConfig {
     /// Application events of one socket waiting for the hooks; past it an
     /// event is dropped and its ack answers `backend busy`. Default 1024.
     pub hook_queue: usize,
+    /// Client TCP connections a node holds open at once, HTTP and WebSocket
+    /// alike, from accept to close (whether or not they carry a session
+    /// yet); one more is closed at accept, before anything is read. Default:
+    /// twice `max_connections` (a polling session may hold two connections,
+    /// its GET and its POST, and an upgrade briefly two).
+    pub max_tcp_connections: Option<usize>,
 }
 
 impl Default for LimitsConfig {
@@ -209,7 +234,16 @@ impl Default for LimitsConfig {
             max_room_name: 256,
             max_event_name: 256,
             hook_queue: 1024,
+            max_tcp_connections: None,
         }
+    }
+}
+
+impl LimitsConfig {
+    /// `max_tcp_connections`, or its default.
+    pub fn tcp_connections(&self) -> usize {
+        self.max_tcp_connections
+            .unwrap_or_else(|| self.max_connections.saturating_mul(2))
     }
 }
 
@@ -631,6 +665,8 @@ impl Config {
             ("server.ping_timeout_ms", s.ping_timeout_ms),
             ("server.upgrade_timeout_ms", s.upgrade_timeout_ms),
             ("server.connect_timeout_ms", s.connect_timeout_ms),
+            ("server.request_head_timeout_ms", s.request_head_timeout_ms),
+            ("server.request_body_timeout_ms", s.request_body_timeout_ms),
         ] {
             if v == 0 || v > 3_600_000 {
                 return Err(invalid(format!("{name} must be between 1 and 3600000")));
@@ -659,6 +695,7 @@ impl Config {
             ("limits.max_room_name", l.max_room_name),
             ("limits.max_event_name", l.max_event_name),
             ("limits.hook_queue", l.hook_queue),
+            ("limits.max_tcp_connections", l.tcp_connections()),
         ] {
             if v == 0 {
                 return Err(invalid(format!("{name} must be at least 1")));

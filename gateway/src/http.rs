@@ -12,8 +12,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
+use crate::accept::{BodyError, ConnSlot, HttpPhase, read_body};
 use crate::config::Transport;
 use crate::engine::{Engine, EngineError, HandshakeInfo, polling, websocket};
+use crate::reason::DisconnectReason;
 
 /// The router serving `config.server.path`.
 pub fn router(engine: Arc<Engine>) -> Router {
@@ -95,6 +97,8 @@ async fn route(
                 return error(EngineError::BadRequest);
             };
             let upgrade = accepted.upgrade;
+            // The WebSocket keeps its TCP connection's slot until it ends.
+            let slot = parts.extensions.get::<ConnSlot>().cloned();
             match session {
                 // A second WebSocket for a session already upgraded, or
                 // being upgraded by another: its handshake completes, then
@@ -103,11 +107,19 @@ async fn route(
                     tokio::spawn(websocket::close_at_once(upgrade));
                 }
                 Some(session) => {
-                    tokio::spawn(websocket::serve_upgrade(engine.clone(), session, upgrade));
+                    let serve = websocket::serve_upgrade(engine.clone(), session, upgrade);
+                    tokio::spawn(async move {
+                        serve.await;
+                        drop(slot);
+                    });
                 }
                 None => {
                     let info = handshake_info(engine, remote, parts);
-                    tokio::spawn(websocket::serve_new(engine.clone(), upgrade, info));
+                    let serve = websocket::serve_new(engine.clone(), upgrade, info);
+                    tokio::spawn(async move {
+                        serve.await;
+                        drop(slot);
+                    });
                 }
             }
             accepted.response
@@ -132,12 +144,31 @@ async fn route(
                     Err(e) => error(e),
                 }
             } else if parts.method == Method::POST {
-                let limit = engine.config().server.max_payload as usize;
-                let bytes = match axum::body::to_bytes(body, limit).await {
+                let server = &engine.config().server;
+                // A body announced over the limit is refused before any of
+                // it is read; one that stalls is cut off. Either way the
+                // connection closes (the rest of the body is never read).
+                let bytes = match read_body(
+                    body,
+                    server.max_payload as usize,
+                    server.request_body_timeout(),
+                )
+                .await
+                {
                     Ok(b) => b,
-                    Err(_) => {
-                        session.close(crate::reason::DisconnectReason::ProtocolError);
-                        return error(EngineError::PayloadTooLarge);
+                    Err(BodyError::TooLarge) => {
+                        session.close(DisconnectReason::ProtocolError);
+                        return closing(error(EngineError::PayloadTooLarge));
+                    }
+                    Err(BodyError::Stalled) => {
+                        engine.metrics.http_timeout(HttpPhase::RequestBody);
+                        tracing::debug!(sid = %session.sid, "polling body stalled");
+                        session.close(DisconnectReason::TransportError);
+                        return closing(error(EngineError::RequestTimeout));
+                    }
+                    Err(BodyError::Failed) => {
+                        session.close(DisconnectReason::TransportError);
+                        return closing(error(EngineError::BadRequest));
                     }
                 };
                 match polling::post(engine, session, bytes).await {
@@ -176,6 +207,14 @@ fn handshake_info(
         query: parts.uri.query().unwrap_or("").into(),
         headers,
     }
+}
+
+/// `response`, after which the connection closes.
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn text_plain(body: Vec<u8>) -> Response {

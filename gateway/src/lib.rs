@@ -2,6 +2,8 @@
 //!
 //! Layers, from the wire inwards:
 //! - [`protocol`]: the pure Engine.IO v4 / Socket.IO v5 codec;
+//! - [`accept`]: the client listener's accept loop, with the bound on open
+//!   TCP connections and the request head and body timeouts;
 //! - [`engine`] and [`http`]: Engine.IO sessions over HTTP long-polling and
 //!   WebSocket, with the upgrade and the heartbeat;
 //! - [`socketio`]: namespaces, sockets, rooms, acks, policies, emits;
@@ -20,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod admin;
 pub mod auth;
 pub mod cluster;
@@ -35,11 +38,9 @@ pub mod socketio;
 pub mod telemetry;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -256,16 +257,16 @@ impl Node {
         ));
 
         let app = http::router(self.engine.clone());
-        let listener = listeners.client.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         let stop = CancellationToken::new();
-        let server = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
-        let mut server = tokio::spawn(async move { server.await });
+        let tcp_connections =
+            accept::ConnCount::new(self.config.limits.tcp_connections(), self.metrics.clone());
+        let mut server = tokio::spawn(accept::serve(
+            listeners.client,
+            app,
+            self.config.server.request_head_timeout(),
+            tcp_connections,
+            stop.clone(),
+        ));
         // The admin server stops accepting with the client listener; the
         // calls in flight are waited for with the node's other tasks.
         let admin = admin_api.map(|(api, listener)| {

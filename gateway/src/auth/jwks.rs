@@ -150,7 +150,10 @@ impl JwksCache {
         // A token without `kid` against a fetched set of several keys: a new
         // fetch would not tell which key either.
         if kid.is_some() || set.fetched_at.is_none() {
-            self.refresh(seen).await;
+            // In a task of its own: a client leaving mid-fetch must not cancel
+            // the fetch other connects are waiting for.
+            let cache = self.clone();
+            let _ = tokio::spawn(async move { cache.refresh(seen).await }).await;
         }
         let set = self.keys.read().clone();
         match set.find(kid) {

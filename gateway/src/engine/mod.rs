@@ -73,6 +73,9 @@ pub enum EngineError {
     ShuttingDown,
     /// A polling POST body over `max_payload` (HTTP 413).
     PayloadTooLarge,
+    /// A polling POST body stalled for `server.request_body_timeout_ms`
+    /// (HTTP 408).
+    RequestTimeout,
 }
 
 impl EngineError {
@@ -81,7 +84,7 @@ impl EngineError {
             Self::UnknownTransport => 0,
             Self::UnknownSid => 1,
             Self::BadHandshakeMethod => 2,
-            Self::BadRequest | Self::PayloadTooLarge => 3,
+            Self::BadRequest | Self::PayloadTooLarge | Self::RequestTimeout => 3,
             Self::Forbidden | Self::AtCapacity | Self::ShuttingDown => 4,
             Self::UnsupportedProtocolVersion => 5,
         }
@@ -98,6 +101,7 @@ impl EngineError {
             Self::AtCapacity => "Server at capacity",
             Self::ShuttingDown => "Server shutting down",
             Self::PayloadTooLarge => "Payload too large",
+            Self::RequestTimeout => "Request timeout",
         }
     }
 
@@ -105,6 +109,7 @@ impl EngineError {
         match self {
             Self::AtCapacity | Self::ShuttingDown => 503,
             Self::PayloadTooLarge => 413,
+            Self::RequestTimeout => 408,
             _ => 400,
         }
     }

@@ -30,6 +30,7 @@ use metrics_exporter_prometheus::{
 };
 use parking_lot::RwLock;
 
+use crate::accept::HttpPhase;
 use crate::config::Transport;
 use crate::reason::DisconnectReason;
 
@@ -65,6 +66,10 @@ pub mod names {
     pub const HOOK_IN_FLIGHT: &str = "gateway_hook_in_flight";
     pub const DRAINING: &str = "gateway_draining";
     pub const CLUSTER_NODES: &str = "gateway_cluster_nodes";
+    pub const TCP_CONNECTIONS: &str = "gateway_tcp_connections";
+    pub const TCP_CONNECTIONS_REFUSED: &str = "gateway_tcp_connections_refused_total";
+    pub const ACCEPT_ERRORS: &str = "gateway_accept_errors_total";
+    pub const HTTP_TIMEOUTS: &str = "gateway_http_timeouts_total";
 }
 
 /// Buckets of `gateway_broadcast_fanout` (recipients of one broadcast).
@@ -480,6 +485,11 @@ pub struct Metrics {
     hooks: HookMetrics,
     draining: Gauge,
     cluster_nodes: Gauge,
+    tcp_connections: Gauge,
+    tcp_connections_refused: Counter,
+    /// `[fd_exhausted, other]`
+    accept_errors: [Counter; 2],
+    http_timeouts: [Counter; HttpPhase::ALL.len()],
     namespaces: RwLock<HashMap<Box<str>, Arc<NamespaceMetrics>>>,
     unknown_namespace: Arc<NamespaceMetrics>,
 }
@@ -492,7 +502,7 @@ impl std::fmt::Debug for Metrics {
 
 fn describe(r: &PrometheusRecorder) {
     use names::*;
-    let help: [(&'static str, &'static str); 30] = [
+    let help: [(&'static str, &'static str); 34] = [
         (BUILD_INFO, "Build of this node; always 1"),
         (ENGINE_CONNECTIONS, "Open Engine.IO connections"),
         (SOCKETS, "Connected Socket.IO sockets"),
@@ -537,6 +547,22 @@ fn describe(r: &PrometheusRecorder) {
         (
             CLUSTER_NODES,
             "Live nodes in the cluster as this node sees it",
+        ),
+        (
+            TCP_CONNECTIONS,
+            "Open client TCP connections, HTTP and WebSocket",
+        ),
+        (
+            TCP_CONNECTIONS_REFUSED,
+            "Client TCP connections closed at accept: limits.max_tcp_connections reached",
+        ),
+        (
+            ACCEPT_ERRORS,
+            "Failed accepts on the client listener (fd_exhausted: out of file descriptors)",
+        ),
+        (
+            HTTP_TIMEOUTS,
+            "HTTP connections closed for a request head or body not sent in time",
         ),
     ];
     for (name, text) in help {
@@ -621,6 +647,13 @@ impl Metrics {
             hooks,
             draining: r.gauge(names::DRAINING, vec![]),
             cluster_nodes,
+            tcp_connections: r.gauge(names::TCP_CONNECTIONS, vec![]),
+            tcp_connections_refused: r.counter(names::TCP_CONNECTIONS_REFUSED, vec![]),
+            accept_errors: ["fd_exhausted", "other"]
+                .map(|kind| r.counter(names::ACCEPT_ERRORS, vec![("kind", label(kind))])),
+            http_timeouts: HttpPhase::ALL.map(|phase| {
+                r.counter(names::HTTP_TIMEOUTS, vec![("phase", label(phase.as_str()))])
+            }),
             namespaces: RwLock::new(by_name),
             unknown_namespace,
             handle,
@@ -862,6 +895,32 @@ impl Metrics {
     /// Live nodes in the cluster registry, this one included (1 alone).
     pub fn set_cluster_nodes(&self, n: usize) {
         self.cluster_nodes.set(n as f64);
+    }
+
+    // ---- Client listener ----
+
+    /// A client TCP connection opened (`delta` 1) or closed (-1).
+    pub fn tcp_connections_changed(&self, delta: i64) {
+        if delta >= 0 {
+            self.tcp_connections.increment(delta as f64);
+        } else {
+            self.tcp_connections.decrement(-delta as f64);
+        }
+    }
+
+    /// A client TCP connection was closed at accept, over the bound.
+    pub fn tcp_connection_refused(&self) {
+        self.tcp_connections_refused.increment(1);
+    }
+
+    /// An accept failed; `fd_exhausted` when for want of file descriptors.
+    pub fn accept_error(&self, fd_exhausted: bool) {
+        self.accept_errors[usize::from(!fd_exhausted)].increment(1);
+    }
+
+    /// An HTTP connection was closed for a request not sent in time.
+    pub fn http_timeout(&self, phase: HttpPhase) {
+        self.http_timeouts[phase as usize].increment(1);
     }
 }
 
