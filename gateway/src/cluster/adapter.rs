@@ -582,11 +582,19 @@ pub async fn run(adapter: Arc<Adapter>, node: Arc<dyn Deliver>, stop: Cancellati
                 adapter.subscriptions.reset();
             }
             BusEvent::Disconnected => {
-                adapter.connected.store(false, Ordering::Release);
-                // Subscriptions die with the connection; joins from now on
-                // wait for the resubscription (or fail) instead of being
-                // acknowledged against a subscription that is gone.
+                // An error on the subscriber's connection: the connection
+                // may be gone (then its subscriptions are), so joins from
+                // now on wait for the resubscription (or fail) instead of
+                // being acknowledged against a subscription that may be
+                // gone; subscribing again what still exists costs nothing.
                 adapter.subscriptions.reset();
+                // Not every error is a lost connection (Redis Cluster
+                // reports topology changes and redirections here too): the
+                // node is not connected only when the bus says so, and is
+                // again at the next reconnection.
+                if !adapter.bus.is_connected() {
+                    adapter.connected.store(false, Ordering::Release);
+                }
             }
         }
     }
