@@ -618,71 +618,27 @@ async fn acked_publishes_survive_redis_restart() {
     a.join("r").await;
     p.join("r").await;
     let channel = n1.io.namespaces().get("/").unwrap().room_channel("r");
-    let mut acked = Vec::new();
-    let mut refused = 0;
-    let mut next = 0u64;
-    let mut publish = async |p: &mut Client, acked: &mut Vec<u64>, refused: &mut u32| {
-        let r = p.ack("$publish", json!(["r", "m", next])).await;
-        if r == json!({"ok": true}) {
-            acked.push(next);
-        } else {
-            assert_eq!(r["ok"], json!(false), "{r}");
-            *refused += 1;
-        }
-        next += 1;
-    };
+    let mut log = PublishLog::default();
     for _ in 0..30 {
-        publish(&mut p, &mut acked, &mut refused).await;
+        assert!(log.publish(&mut p, &n1, &channel).await);
     }
     redis.stop();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while n2.io.adapter().is_connected() && std::time::Instant::now() < deadline {
-        publish(&mut p, &mut acked, &mut refused).await;
+        log.publish(&mut p, &n1, &channel).await;
     }
     for _ in 0..10 {
-        publish(&mut p, &mut acked, &mut refused).await;
-    }
-    assert!(refused >= 10, "publishes while redis is down are refused");
-    redis.restart().await;
-    eventually("both nodes subscribed again", || async {
-        redis.numsub(&channel) == 2
-    })
-    .await;
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let before = acked.len();
-        publish(&mut p, &mut acked, &mut refused).await;
-        if acked.len() > before {
-            break;
-        }
         assert!(
-            std::time::Instant::now() < deadline,
-            "publishes accepted again"
+            !log.publish(&mut p, &n1, &channel).await,
+            "a publish while redis is down is refused"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    redis.restart().await;
+    log.until_through(&mut p, &n1, &channel).await;
     for _ in 0..30 {
-        publish(&mut p, &mut acked, &mut refused).await;
+        log.publish(&mut p, &n1, &channel).await;
     }
-    let mut got = Vec::new();
-    while let Some((name, args)) = a.event(Duration::from_millis(700)).await {
-        assert_eq!(name, "m");
-        got.push(args[0].as_u64().unwrap());
-    }
-    assert!(
-        got.windows(2).all(|w| w[0] < w[1]),
-        "in order, no duplicates: {got:?}"
-    );
-    let missing: Vec<u64> = acked.iter().filter(|i| !got.contains(i)).copied().collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged but lost: {missing:?}, got {got:?}"
-    );
-    assert_eq!(
-        acked.len(),
-        got.len(),
-        "every delivered message was acknowledged"
-    );
+    log.check_delivered(&mut a, "redis restarted").await;
 }
 
 /// What a publisher was told, and whether the member's node was subscribed
@@ -743,6 +699,40 @@ impl PublishLog {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+
+    /// Reads what the member got and checks it against what was told:
+    /// in order, no duplicates, every publish that must arrive did.
+    async fn check_delivered(&self, a: &mut Client, what: &str) {
+        let mut got = Vec::new();
+        while let Some((name, args)) = a.event(Duration::from_millis(700)).await {
+            assert_eq!(name, "m");
+            got.push(args[0].as_u64().unwrap());
+        }
+        assert!(
+            got.windows(2).all(|w| w[0] < w[1]),
+            "in order, no duplicates: {got:?}"
+        );
+        let lost: Vec<u64> = self
+            .must_arrive
+            .iter()
+            .filter(|i| !got.contains(i))
+            .copied()
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "acknowledged while subscribed, but lost: {lost:?} (window: {:?}, refused {})",
+            self.in_window,
+            self.refused
+        );
+        eprintln!(
+            "{what}: {} publishes, {} must arrive (all did), {} acked in the outage window ({} of them arrived), {} refused",
+            self.next,
+            self.must_arrive.len(),
+            self.in_window.len(),
+            self.in_window.iter().filter(|i| got.contains(i)).count(),
+            self.refused
+        );
+    }
 }
 
 /// Redis behind Sentinel (a master, a replica, three sentinels), two
@@ -798,35 +788,7 @@ async fn sentinel_failover_loses_no_acknowledged_publish() {
         log.publish(&mut p, &n1, &channel).await;
     }
 
-    let mut got = Vec::new();
-    while let Some((name, args)) = a.event(Duration::from_millis(700)).await {
-        assert_eq!(name, "m");
-        got.push(args[0].as_u64().unwrap());
-    }
-    assert!(
-        got.windows(2).all(|w| w[0] < w[1]),
-        "in order, no duplicates: {got:?}"
-    );
-    let lost: Vec<u64> = log
-        .must_arrive
-        .iter()
-        .filter(|i| !got.contains(i))
-        .copied()
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "acknowledged while subscribed, but lost: {lost:?} (window: {:?}, refused {})",
-        log.in_window,
-        log.refused
-    );
-    eprintln!(
-        "sentinel failovers: {} publishes, {} must arrive (all did), {} acked in the outage window ({} of them arrived), {} refused",
-        log.next,
-        log.must_arrive.len(),
-        log.in_window.len(),
-        log.in_window.iter().filter(|i| got.contains(i)).count(),
-        log.refused
-    );
+    log.check_delivered(&mut a, "sentinel failovers").await;
 }
 
 /// Redis Cluster (3 masters, 3 replicas): the master serving the room's
@@ -874,32 +836,5 @@ async fn redis_cluster_master_killed() {
     for _ in 0..20 {
         log.publish(&mut p, &n1, &channel).await;
     }
-    let mut got = Vec::new();
-    while let Some((name, args)) = a.event(Duration::from_millis(700)).await {
-        assert_eq!(name, "m");
-        got.push(args[0].as_u64().unwrap());
-    }
-    assert!(
-        got.windows(2).all(|w| w[0] < w[1]),
-        "in order, no duplicates: {got:?}"
-    );
-    let lost: Vec<u64> = log
-        .must_arrive
-        .iter()
-        .filter(|i| !got.contains(i))
-        .copied()
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "acknowledged while subscribed, but lost: {lost:?} (window: {:?}, refused {})",
-        log.in_window,
-        log.refused
-    );
-    eprintln!(
-        "cluster master killed: {} publishes, {} must arrive (all did), {} acked in the outage window, {} refused",
-        log.next,
-        log.must_arrive.len(),
-        log.in_window.len(),
-        log.refused
-    );
+    log.check_delivered(&mut a, "cluster master killed").await;
 }

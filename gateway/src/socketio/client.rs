@@ -56,6 +56,24 @@ fn err_ack(error: &str) -> Payload {
     Payload::from_values(&[serde_json::json!({ "ok": false, "error": error })])
 }
 
+/// The arguments of a reserved event (`$join`, `$leave`, `$publish`) and
+/// the room they start with, or the error answer.
+fn room_args(args: &Payload, max_room_name: usize) -> Result<(Vec<&RawValue>, String), Payload> {
+    let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(&args.args) else {
+        return Err(err_ack("invalid arguments"));
+    };
+    match string_arg(&list, 0).filter(|r| !r.is_empty() && r.len() <= max_room_name) {
+        Some(room) => Ok((list, room)),
+        None => Err(err_ack("room must be a non-empty string")),
+    }
+}
+
+/// Argument `i` when it is a JSON string.
+fn string_arg(list: &[&RawValue], i: usize) -> Option<String> {
+    list.get(i)
+        .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+}
+
 impl Client {
     pub(crate) fn new(io: SocketIo, session: &Arc<Session>) -> Arc<Self> {
         let limits = &io.config().limits;
@@ -399,19 +417,13 @@ impl Client {
                 let _ = socket.ack(id, &reply);
             }
         };
-        let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(&args.args) else {
-            return answer(err_ack("invalid arguments"));
-        };
-        let string_at = |i: usize| -> Option<String> {
-            list.get(i)
-                .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
-        };
         let limits = &self.io.config().limits;
         let policy = &socket.namespace().policy;
-        let Some(room) = string_at(0).filter(|r| !r.is_empty() && r.len() <= limits.max_room_name)
-        else {
-            return answer(err_ack("room must be a non-empty string"));
+        let (list, room) = match room_args(args, limits.max_room_name) {
+            Ok(parsed) => parsed,
+            Err(reply) => return answer(reply),
         };
+        let string_at = |i: usize| string_arg(&list, i);
         if !policy.publish {
             return answer(err_ack("publishing is not allowed in this namespace"));
         }
@@ -452,18 +464,11 @@ impl Client {
 
     /// `$join`, `$leave`: the answer for the client's ack.
     async fn reserved(&self, socket: &Arc<Socket>, event: &str, args: &Payload) -> Payload {
-        let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(&args.args) else {
-            return err_ack("invalid arguments");
-        };
-        let string_at = |i: usize| -> Option<String> {
-            list.get(i)
-                .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
-        };
         let limits = &self.io.config().limits;
         let policy = &socket.namespace().policy;
-        let Some(room) = string_at(0).filter(|r| !r.is_empty() && r.len() <= limits.max_room_name)
-        else {
-            return err_ack("room must be a non-empty string");
+        let room = match room_args(args, limits.max_room_name) {
+            Ok((_, room)) => room,
+            Err(reply) => return reply,
         };
         match event {
             "$join" => {
