@@ -440,9 +440,24 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub async fn start(n: usize) -> Self {
-        let mut cluster = Self::unstarted(n);
-        cluster.launch().await;
-        cluster
+        Self::start_retrying(n, 0).await
+    }
+
+    /// Starts `n` servers with `replicas` per master; a server that cannot
+    /// start (its port, or its bus port, taken meanwhile by another
+    /// process) means new ports and another try, at most three.
+    async fn start_retrying(n: usize, replicas: usize) -> Self {
+        let mut last = String::new();
+        for _ in 0..3 {
+            let mut cluster = Self::unstarted(n);
+            cluster.replicas = replicas;
+            match cluster.try_launch().await {
+                Ok(()) => return cluster,
+                // Dropping the cluster kills what did start.
+                Err(e) => last = e,
+            }
+        }
+        panic!("redis cluster did not start: {last}");
     }
 
     /// Free ports for `n` masters, started later (`launch`).
@@ -451,9 +466,10 @@ impl RedisCluster {
         let ports = (0..n)
             .map(|_| {
                 loop {
-                    // Cluster bus port is port + 10000: keep ports low enough.
+                    // The cluster bus port is port + 10000: both must be free.
                     let p = free_port();
-                    if p < 55_000 {
+                    if p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
+                    {
                         break p;
                     }
                 }
@@ -470,10 +486,7 @@ impl RedisCluster {
     /// `masters` masters with one replica each (`2 * masters` servers) and
     /// a short node timeout, so a killed master is replaced within seconds.
     pub async fn start_with_replicas(masters: usize) -> Self {
-        let mut cluster = Self::unstarted(2 * masters);
-        cluster.replicas = 1;
-        cluster.launch().await;
-        cluster
+        Self::start_retrying(2 * masters, 1).await
     }
 
     /// The port of the master serving `key`'s slot now, as `port` sees it.
@@ -529,10 +542,15 @@ impl RedisCluster {
 
     /// Starts the masters and makes them one cluster.
     pub async fn launch(&mut self) {
+        if let Err(e) = self.try_launch().await {
+            panic!("redis cluster did not start: {e}");
+        }
+    }
+
+    async fn try_launch(&mut self) -> Result<(), String> {
         let dir = self.dir.clone();
         std::fs::create_dir_all(&dir).unwrap();
         let ports = self.ports.clone();
-        let mut children = Vec::new();
         for &port in &ports {
             let child = Command::new("redis-server")
                 .current_dir(&dir)
@@ -562,13 +580,23 @@ impl RedisCluster {
                 .spawn()
                 .expect("redis-server");
             let pid = child.id();
-            children.push(child);
-            eventually("cluster member accepting", || async move {
-                server_pid(port).await == Some(pid)
-            })
-            .await;
+            // Kept at once, so that dropping the cluster kills it.
+            self.children.push(child);
+            let deadline = Instant::now() + WAIT;
+            while server_pid(port).await != Some(pid) {
+                let exited = self
+                    .children
+                    .last_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                if let Some(status) = exited {
+                    return Err(format!("redis-server on port {port} exited ({status})"));
+                }
+                if Instant::now() > deadline {
+                    return Err(format!("redis-server on port {port} not answering"));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-        self.children = children;
         let mut args = vec!["--cluster".to_owned(), "create".to_owned()];
         args.extend(ports.iter().map(|p| format!("127.0.0.1:{p}")));
         args.push("--cluster-replicas".to_owned());
@@ -578,11 +606,12 @@ impl RedisCluster {
             .args(&args)
             .output()
             .expect("redis-cli");
-        assert!(
-            out.status.success(),
-            "cluster create: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        if !out.status.success() {
+            return Err(format!(
+                "cluster create: {}",
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
         let first = ports[0];
         eventually("cluster state ok", || async move {
             let out = Command::new("redis-cli")
@@ -592,6 +621,7 @@ impl RedisCluster {
             String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok")
         })
         .await;
+        Ok(())
     }
 
     pub fn url(&self) -> String {
