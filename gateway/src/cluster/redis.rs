@@ -44,11 +44,15 @@ pub struct RedisBus {
 /// A message waiting for the sender task, and whom to tell its fate.
 type Outgoing = (String, Bytes, Option<Sent>);
 
-/// Options of every publish: one attempt, failing at once while the
-/// connection is down. A publish is never sent again after a reconnection
-/// (seconds late, out of context, perhaps twice): its fate is reported as
-/// unknown instead, and the caller's answer says so.
-fn publish_options() -> Options {
+/// Options of every publish and (un)subscribe: one attempt, failing at
+/// once while the connection is down. A publish is never sent again after a
+/// reconnection (seconds late, out of context, perhaps twice): its fate is
+/// reported as unknown instead, and the caller's answer says so. Nor is an
+/// (un)subscribe, which would otherwise land on the new connection after
+/// the resubscription and leave a channel subscribed that nobody wants any
+/// more (or unsubscribe one that is wanted again): the reconciler decides
+/// what to send after a reconnection.
+fn one_attempt() -> Options {
     Options {
         max_attempts: Some(1),
         fail_fast: true,
@@ -171,6 +175,7 @@ impl RedisBus {
     /// (`SSUBSCRIBE` is answered in band, so sharded pub/sub needs none.)
     async fn confirm(&self) -> Result<(), BusError> {
         self.subscriber
+            .with_options(&one_attempt())
             .ping::<fred::types::Value>(None)
             .await
             .map(|_| ())
@@ -216,7 +221,7 @@ impl ClusterBus for RedisBus {
         if !self.publisher.is_connected() {
             return Err(BusError::Unavailable("redis not connected".into()));
         }
-        let publisher = self.publisher.with_options(&publish_options());
+        let publisher = self.publisher.with_options(&one_attempt());
         let result: Result<i64, _> = if self.sharded {
             publisher.spublish(channel, payload).await
         } else {
@@ -241,17 +246,18 @@ impl ClusterBus for RedisBus {
         if !self.subscriber.is_connected() {
             return Err(BusError::Unavailable("redis not connected".into()));
         }
+        let subscriber = self.subscriber.with_options(&one_attempt());
         if self.sharded {
             // Sharded channels live on different slots: one call each.
             for ch in channels {
-                self.subscriber
+                subscriber
                     .ssubscribe(ch.as_str())
                     .await
                     .map_err(unavailable)?;
             }
             Ok(())
         } else {
-            self.subscriber
+            subscriber
                 .subscribe(channels.to_vec())
                 .await
                 .map_err(unavailable)?;
@@ -263,16 +269,17 @@ impl ClusterBus for RedisBus {
         if !self.subscriber.is_connected() {
             return Err(BusError::Unavailable("redis not connected".into()));
         }
+        let subscriber = self.subscriber.with_options(&one_attempt());
         if self.sharded {
             for ch in channels {
-                self.subscriber
+                subscriber
                     .sunsubscribe(ch.as_str())
                     .await
                     .map_err(unavailable)?;
             }
             Ok(())
         } else {
-            self.subscriber
+            subscriber
                 .unsubscribe(channels.to_vec())
                 .await
                 .map_err(unavailable)?;
@@ -301,7 +308,7 @@ async fn send_pipelined(client: Client, sharded: bool, mut outgoing: mpsc::Recei
     let mut batch = Vec::with_capacity(SEND_BATCH);
     let mut waiting: Vec<Sent> = Vec::with_capacity(SEND_BATCH);
     while outgoing.recv_many(&mut batch, SEND_BATCH).await > 0 {
-        let pipeline = Pipeline::from(client.with_options(&publish_options()));
+        let pipeline = Pipeline::from(client.with_options(&one_attempt()));
         let mut queued = Ok(());
         for (channel, payload, sent) in batch.drain(..) {
             waiting.extend(sent);

@@ -41,8 +41,10 @@ struct State {
     /// Channels the bus confirmed on its current connection, and that no
     /// unsubscribe is under way for.
     active: HashSet<String>,
-    /// Channels an unsubscribe was started for that may still be on the
-    /// bus (in flight, or failed and to be tried again).
+    /// Channels that may be on the bus without being confirmed: an
+    /// unsubscribe in flight or failed, or a subscribe that failed or
+    /// straddled a lost connection (and may take effect late). Those not
+    /// wanted are unsubscribed.
     leaving: HashSet<String>,
     /// Bumped when the bus connection is lost or replaced: a confirmation
     /// that started before belongs to a connection that is gone.
@@ -156,7 +158,8 @@ impl Subscriptions {
     pub fn reset(&self) {
         let mut st = self.state.lock();
         st.active.clear();
-        st.leaving.clear();
+        // `leaving` stays: an unsubscribe that failed with the connection
+        // is sent again (harmless when the channel is not subscribed).
         st.epoch += 1;
         drop(st);
         self.notify.notify_one();
@@ -224,27 +227,33 @@ impl Subscriptions {
             };
             let mut failed = false;
             if !add.is_empty() {
-                match bus.subscribe(&add).await {
-                    Ok(()) => {
-                        let mut st = self.state.lock();
-                        if st.epoch == epoch {
-                            for ch in add {
-                                st.leaving.remove(&ch);
-                                if let Some(ws) = st.waiters.remove(&ch) {
-                                    for w in ws {
-                                        let _ = w.send(());
-                                    }
-                                }
-                                st.active.insert(ch);
+                let result = bus.subscribe(&add).await;
+                let mut st = self.state.lock();
+                if result.is_ok() && st.epoch == epoch {
+                    for ch in add {
+                        st.leaving.remove(&ch);
+                        if let Some(ws) = st.waiters.remove(&ch) {
+                            for w in ws {
+                                let _ = w.send(());
                             }
                         }
-                        count(None, st.active.len());
+                        st.active.insert(ch);
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "subscribe failed");
-                        count(Some(RedisOp::Subscribe), self.state.lock().active.len());
-                        failed = true;
-                    }
+                } else {
+                    // A subscribe that failed, or straddled a lost
+                    // connection, may still take effect (sent late on the
+                    // new connection): what is not wanted by then is
+                    // unsubscribed, what is wanted is subscribed again.
+                    st.leaving.extend(add);
+                }
+                count(
+                    result.as_ref().err().map(|_| RedisOp::Subscribe),
+                    st.active.len(),
+                );
+                drop(st);
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "subscribe failed");
+                    failed = true;
                 }
             }
             if !remove.is_empty() {
@@ -410,6 +419,27 @@ mod tests {
         bus.gate.add_permits(1);
         assert_eq!(subs.wait_active("r", SHORT * 20).await, Ok(()));
         assert_eq!(*bus.log.lock(), ["sub r", "sub r"]);
+    }
+
+    /// A subscribe under way when the connection is lost may still take
+    /// effect on the new one: a channel no longer wanted by then is
+    /// unsubscribed, not left behind.
+    #[tokio::test]
+    async fn a_subscribe_straddling_a_reset_is_undone_when_not_wanted() {
+        let (subs, bus, _stop) = start();
+        subs.want("r".into());
+        settle().await; // the subscribe waits at the gate
+        subs.reset();
+        subs.unwant("r");
+        bus.gate.add_permits(2);
+        for _ in 0..100 {
+            if bus.log.lock().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(*bus.log.lock(), ["sub r", "unsub r"]);
+        assert!(!subs.is_active("r"));
     }
 
     /// Held channels stay wanted under their holders' balance.
