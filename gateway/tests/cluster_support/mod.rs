@@ -82,6 +82,38 @@ pub struct Redis {
     child: Option<Child>,
 }
 
+/// A free port below the kernel's ephemeral range (and, for Redis
+/// Cluster, with port + 10000 free too), for a server a test starts later:
+/// a client retrying a port with no listener in the ephemeral range can end
+/// up connected to itself (its source port the same as the port it dials),
+/// taking the port before the server binds it.
+pub fn free_server_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u16>().ok())
+        })
+        .unwrap_or(32768);
+    let span = low.saturating_sub(10_000).max(1);
+    let mut x = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        ^ (u64::from(std::process::id()) << 32);
+    loop {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let p = 10_000 + (x % u64::from(span)) as u16;
+        let bus_free = std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok();
+        if bus_free && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -93,7 +125,7 @@ pub fn free_port() -> u16 {
 impl Redis {
     pub async fn start() -> Self {
         let mut r = Redis {
-            port: free_port(),
+            port: free_server_port(),
             child: None,
         };
         r.restart().await;
@@ -103,7 +135,7 @@ impl Redis {
     /// A free port where a server will be started later (`restart`).
     pub fn unstarted() -> Self {
         Redis {
-            port: free_port(),
+            port: free_server_port(),
             child: None,
         }
     }
@@ -463,18 +495,7 @@ impl RedisCluster {
     /// Free ports for `n` masters, started later (`launch`).
     pub fn unstarted(n: usize) -> Self {
         let dir = std::env::temp_dir().join(format!("gw-redis-cluster-{}", free_port()));
-        let ports = (0..n)
-            .map(|_| {
-                loop {
-                    // The cluster bus port is port + 10000: both must be free.
-                    let p = free_port();
-                    if p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
-                    {
-                        break p;
-                    }
-                }
-            })
-            .collect();
+        let ports = (0..n).map(|_| free_server_port()).collect();
         RedisCluster {
             ports,
             replicas: 0,
@@ -716,7 +737,7 @@ impl RedisSentinel {
         RedisSentinel {
             master: Redis::unstarted(),
             replica: Redis::unstarted(),
-            sentinels: (0..3).map(|_| free_port()).collect(),
+            sentinels: (0..3).map(|_| free_server_port()).collect(),
             children: Vec::new(),
             dir: std::env::temp_dir().join(format!("gw-redis-sentinel-{}", free_port())),
         }
