@@ -235,6 +235,20 @@ async fn polling_missing_pong_closes_the_session() {
     eventually("the session is unregistered", || node.engine.is_empty()).await;
 }
 
+/// A poll that comes pingInterval + pingTimeout after the handshake finds
+/// the session timed out (the official suite's "should close the session
+/// upon ping timeout"), whether or not the node's timer has fired yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_at_the_pong_deadline_finds_the_session_gone() {
+    let node = start(&engine_config()).await;
+    for _ in 0..5 {
+        let (poll, _) = PollClient::open(&node).await;
+        tokio::time::sleep(PING_INTERVAL + PING_TIMEOUT).await;
+        let (status, body) = poll.get().await;
+        assert_engine_error(status, &body, 400, 1);
+    }
+}
+
 #[tokio::test]
 async fn websocket_missing_pong_closes_the_connection() {
     let node = start(&engine_config()).await;
@@ -405,6 +419,28 @@ async fn polling_requests_after_the_upgrade_are_refused() {
     ws.send("40").await;
     connect_reply_sid(&ws.recv_text().await, "/");
     ws.expect(r#"42["auth",{}]"#).await;
+}
+
+/// A poll sent right after the upgrade's "5" travels on another
+/// connection, so the node may see it first: it is refused like any poll
+/// after the upgrade (the official suite's "should ignore HTTP requests
+/// with same sid after upgrade"). Repeated, since the two race.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_sent_just_after_the_upgrade_is_refused() {
+    let node = start(&quiet_config()).await;
+    for _ in 0..20 {
+        let (poll, _) = PollClient::open(&node).await;
+        let mut ws =
+            ws_connect(&node.ws_url(&format!("EIO=4&transport=websocket&sid={}", poll.sid)))
+                .await
+                .expect("upgrade handshake");
+        ws.send("2probe").await;
+        ws.send("5").await;
+        let (status, body) = poll.get().await;
+        assert_eq!(status, 400, "GET right after the upgrade answered {body:?}");
+        assert_eq!(ws.next_text().await, "3probe");
+        ws.close().await;
+    }
 }
 
 // ---------------------------------------------------------------------------

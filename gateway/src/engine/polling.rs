@@ -4,8 +4,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 
 use super::queue::Frame;
 use super::session::Session;
@@ -45,8 +47,22 @@ impl Drop for PostGuard<'_> {
     }
 }
 
+/// How long a GET that arrives during an upgrade waits for it to finish.
+/// The reference server answers polls with a noop every 100 ms while
+/// upgrading; a client polls no more once it has the probe's answer.
+const UPGRADE_SETTLE: Duration = Duration::from_millis(100);
+
 /// A data GET: waits until something is queued, then returns all of it.
 pub(crate) async fn get(engine: &Engine, session: Arc<Session>) -> Result<Vec<u8>, EngineError> {
+    if session.close_if_pong_overdue() {
+        return Err(EngineError::UnknownSid);
+    }
+    // A WebSocket is taking the session over: a GET sent after the
+    // client's "5" (on another connection, so it may be handled first)
+    // must find the session upgraded, as from the reference server.
+    if session.upgrade_pending() {
+        settle_upgrade(&session).await;
+    }
     if session.transport() != Transport::Polling {
         return Err(EngineError::BadRequest);
     }
@@ -69,6 +85,11 @@ pub(crate) async fn get(engine: &Engine, session: Arc<Session>) -> Result<Vec<u8
             break Ok(b"6".to_vec());
         }
         session.queue.drain_into(&mut batch);
+        if batch.is_empty() && session.is_upgrading() {
+            // The probe was answered and its noop taken by an earlier poll:
+            // this one must return too, or the client cannot switch.
+            break Ok(b"6".to_vec());
+        }
         if !batch.is_empty() {
             let mut body = Vec::with_capacity(batch.iter().map(|f| f.len() + 1).sum());
             engineio::encode_payload(
@@ -98,12 +119,28 @@ pub(crate) async fn get(engine: &Engine, session: Arc<Session>) -> Result<Vec<u8
     result
 }
 
+/// Waits until a pending upgrade completes or is given up, at most
+/// [`UPGRADE_SETTLE`].
+async fn settle_upgrade(session: &Session) {
+    let deadline = Instant::now() + UPGRADE_SETTLE;
+    while session.upgrade_pending() && !session.is_closed() {
+        tokio::select! {
+            _ = session.queue.notified() => {}
+            _ = session.closed() => {}
+            _ = tokio::time::sleep_until(deadline) => return,
+        }
+    }
+}
+
 /// A POST: decodes the payload and handles each packet in order.
 pub(crate) async fn post(
     engine: &Engine,
     session: Arc<Session>,
     body: Bytes,
 ) -> Result<(), EngineError> {
+    if session.close_if_pong_overdue() {
+        return Err(EngineError::UnknownSid);
+    }
     if session.transport() != Transport::Polling || session.is_closed() {
         return Err(EngineError::BadRequest);
     }

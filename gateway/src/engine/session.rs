@@ -73,8 +73,14 @@ pub struct Session {
     transport: AtomicU8,
     closed: CancellationToken,
     reason: OnceLock<DisconnectReason>,
+    /// When the session opened: the heartbeat's schedule counts from here.
+    created: Instant,
     /// No ping is waiting for its pong.
     pong_received: AtomicBool,
+    /// When the ping waiting for its pong times out (set by the driver),
+    /// so that a request arriving after it finds the session gone even if
+    /// the driver's timer has not fired yet.
+    pong_deadline: Mutex<Option<Instant>>,
     /// A namespace was connected (stops the connect timeout).
     connected: AtomicBool,
     pub info: HandshakeInfo,
@@ -121,7 +127,9 @@ impl Session {
             }),
             closed: CancellationToken::new(),
             reason: OnceLock::new(),
+            created: Instant::now(),
             pong_received: AtomicBool::new(true),
+            pong_deadline: Mutex::new(None),
             connected: AtomicBool::new(false),
             info,
             poll: Mutex::new(PollState::default()),
@@ -161,6 +169,33 @@ impl Session {
     /// Resolves when the session closes.
     pub async fn closed(&self) {
         self.closed.cancelled().await
+    }
+
+    /// Closes the session with `PingTimeout` if its pong is overdue, and
+    /// says whether it did: a request that comes after the deadline gets
+    /// the answer of a timed-out session whether or not the driver's timer
+    /// has fired yet.
+    pub(crate) fn close_if_pong_overdue(&self) -> bool {
+        let overdue = !self.pong_received.load(Ordering::Acquire)
+            && self
+                .pong_deadline
+                .lock()
+                .is_some_and(|d| Instant::now() >= d);
+        if overdue {
+            self.close(DisconnectReason::PingTimeout);
+        }
+        overdue
+    }
+
+    /// A WebSocket was accepted to take this polling session over and has
+    /// not finished (or given up) yet.
+    pub(crate) fn upgrade_pending(&self) -> bool {
+        self.upgrade_claimed.load(Ordering::Acquire) && self.transport() == Transport::Polling
+    }
+
+    /// The upgrade's probe was answered: the client is switching.
+    pub(crate) fn is_upgrading(&self) -> bool {
+        self.poll.lock().upgrading
     }
 
     /// Closes the session (idempotent; the first reason wins). Never blocks
@@ -243,6 +278,8 @@ impl Session {
     pub(crate) fn abort_upgrade(&self) {
         self.poll.lock().upgrading = false;
         self.upgrade_claimed.store(false, Ordering::Release);
+        // A poll waiting for the upgrade to settle goes on polling.
+        self.queue.wake();
     }
 
     /// Claims the session's one upgrade for a WebSocket just accepted;
@@ -283,7 +320,7 @@ pub(crate) async fn drive(session: Arc<Session>, engine: Arc<Engine>) {
     let cfg = &engine.config.server;
     let ping_interval = cfg.ping_interval();
     let ping_timeout = cfg.ping_timeout();
-    let start = Instant::now();
+    let start = session.created;
     let mut next_ping = Some(start + ping_interval);
     let mut pong_deadline: Option<Instant> = None;
     let mut connect_deadline = Some(start + cfg.connect_timeout());
@@ -354,7 +391,13 @@ pub(crate) async fn drive(session: Arc<Session>, engine: Arc<Engine>) {
                     if let Err(reason) = session.push_own(Frame::text_static("2")) {
                         break Some(reason);
                     }
-                    pong_deadline = Some(now + ping_timeout);
+                    // The deadline follows the schedule (when the ping was
+                    // due), as the client's own timer does; a timer that
+                    // fired late still leaves the client half the timeout.
+                    let due = next_ping.expect("checked") + ping_timeout;
+                    let deadline = due.max(now + ping_timeout / 2);
+                    *session.pong_deadline.lock() = Some(deadline);
+                    pong_deadline = Some(deadline);
                     next_ping = None;
                 }
             }
