@@ -14,10 +14,10 @@
 //!   - anything else: INVALID_ARGUMENT `unknown event`.
 //! - `OnDisconnect`: prints who left and why.
 //!
-//! What it does not do yet: relay the messages to the other members of the
-//! room. Emitting to a room is the admin API's job (`Admin.Emit`, backend ->
-//! gateway), which this example will use once the gateway serves it. Until
-//! then clients can relay among themselves with the gateway's `$publish`.
+//! What it does not do: relay the messages to the other members of the
+//! room. A backend does that with the admin API (`Admin.Emit`, backend ->
+//! gateway; see `examples/admin_client.rs` and `docs/api.md`), and clients
+//! can relay among themselves with the gateway's `$publish`.
 //!
 //! Run it, then a gateway whose namespace names it:
 //!

@@ -40,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
-use crate::telemetry::Metrics;
+use crate::telemetry::{HttpPhase, Metrics};
 
 /// The first back-off after an accept error, doubled up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(5);
@@ -242,27 +242,6 @@ async fn serve_connection(
             tracing::debug!(%remote, "request head timed out: closed");
         } else {
             tracing::trace!(%remote, error = %e, "connection ended with an error");
-        }
-    }
-}
-
-/// The phase of an HTTP request that timed out (`phase` label of
-/// `gateway_http_timeouts_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpPhase {
-    /// No complete request head within `server.request_head_timeout_ms`.
-    RequestHead,
-    /// A request body stalled for `server.request_body_timeout_ms`.
-    RequestBody,
-}
-
-impl HttpPhase {
-    pub const ALL: [Self; 2] = [Self::RequestHead, Self::RequestBody];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::RequestHead => "request_head",
-            Self::RequestBody => "request_body",
         }
     }
 }

@@ -7,6 +7,7 @@
 //! `/socket.io/`, one namespace `/` where clients may join any room and
 //! publish into rooms they are in.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +16,12 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use globset::{Glob, GlobMatcher};
 use serde::Deserialize;
+use tokio::sync::Semaphore;
+use tonic::transport::Endpoint;
+
+/// The transports a node serves (`server.transports`); defined with the
+/// Engine.IO protocol.
+pub use crate::protocol::engineio::Transport;
 
 /// Errors found while loading or validating the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -145,31 +152,6 @@ impl ServerConfig {
     }
     pub fn allows(&self, transport: Transport) -> bool {
         self.transports.contains(&transport)
-    }
-}
-
-/// An Engine.IO transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    Polling,
-    Websocket,
-}
-
-impl Transport {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Polling => "polling",
-            Transport::Websocket => "websocket",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "polling" => Some(Transport::Polling),
-            "websocket" => Some(Transport::Websocket),
-            _ => None,
-        }
     }
 }
 
@@ -415,7 +397,7 @@ impl std::fmt::Debug for AdminConfig {
 
 impl AdminConfig {
     /// Checks the `[admin]` rules: a token to listen beyond localhost, a
-    /// usable token, and a loadable TLS certificate and key (both or neither).
+    /// usable token, a TLS certificate and key both or neither.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(token) = &self.token {
             if token.is_empty() {
@@ -433,7 +415,13 @@ impl AdminConfig {
                 self.listen
             )));
         }
-        crate::admin::tls_config(self).map_err(|e| invalid(e.to_string()))?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid(
+                "admin.tls_cert and admin.tls_key must be set together",
+            ));
+        }
+        // The certificate and key files are read (and checked) by the admin
+        // API as the node is built.
         Ok(())
     }
 }
@@ -456,7 +444,137 @@ pub struct NamespaceConfig {
     /// When set, connect / event / disconnect go to this backend's `Hooks`
     /// gRPC service (`[namespaces.hooks]`). Default none.
     #[serde(default)]
-    pub hooks: Option<crate::hooks::grpc::HooksConfig>,
+    pub hooks: Option<HooksConfig>,
+}
+
+/// `[namespaces.hooks]`: the backend that hears about a namespace's sockets.
+///
+/// ```toml
+/// [[namespaces]]
+/// name = "/chat"
+/// [namespaces.hooks]
+/// url = "http://127.0.0.1:50061"
+/// timeout_ms = 2000
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Address of the backend's `Hooks` service, `http://host:port`.
+    /// Required. (TLS to backends is not supported yet.)
+    pub url: String,
+    /// Call `OnConnect` to decide admission. Default true.
+    #[serde(default = "yes")]
+    pub connect: bool,
+    /// Send application events to `OnEvent`. Default true. When false, a
+    /// client asking for an ack gets `{"ok":false,"error":...}`.
+    #[serde(default = "yes")]
+    pub events: bool,
+    /// Report departures to `OnDisconnect`. Default true.
+    #[serde(default = "yes")]
+    pub disconnect: bool,
+    /// Deadline of each call, ms, waiting for a free slot included; an
+    /// `OnConnect` deadline is also bounded by `server.connect_timeout_ms`.
+    /// Default 5000.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Calls in flight to this backend at once, all its namespaces together
+    /// (namespaces naming the same `url` must agree on it). Default 256.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_max_in_flight() -> usize {
+    256
+}
+
+impl HooksConfig {
+    /// A backend at `url` with every default.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            connect: true,
+            events: true,
+            disconnect: true,
+            timeout_ms: default_timeout_ms(),
+            max_in_flight: default_max_in_flight(),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// Checks the values of one table; the message names the bad key.
+    pub fn validate(&self) -> Result<(), String> {
+        hooks_endpoint(&self.url)?;
+        if self.timeout_ms == 0 || self.timeout_ms > 3_600_000 {
+            return Err("timeout_ms must be between 1 and 3600000".into());
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS {
+            return Err(format!(
+                "max_in_flight must be between 1 and {}",
+                Semaphore::MAX_PERMITS
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses a backend url into an endpoint; only `http://host[:port]`.
+pub(crate) fn hooks_endpoint(url: &str) -> Result<Endpoint, String> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|e| format!("url {url:?} is not a valid URI: {e}"))?;
+    let uri = endpoint.uri();
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return Err(format!(
+                "url {url:?}: TLS to hooks backends is not supported yet, use http://"
+            ));
+        }
+        _ => return Err(format!("url {url:?} must start with http://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("url {url:?} has no host"));
+    }
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return Err(format!(
+            "url {url:?} must not have a path (the service path is fixed)"
+        ));
+    }
+    Ok(endpoint)
+}
+
+/// Checks what spans namespaces: those naming the same backend share its
+/// bound on calls in flight, so they must agree on it.
+pub(crate) fn validate_backends(namespaces: &[NamespaceConfig]) -> Result<(), String> {
+    let mut bounds: HashMap<&str, (&str, usize)> = HashMap::new();
+    for ns in namespaces {
+        let Some(hooks) = &ns.hooks else { continue };
+        match bounds.get(hooks.url.as_str()) {
+            Some(&(other, bound)) if bound != hooks.max_in_flight => {
+                return Err(format!(
+                    "namespaces {other:?} and {:?} name the hooks backend {:?} with different \
+                     max_in_flight ({bound} and {}); it bounds the backend as a whole, so give \
+                     them the same value",
+                    ns.name, hooks.url, hooks.max_in_flight
+                ));
+            }
+            Some(_) => {}
+            None => {
+                bounds.insert(&hooks.url, (&ns.name, hooks.max_in_flight));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `[namespaces.jwt]`: how `auth.token` is verified (see `crate::auth`).
@@ -514,7 +632,53 @@ pub struct JwtConfig {
     pub leeway_secs: u64,
 }
 
+/// The most clock skew `leeway_secs` may allow.
+pub const MAX_JWT_LEEWAY_SECS: u64 = 600;
+
 impl JwtConfig {
+    /// Checks which keys are given for the algorithm and the other values;
+    /// the keys themselves are parsed (and a key file read) by the
+    /// namespace's verifier as the node is built.
+    pub fn validate(&self) -> Result<(), String> {
+        let public = [&self.public_key, &self.public_key_file, &self.jwks_url]
+            .iter()
+            .filter(|k| k.is_some())
+            .count();
+        match self.algorithm {
+            JwtAlgorithm::HS256 => {
+                if public > 0 {
+                    return Err("HS256 takes only `secret` (no public key, no `jwks_url`)".into());
+                }
+                if self.secret.as_deref().is_none_or(str::is_empty) {
+                    return Err("HS256 needs `secret`".into());
+                }
+            }
+            algorithm => {
+                if self.secret.is_some() {
+                    return Err(format!("{algorithm:?} takes a public key, not `secret`"));
+                }
+                if public != 1 {
+                    return Err(format!(
+                        "{algorithm:?} needs exactly one of `public_key`, \
+                         `public_key_file` or `jwks_url`"
+                    ));
+                }
+            }
+        }
+        if self.leeway_secs > MAX_JWT_LEEWAY_SECS {
+            return Err(format!("`leeway_secs` is at most {MAX_JWT_LEEWAY_SECS}"));
+        }
+        if self
+            .audience
+            .iter()
+            .chain(&self.issuer)
+            .any(String::is_empty)
+        {
+            return Err("`audience` and `issuer` entries must not be empty".into());
+        }
+        Ok(())
+    }
+
     /// A configuration for `algorithm` with every other field at its default.
     pub fn new(algorithm: JwtAlgorithm) -> Self {
         Self {
@@ -649,7 +813,9 @@ impl Config {
         }
     }
 
-    /// Checks every value; called before any port is bound.
+    /// Checks every value, without reading any file or address it names
+    /// (the parts that use them load them as the node is built, see
+    /// `Node::builder`).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
         if !s.path.starts_with('/') {
@@ -765,8 +931,10 @@ impl Config {
                     ))
                 })?;
             }
+            // JWT keys are parsed (a key file read) by the namespace's
+            // policy as the node is built.
             if let Some(jwt) = &ns.jwt {
-                crate::auth::JwtVerifier::new(jwt)
+                jwt.validate()
                     .map_err(|e| invalid(format!("namespace {:?}: jwt: {e}", ns.name)))?;
             }
             if let Some(hooks) = &ns.hooks {
@@ -775,7 +943,7 @@ impl Config {
                     .map_err(|e| invalid(format!("namespace {:?}: hooks: {e}", ns.name)))?;
             }
         }
-        crate::hooks::grpc::validate_backends(&self.namespaces).map_err(invalid)?;
+        validate_backends(&self.namespaces).map_err(invalid)?;
         Ok(())
     }
 }

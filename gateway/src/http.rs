@@ -12,10 +12,11 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::accept::{BodyError, ConnSlot, HttpPhase, read_body};
-use crate::config::Transport;
+use crate::accept::{BodyError, ConnSlot, read_body};
 use crate::engine::{Engine, EngineError, HandshakeInfo, polling, websocket};
+use crate::protocol::engineio::Transport;
 use crate::reason::DisconnectReason;
+use crate::telemetry::HttpPhase;
 
 /// The router serving `config.server.path`.
 pub fn router(engine: Arc<Engine>) -> Router {
@@ -104,13 +105,13 @@ async fn route(
                 // being upgraded by another: its handshake completes, then
                 // it is closed; the session is not touched.
                 Some(session) if !session.claim_upgrade() => {
-                    tokio::spawn(websocket::close_at_once(upgrade));
+                    engine.tracker.spawn(websocket::close_at_once(upgrade));
                 }
                 // The slot goes in as an argument: a future awaited by a
                 // wrapping task would be stored twice in it (0.7 KiB more
                 // per idle connection, measured).
                 Some(session) => {
-                    tokio::spawn(websocket::serve_upgrade(
+                    engine.tracker.spawn(websocket::serve_upgrade(
                         engine.clone(),
                         session,
                         upgrade,
@@ -119,7 +120,9 @@ async fn route(
                 }
                 None => {
                     let info = handshake_info(engine, remote, parts);
-                    tokio::spawn(websocket::serve_new(engine.clone(), upgrade, info, slot));
+                    engine
+                        .tracker
+                        .spawn(websocket::serve_new(engine.clone(), upgrade, info, slot));
                 }
             }
             accepted.response

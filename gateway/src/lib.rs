@@ -13,8 +13,11 @@
 //! - [`telemetry`] and [`ops`]: metrics, logs and traces, and the operations
 //!   port (`/metrics`, `/healthz`, `/readyz`).
 //!
-//! [`run`] serves a node on listeners it is given until a shutdown future
-//! resolves; the binary and the tests both call it. Shutdown is a drain:
+//! [`Node::builder`] is where a node's parts are made and wired (its bus and
+//! hooks chosen by the configuration unless given); the binary and the
+//! tests both build nodes through it, and [`run`] builds and serves one as
+//! the binary does, on listeners it is given, until a shutdown future
+//! resolves. Shutdown is a drain:
 //! not ready at once, then (after `shutdown.drain_delay_ms`) stop accepting,
 //! close every client with [`DisconnectReason::Shutdown`] (clients see a
 //! transport close and reconnect elsewhere), wait for in-flight work, and
@@ -106,11 +109,18 @@ const CLUSTER_STATUS_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the operations server may take to stop once drained.
 const OPS_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A configured node, ready to serve.
+/// How long the `OnDisconnect` calls of the sockets closed by a drain may
+/// take before [`Node::serve`] returns.
+const DISCONNECT_HOOKS_GRACE: Duration = Duration::from_secs(5);
+
+/// A configured node, ready to serve. Built by [`Node::builder`], the one
+/// place where a node's parts are made and wired, for the binary and the
+/// tests alike.
 pub struct Node {
     config: Arc<Config>,
     io: SocketIo,
     engine: Arc<Engine>,
+    admin: admin::AdminApi,
     // -- operations (telemetry, readiness, drain) --
     metrics: Arc<telemetry::Metrics>,
     readiness: ops::Readiness,
@@ -118,45 +128,122 @@ pub struct Node {
     admin_stats: Arc<admin::AdminStats>,
 }
 
-impl Node {
-    /// A node alone, with the in-process broker (the Redis settings, if
-    /// any, are not used: see [`Node::connect`]).
-    pub fn new(config: Config, hooks: Arc<dyn Hooks>) -> Result<Self, RunError> {
-        let bus = Arc::new(cluster::LocalBroker::new().connect());
-        Self::with_bus(config, hooks, bus)
+/// How a [`Node`] is made: from its configuration, with its bus and hooks
+/// chosen by it unless given here.
+#[must_use]
+pub struct NodeBuilder {
+    config: Config,
+    hooks: Option<Arc<dyn Hooks>>,
+    bus: Option<Arc<dyn cluster::ClusterBus>>,
+}
+
+impl NodeBuilder {
+    /// In-process hooks instead of the configured ones (the gRPC client of
+    /// the namespaces that name a backend, none otherwise): for embedding
+    /// the gateway in a Rust program, and for tests.
+    pub fn hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
     }
 
-    /// A node on the bus its configuration names: Redis when
-    /// `cluster.redis_url` is set, else the in-process broker.
-    pub async fn connect(config: Config, hooks: Arc<dyn Hooks>) -> Result<Self, RunError> {
-        config.validate()?;
-        match config.cluster.redis_url.clone() {
-            Some(url) => {
-                let bus = cluster::redis::connect(&url).await?;
-                Self::with_bus(config, hooks, bus)
+    /// A bus of the caller's (for example a shared [`cluster::LocalBroker`]
+    /// member, to run several nodes in one process).
+    pub fn bus(mut self, bus: Arc<dyn cluster::ClusterBus>) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
+    /// Builds the node on the bus given, else on the in-process broker (the
+    /// Redis settings, if any, are not used: see [`NodeBuilder::connect`]).
+    /// Checks the configuration and loads every resource it names (JWT
+    /// keys, the admin TLS identity, hooks backends' addresses), once.
+    pub fn build(mut self) -> Result<Node, RunError> {
+        let bus = self
+            .bus
+            .take()
+            .unwrap_or_else(|| Arc::new(cluster::LocalBroker::new().connect()));
+        Node::assemble(self.config, self.hooks, bus)
+    }
+
+    /// [`NodeBuilder::build`] on the bus the configuration names when none
+    /// was given: Redis when `cluster.redis_url` is set (the node starts
+    /// even while Redis is unreachable, and connects when it appears).
+    pub async fn connect(mut self) -> Result<Node, RunError> {
+        if self.bus.is_none() {
+            self.config.validate()?;
+            if let Some(url) = &self.config.cluster.redis_url {
+                self.bus = Some(cluster::redis::connect(url).await?);
             }
-            None => Self::new(config, hooks),
+        }
+        self.build()
+    }
+}
+
+impl Node {
+    /// Starts building a node from `config`.
+    pub fn builder(config: Config) -> NodeBuilder {
+        NodeBuilder {
+            config,
+            hooks: None,
+            bus: None,
         }
     }
 
-    /// Validates `config` and builds the node's Socket.IO server and engine
-    /// on `bus` (for example a shared [`cluster::LocalBroker`] member, to
-    /// run several nodes in one process).
+    /// A node alone with `hooks`, on the in-process broker; the same as
+    /// `Node::builder(config).hooks(hooks).build()`.
+    pub fn new(config: Config, hooks: Arc<dyn Hooks>) -> Result<Self, RunError> {
+        Self::builder(config).hooks(hooks).build()
+    }
+
+    /// A node with `hooks` on the bus its configuration names; the same as
+    /// `Node::builder(config).hooks(hooks).connect()`.
+    pub async fn connect(config: Config, hooks: Arc<dyn Hooks>) -> Result<Self, RunError> {
+        Self::builder(config).hooks(hooks).connect().await
+    }
+
+    /// A node with `hooks` on `bus`; the same as
+    /// `Node::builder(config).hooks(hooks).bus(bus).build()`.
     pub fn with_bus(
         config: Config,
         hooks: Arc<dyn Hooks>,
         bus: Arc<dyn cluster::ClusterBus>,
     ) -> Result<Self, RunError> {
+        Self::builder(config).hooks(hooks).bus(bus).build()
+    }
+
+    /// Makes every part of a node and wires them: the one composition root.
+    fn assemble(
+        config: Config,
+        hooks: Option<Arc<dyn Hooks>>,
+        bus: Arc<dyn cluster::ClusterBus>,
+    ) -> Result<Self, RunError> {
         config.validate()?;
         let config = Arc::new(config);
-        // Created first: the engine and Socket.IO layers record into it.
+        // Created first: every other part records into it.
         let metrics = Arc::new(telemetry::Metrics::for_config(&config));
+        let hooks: Arc<dyn Hooks> = match hooks {
+            Some(hooks) => hooks,
+            None if hooks::grpc::configured(&config) => {
+                // Channels connect lazily: a backend that is down does not
+                // stop the node.
+                Arc::new(hooks::grpc::GrpcHooks::new(&config, metrics.clone())?)
+            }
+            None => Arc::new(NoHooks),
+        };
         let node_id = config
             .cluster
             .node_id
             .clone()
             .unwrap_or_else(ids::new_node_id);
-        let io = SocketIo::new(config.clone(), node_id, hooks, bus, metrics.clone())?;
+        let tasks = TaskTracker::new();
+        let io = SocketIo::new(
+            config.clone(),
+            node_id,
+            hooks,
+            bus,
+            metrics.clone(),
+            tasks.clone(),
+        )?;
         let keep_headers = io
             .namespaces()
             .policies()
@@ -168,14 +255,24 @@ impl Node {
             keep_headers,
             metrics.clone(),
         ));
+        let admin_stats = Arc::new(admin::AdminStats::new());
+        // Built here, served only when given a listener: a TLS identity
+        // that does not load stops the start.
+        let admin = admin::AdminApi::new(
+            io.clone(),
+            &config.admin,
+            admin_stats.clone(),
+            metrics.clone(),
+        )?;
         Ok(Self {
             config,
             io,
             engine,
+            admin,
             metrics,
             readiness: ops::Readiness::new(),
-            tasks: TaskTracker::new(),
-            admin_stats: Arc::new(admin::AdminStats::new()),
+            tasks,
+            admin_stats,
         })
     }
 
@@ -225,19 +322,7 @@ impl Node {
         listeners: Listeners,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), RunError> {
-        // Built first: a TLS identity that does not load stops the start.
-        let admin_api = match listeners.admin {
-            Some(listener) => {
-                let api = admin::AdminApi::new(
-                    self.io.clone(),
-                    &self.config.admin,
-                    self.admin_stats.clone(),
-                    self.metrics.clone(),
-                )?;
-                Some((api, listener))
-            }
-            None => None,
-        };
+        let admin_api = listeners.admin.map(|listener| (self.admin, listener));
         let ops_stop = CancellationToken::new();
         let ops_server = listeners.ops.map(|listener| {
             let app = ops::router(self.metrics.clone(), self.readiness.clone());
@@ -321,6 +406,9 @@ impl Node {
                 tracing::warn!(error = %e, "admin server failed");
             }
         }
+        if !self.io.hooks().drain(DISCONNECT_HOOKS_GRACE).await {
+            tracing::warn!("OnDisconnect calls still under way at exit");
+        }
         cluster_stop.cancel();
         if tokio::time::timeout_at(deadline, &mut cluster)
             .await
@@ -403,13 +491,16 @@ async fn cluster_status(
     }
 }
 
-/// Runs a node with the default hooks until `shutdown` resolves.
+/// Builds a node from `config` as the binary does (its bus and hooks
+/// from the configuration) and serves it on `listeners` until `shutdown`
+/// resolves.
 pub async fn run(
     listeners: Listeners,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    Node::connect(config, Arc::new(NoHooks))
+    Node::builder(config)
+        .connect()
         .await?
         .serve(listeners, shutdown)
         .await

@@ -1,6 +1,7 @@
 //! The `gateway` binary: parses configuration, sets up logs and traces,
-//! binds the listeners and serves a [`gateway::Node`] (with the gRPC hooks
-//! when a namespace names a hooks backend).
+//! builds a [`gateway::Node`] (with the gRPC hooks when a namespace names a
+//! hooks backend, see [`gateway::Node::builder`]), binds the listeners and
+//! serves it.
 //!
 //! It prints `gateway listening on <addr>` once the client listener is
 //! bound, then `gateway admin listening on <addr>` for the admin API
@@ -10,19 +11,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use gateway::config::LogFormat;
-use gateway::hooks::grpc::GrpcHooks;
 use gateway::telemetry::{self, TracingOptions};
+use gateway::{Node, RunError};
 use tokio::io::AsyncWriteExt;
-
-/// How long the `OnDisconnect` calls of the sockets closed at shutdown may
-/// take before the process exits.
-const DISCONNECT_HOOKS_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum LogFormatArg {
@@ -122,21 +117,30 @@ async fn main() -> anyhow::Result<()> {
     if let Some(format) = cli.log_format {
         config.telemetry.log_format = format.into();
     }
-    if let Err(e) = config.validate() {
-        eprintln!("{e}");
-        std::process::exit(2);
-    }
     if cli.check_config {
-        println!("configuration is valid");
-        return Ok(());
+        // Builds the node without serving it: every value checked, every
+        // file it names loaded (no Redis connection is made).
+        match Node::builder(config).build() {
+            Ok(_) => {
+                println!("configuration is valid");
+                return Ok(());
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        }
     }
     let telemetry = telemetry::init(&TracingOptions::from_config(&config.telemetry))?;
-    // Namespaces that name a hooks backend call it over gRPC; the channels
-    // connect lazily, so a backend that is down does not stop the node.
-    let hooks = if gateway::hooks::grpc::configured(&config) {
-        Some(Arc::new(GrpcHooks::from_config(&config)?))
-    } else {
-        None
+    // From here on, SIGTERM drains (see `shutdown_signal`).
+    let shutdown = shutdown_signal();
+    let node = match Node::builder(config.clone()).connect().await {
+        Ok(node) => node,
+        Err(RunError::Config(e)) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+        Err(e) => return Err(e.into()),
     };
 
     let client = bind(config.server.listen, "client").await?;
@@ -163,22 +167,7 @@ async fn main() -> anyhow::Result<()> {
         announce(format!("gateway ops listening on {addr}\n")).await?;
         listeners = listeners.with_ops(ops);
     }
-    let served = match hooks {
-        Some(hooks) => {
-            let served = match gateway::Node::connect(config, hooks.clone()).await {
-                Ok(node) => {
-                    hooks.attach_metrics(node.metrics().clone());
-                    node.serve(listeners, shutdown_signal()).await
-                }
-                Err(e) => Err(e),
-            };
-            if !hooks.drain(DISCONNECT_HOOKS_GRACE).await {
-                tracing::warn!("OnDisconnect calls still under way at exit");
-            }
-            served
-        }
-        None => gateway::run(listeners, config, shutdown_signal()).await,
-    };
+    let served = node.serve(listeners, shutdown).await;
     telemetry.shutdown().await;
     served?;
     Ok(())

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::message::{Answer, Broadcast, BusMessage, Heartbeat, Op, Request, Response, Target};
 use super::registry::now_ms;
@@ -52,6 +53,9 @@ pub struct Adapter {
     publish_errors: AtomicU64,
     /// Bus counters are exported as the Redis series when the bus is Redis.
     metrics: Option<Arc<Metrics>>,
+    /// The node's in-flight work (answers to other nodes' requests), which
+    /// a drain waits for.
+    tasks: TaskTracker,
 }
 
 impl std::fmt::Debug for Adapter {
@@ -76,6 +80,7 @@ impl Adapter {
         bus: Arc<dyn ClusterBus>,
         cfg: &ClusterConfig,
         metrics: Arc<Metrics>,
+        tasks: TaskTracker,
     ) -> Self {
         let metrics = (bus.kind() == "redis").then_some(metrics);
         Self {
@@ -92,6 +97,7 @@ impl Adapter {
             heartbeat_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
             started_at_ms: now_ms(),
             publish_errors: AtomicU64::new(0),
+            tasks,
         }
     }
 
@@ -620,7 +626,8 @@ async fn handle(adapter: &Arc<Adapter>, node: &Arc<dyn Deliver>, msg: BusMessage
             let adapter = adapter.clone();
             let node = node.clone();
             // Requests may wait (emit-with-ack): answer off the event loop.
-            tokio::spawn(async move {
+            let tasks = adapter.tasks.clone();
+            tasks.spawn(async move {
                 let (origin, id) = (req.origin.clone(), req.id);
                 let body = node.answer(req).await;
                 adapter.respond(&origin, id, body).await;

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-pub use crate::socketio::Target;
+pub use super::target::Target;
 
 /// A message on a bus channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -20,6 +20,7 @@ pub mod message;
 pub mod redis;
 pub mod registry;
 pub mod subscriptions;
+pub mod target;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -28,6 +29,7 @@ pub use adapter::{Adapter, ClusterError, Gathered};
 pub use local::{LocalBroker, LocalBus};
 pub use registry::{NodeInfo, Registry};
 pub use subscriptions::{Held, SubscribeError, Subscriptions};
+pub use target::Target;
 
 /// A bus failure.
 #[derive(Debug, Clone, thiserror::Error)]

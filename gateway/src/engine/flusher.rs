@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::queue::OutboundQueue;
-use crate::config::Transport;
+use crate::protocol::engineio::Transport;
 
 /// Frames, bytes and write calls, counted once per pass.
 #[derive(Debug, Default)]

@@ -25,7 +25,8 @@ use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, Transport};
+use crate::config::Config;
+use crate::protocol::engineio::Transport;
 use crate::reason::DisconnectReason;
 pub use queue::{Frame, OutboundQueue, PushError, QueueLimits};
 pub use session::Session;

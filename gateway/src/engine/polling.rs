@@ -13,7 +13,7 @@ use super::queue::Frame;
 use super::session::Session;
 use super::websocket::open_packet;
 use super::{Engine, EngineError, HandshakeInfo};
-use crate::config::Transport;
+use crate::protocol::engineio::Transport;
 use crate::protocol::engineio::{self, PayloadItem};
 use crate::reason::DisconnectReason;
 

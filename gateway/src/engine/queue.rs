@@ -33,7 +33,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 use super::flusher::{ScheduleBatch, Sent, Shard};
-use crate::config::Transport;
+use crate::protocol::engineio::Transport;
 use crate::protocol::websocket::{self as ws, MAX_HEADER, opcode};
 use crate::telemetry::Metrics;
 

@@ -17,8 +17,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::queue::{Flush, Frame, OutboundQueue, PushError, QueueLimits};
 use super::{Connection, Engine, HandshakeInfo};
-use crate::config::Transport;
 use crate::protocol::engineio::Packet;
+use crate::protocol::engineio::Transport;
 use crate::protocol::websocket::close_code;
 use crate::reason::DisconnectReason;
 

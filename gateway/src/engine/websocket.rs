@@ -22,7 +22,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use super::queue::Frame;
 use super::session::Session;
 use super::{Engine, HandshakeInfo};
-use crate::config::Transport;
+use crate::protocol::engineio::Transport;
 use crate::protocol::engineio::{self, Packet};
 use crate::protocol::websocket::{self as ws, Decoder, Message, opcode};
 use crate::reason::DisconnectReason;

@@ -18,8 +18,9 @@
 //!   of failures to what the client sees ([`HookError`]);
 //! - `OnDisconnect` as fire and forget: spawned, tracked, drained at shutdown
 //!   ([`GrpcHooks::drain`]);
-//! - counters of calls, failures and latency ([`HookStats`]), until the
-//!   telemetry module exports them as metrics.
+//! - the node's hook metrics (`gateway_hook_requests_total`,
+//!   `gateway_hook_duration_seconds`, `gateway_hook_in_flight`), and
+//!   per-rpc counters ([`HookStats`]) that tests read.
 //!
 //! The order of one socket's events is kept by the caller (the socket's
 //! event queue hands [`Hooks::on_event`] one event at a time).
@@ -35,151 +36,20 @@ use bytes::Bytes;
 use gateway_proto::common::v1 as pb_common;
 use gateway_proto::hooks::v1 as pb;
 use gateway_proto::hooks::v1::hooks_client::HooksClient;
-use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use super::{ConnectDecision, ConnectRequest, Event, HookError, Hooks};
-use crate::config::{Config, ConfigError, NamespaceConfig, NamespaceMatcher};
+use crate::config::{Config, ConfigError, HooksConfig, NamespaceMatcher, hooks_endpoint};
 use crate::reason::DisconnectReason;
 use crate::socketio::{Payload, Socket, payload};
 
 /// Longest message of a backend's error status passed on to a client; longer
 /// ones are cut (at a character boundary).
 const MAX_CLIENT_MESSAGE: usize = 1024;
-
-/// `[namespaces.hooks]`: the backend that hears about a namespace's sockets.
-///
-/// ```toml
-/// [[namespaces]]
-/// name = "/chat"
-/// [namespaces.hooks]
-/// url = "http://127.0.0.1:50061"
-/// timeout_ms = 2000
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HooksConfig {
-    /// Address of the backend's `Hooks` service, `http://host:port`.
-    /// Required. (TLS to backends is not supported yet.)
-    pub url: String,
-    /// Call `OnConnect` to decide admission. Default true.
-    #[serde(default = "yes")]
-    pub connect: bool,
-    /// Send application events to `OnEvent`. Default true. When false, a
-    /// client asking for an ack gets `{"ok":false,"error":...}`.
-    #[serde(default = "yes")]
-    pub events: bool,
-    /// Report departures to `OnDisconnect`. Default true.
-    #[serde(default = "yes")]
-    pub disconnect: bool,
-    /// Deadline of each call, ms, waiting for a free slot included; an
-    /// `OnConnect` deadline is also bounded by `server.connect_timeout_ms`.
-    /// Default 5000.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-    /// Calls in flight to this backend at once, all its namespaces together
-    /// (namespaces naming the same `url` must agree on it). Default 256.
-    #[serde(default = "default_max_in_flight")]
-    pub max_in_flight: usize,
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn default_timeout_ms() -> u64 {
-    5_000
-}
-
-fn default_max_in_flight() -> usize {
-    256
-}
-
-impl HooksConfig {
-    /// A backend at `url` with every default.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            connect: true,
-            events: true,
-            disconnect: true,
-            timeout_ms: default_timeout_ms(),
-            max_in_flight: default_max_in_flight(),
-        }
-    }
-
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
-    }
-
-    /// Checks the values of one table; the message names the bad key.
-    pub fn validate(&self) -> Result<(), String> {
-        endpoint(&self.url)?;
-        if self.timeout_ms == 0 || self.timeout_ms > 3_600_000 {
-            return Err("timeout_ms must be between 1 and 3600000".into());
-        }
-        if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS {
-            return Err(format!(
-                "max_in_flight must be between 1 and {}",
-                Semaphore::MAX_PERMITS
-            ));
-        }
-        Ok(())
-    }
-}
-
-/// Parses a backend url into an endpoint; only `http://host[:port]`.
-fn endpoint(url: &str) -> Result<Endpoint, String> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| format!("url {url:?} is not a valid URI: {e}"))?;
-    let uri = endpoint.uri();
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(format!(
-                "url {url:?}: TLS to hooks backends is not supported yet, use http://"
-            ));
-        }
-        _ => return Err(format!("url {url:?} must start with http://")),
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("url {url:?} has no host"));
-    }
-    if uri.path() != "/" && !uri.path().is_empty() {
-        return Err(format!(
-            "url {url:?} must not have a path (the service path is fixed)"
-        ));
-    }
-    Ok(endpoint)
-}
-
-/// Checks what spans namespaces: those naming the same backend share its
-/// bound on calls in flight, so they must agree on it.
-pub fn validate_backends(namespaces: &[NamespaceConfig]) -> Result<(), String> {
-    let mut bounds: HashMap<&str, (&str, usize)> = HashMap::new();
-    for ns in namespaces {
-        let Some(hooks) = &ns.hooks else { continue };
-        match bounds.get(hooks.url.as_str()) {
-            Some(&(other, bound)) if bound != hooks.max_in_flight => {
-                return Err(format!(
-                    "namespaces {other:?} and {:?} name the hooks backend {:?} with different \
-                     max_in_flight ({bound} and {}); it bounds the backend as a whole, so give \
-                     them the same value",
-                    ns.name, hooks.url, hooks.max_in_flight
-                ));
-            }
-            Some(_) => {}
-            None => {
-                bounds.insert(&hooks.url, (&ns.name, hooks.max_in_flight));
-            }
-        }
-    }
-    Ok(())
-}
 
 /// Whether any namespace of `config` names a hooks backend.
 pub fn configured(config: &Config) -> bool {
@@ -189,8 +59,8 @@ pub fn configured(config: &Config) -> bool {
 // ---------------------------------------------------------------------------
 // Counters
 
-/// Counters of one rpc. A stand-in for the telemetry module's metrics
-/// (`gateway_hook_*`), which will read them or replace them.
+/// Counters of one rpc, next to the telemetry module's metrics
+/// (`gateway_hook_*`), for the hooks' own [`GrpcHooks::stats`].
 #[derive(Debug, Default)]
 pub struct RpcStats {
     calls: AtomicU64,
@@ -299,7 +169,7 @@ struct Backend {
 
 impl Backend {
     fn new(hooks: &HooksConfig, connect_timeout: Duration) -> Result<Self, ConfigError> {
-        let endpoint = endpoint(&hooks.url)
+        let endpoint = hooks_endpoint(&hooks.url)
             .map_err(ConfigError::Invalid)?
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
@@ -455,6 +325,17 @@ impl GrpcHooks {
                 metrics: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// [`GrpcHooks::from_config`] recording its calls in `metrics`: how a
+    /// node wires the hooks its configuration names.
+    pub fn new(
+        config: &Config,
+        metrics: Arc<crate::telemetry::Metrics>,
+    ) -> Result<Self, ConfigError> {
+        let hooks = Self::from_config(config)?;
+        hooks.attach_metrics(metrics);
+        Ok(hooks)
     }
 
     /// Records hook calls in the node's metrics from now on
@@ -923,6 +804,10 @@ impl Hooks for GrpcHooks {
                 .backend
                 .note(Rpc::Disconnect.name(), result.as_ref().copied());
         });
+    }
+
+    async fn drain(&self, grace: Duration) -> bool {
+        GrpcHooks::drain(self, grace).await
     }
 }
 

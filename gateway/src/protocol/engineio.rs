@@ -22,6 +22,31 @@ use base64::engine::{DecodePaddingMode, general_purpose::STANDARD};
 use bytes::Bytes;
 use std::fmt::Write as _;
 
+/// An Engine.IO transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Polling,
+    Websocket,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Polling => "polling",
+            Transport::Websocket => "websocket",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "polling" => Some(Transport::Polling),
+            "websocket" => Some(Transport::Websocket),
+            _ => None,
+        }
+    }
+}
+
 /// The record separator that joins packets in a polling payload.
 pub const SEPARATOR: u8 = 0x1e;
 

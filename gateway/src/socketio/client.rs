@@ -11,12 +11,13 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
 use super::SocketIo;
-use super::namespace::{Joined, Target};
+use super::hooks::{ConnectDecision, ConnectRequest, Event};
+use super::namespace::Joined;
 use super::payload::{self, Payload};
 use super::socket::{Inbound, InboundEvent, Socket};
+use crate::cluster::Target;
 use crate::cluster::{BusError, Sent};
 use crate::engine::{Connection, Session};
-use crate::hooks::{ConnectDecision, ConnectRequest, Event};
 use crate::protocol::socketio::{self, DecodeLimits, PacketKind, RESERVED_EVENTS};
 use crate::reason::DisconnectReason;
 use crate::socketio::Policy;
@@ -515,7 +516,7 @@ fn report_left(
     match queue.try_send(Inbound::Left(reason)) {
         Ok(()) => {}
         Err(mpsc::error::TrySendError::Full(left)) => {
-            tokio::spawn(async move {
+            io.spawn(async move {
                 let _ = queue.send(left).await;
             });
         }
@@ -530,7 +531,8 @@ fn report_left(
 /// heartbeats keep flowing.
 fn spawn_event_worker(io: SocketIo, socket: Arc<Socket>, bound: usize) -> mpsc::Sender<Inbound> {
     let (tx, mut rx) = mpsc::channel::<Inbound>(bound);
-    tokio::spawn(async move {
+    let worker = io.clone();
+    worker.spawn(async move {
         while let Some(item) = rx.recv().await {
             let ev = match item {
                 Inbound::Event(ev) => ev,

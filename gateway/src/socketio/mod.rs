@@ -7,6 +7,7 @@
 //! and hands the rest to the cluster adapter.
 
 pub mod client;
+pub mod hooks;
 pub mod namespace;
 pub mod payload;
 pub mod socket;
@@ -15,17 +16,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+pub use crate::cluster::Target;
 use crate::cluster::adapter::{self, Adapter, ClusterError, Deliver};
 use crate::cluster::message::{Answer, Broadcast, Op, Request, SocketAck, SocketInfo};
 use crate::cluster::{BusError, ClusterBus, Held, NodeInfo, Sent};
 use crate::config::{Config, ConfigError};
 use crate::engine::{Connection, EngineHandler, Frame, Session};
-use crate::hooks::Hooks;
 use crate::telemetry::Metrics;
+use hooks::Hooks;
 use namespace::ChannelWatch;
-pub use namespace::{Joined, Namespace, Namespaces, Policy, Target};
+pub use namespace::{Joined, Namespace, Namespaces, Policy};
 pub use payload::{Payload, PayloadError};
 pub use socket::{AckError, EmitError, PendingAck, Socket};
+use tokio_util::task::TaskTracker;
 
 /// How long a join waits for the node's subscription to the room channel
 /// before answering (so a publish from another node right after the answer
@@ -52,6 +55,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     connections: AtomicU64,
     sockets: AtomicU64,
+    /// The node's in-flight work, which a drain waits for.
+    tasks: TaskTracker,
 }
 
 /// The Socket.IO server of one node.
@@ -112,12 +117,14 @@ impl SocketIo {
         hooks: Arc<dyn Hooks>,
         bus: Arc<dyn ClusterBus>,
         metrics: Arc<Metrics>,
+        tasks: TaskTracker,
     ) -> Result<Self, ConfigError> {
         let adapter = Arc::new(Adapter::new(
             node_id.clone(),
             bus,
             &config.cluster,
             metrics.clone(),
+            tasks.clone(),
         ));
         let watch = Arc::new(ChannelWatch {
             subscriptions: adapter.subscriptions.clone(),
@@ -135,6 +142,7 @@ impl SocketIo {
                 metrics,
                 connections: AtomicU64::new(0),
                 sockets: AtomicU64::new(0),
+                tasks,
             }),
         })
     }
@@ -153,6 +161,11 @@ impl SocketIo {
 
     pub fn hooks(&self) -> &Arc<dyn Hooks> {
         &self.inner.hooks
+    }
+
+    /// Spawns work a drain waits for (hook event workers and the like).
+    pub(crate) fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.tasks.spawn(task);
     }
 
     pub fn adapter(&self) -> &Arc<Adapter> {

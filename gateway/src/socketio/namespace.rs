@@ -14,7 +14,8 @@ use parking_lot::RwLock;
 
 use super::socket::Socket;
 use crate::auth::JwtVerifier;
-use crate::cluster::{Channels, Subscriptions};
+use crate::cluster::target::Name;
+use crate::cluster::{Channels, Subscriptions, Target};
 use crate::config::{Config, ConfigError, NamespaceConfig, NamespaceMatcher};
 use crate::engine::flusher::ScheduleBatch;
 use crate::engine::{Frame, PushError};
@@ -50,7 +51,7 @@ impl Policy {
                 .as_ref()
                 .map(JwtVerifier::start)
                 .transpose()
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+                .map_err(|e| ConfigError::Invalid(format!("namespace {:?}: jwt: {e}", cfg.name)))?,
         })
     }
 
@@ -58,65 +59,6 @@ impl Policy {
     pub fn may_join(&self, room: &str) -> bool {
         self.join.is_match(room)
     }
-}
-
-/// Who an emit is for: sockets in any of `rooms` or with one of
-/// `socket_ids`, except those in any of `except_rooms` (room names or socket
-/// ids). No rooms and no ids means the whole namespace.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Target {
-    pub rooms: Vec<String>,
-    pub socket_ids: Vec<String>,
-    pub except_rooms: Vec<String>,
-    /// Drop rather than disconnect when a recipient's queue is full.
-    pub volatile: bool,
-}
-
-impl Target {
-    pub fn room(room: impl Into<String>) -> Self {
-        Self {
-            rooms: vec![room.into()],
-            ..Self::default()
-        }
-    }
-
-    pub fn socket(id: impl Into<String>) -> Self {
-        Self {
-            socket_ids: vec![id.into()],
-            ..Self::default()
-        }
-    }
-
-    pub fn except(mut self, name: impl Into<String>) -> Self {
-        self.except_rooms.push(name.into());
-        self
-    }
-
-    /// Whether it selects the whole namespace.
-    pub fn is_namespace(&self) -> bool {
-        self.rooms.is_empty() && self.socket_ids.is_empty()
-    }
-
-    /// Target name `i` of the ordered list `rooms ++ socket_ids`.
-    fn name(&self, i: usize) -> Option<Name<'_>> {
-        match self.rooms.get(i) {
-            Some(r) => Some(Name::Room(r)),
-            None => self
-                .socket_ids
-                .get(i - self.rooms.len())
-                .map(|s| Name::Id(s)),
-        }
-    }
-
-    fn names(&self) -> usize {
-        self.rooms.len() + self.socket_ids.len()
-    }
-}
-
-#[derive(Clone, Copy)]
-enum Name<'a> {
-    Room(&'a str),
-    Id(&'a str),
 }
 
 /// Subscribes the node to the channels its local membership needs.

@@ -12,8 +12,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::client::Client;
 use super::namespace::{Joined, Namespace};
 use super::payload::{self, Payload, PayloadError};
-use crate::config::Transport;
 use crate::engine::{Frame, PushError, Session};
+use crate::protocol::engineio::Transport;
 use crate::protocol::socketio::PacketKind;
 use crate::reason::DisconnectReason;
 

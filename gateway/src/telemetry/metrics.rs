@@ -30,9 +30,29 @@ use metrics_exporter_prometheus::{
 };
 use parking_lot::RwLock;
 
-use crate::accept::HttpPhase;
-use crate::config::Transport;
+use crate::protocol::engineio::Transport;
 use crate::reason::DisconnectReason;
+
+/// The phase of an HTTP request that timed out (`phase` label of
+/// `gateway_http_timeouts_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpPhase {
+    /// No complete request head within `server.request_head_timeout_ms`.
+    RequestHead,
+    /// A request body stalled for `server.request_body_timeout_ms`.
+    RequestBody,
+}
+
+impl HttpPhase {
+    pub const ALL: [Self; 2] = [Self::RequestHead, Self::RequestBody];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RequestHead => "request_head",
+            Self::RequestBody => "request_body",
+        }
+    }
+}
 
 /// Metric names, as exported.
 pub mod names {

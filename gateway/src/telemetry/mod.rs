@@ -12,7 +12,7 @@ pub mod metrics;
 pub mod trace;
 
 pub use metrics::{
-    AdminCall, AdminMethod, ConnectErrorReason, HookCall, HookKind, HookResult, Metrics,
+    AdminCall, AdminMethod, ConnectErrorReason, HookCall, HookKind, HookResult, HttpPhase, Metrics,
     NamespaceMetrics, RedisOp, TransportMetrics,
 };
 pub use trace::{

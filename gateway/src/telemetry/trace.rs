@@ -24,7 +24,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use super::metrics::{AdminMethod, HookKind};
-use crate::config::{LogFormat, TelemetryConfig, Transport};
+use crate::config::{LogFormat, TelemetryConfig};
+use crate::protocol::engineio::Transport;
 
 /// Target of the per-connection span: logs carry it, exported traces do
 /// not (a connection lives for hours; its admin, hook and Redis spans are
