@@ -1,5 +1,7 @@
 //! Telemetry: what an operator sees of a node.
 //!
+//! - [`contract`]: the metrics contract with `deploy/` (names, help texts,
+//!   buckets, label sets);
 //! - [`metrics`]: the node's Prometheus metrics ([`Metrics`]), one recorder
 //!   per node, every handle registered at startup, cheap updates on the hot
 //!   path; rendered by the operations port (`crate::ops`).
@@ -8,6 +10,7 @@
 //!   hook calls and the cluster bus, and the W3C [`TraceContext`] that bus
 //!   messages carry across nodes.
 
+pub mod contract;
 pub mod metrics;
 pub mod trace;
 
