@@ -471,7 +471,7 @@ async fn cluster_status(
     readiness: ops::Readiness,
     stop: CancellationToken,
 ) {
-    let redis = io.adapter().bus().kind() == "redis";
+    let redis = io.adapter().bus().is_remote();
     if redis {
         metrics.enable_redis();
     }

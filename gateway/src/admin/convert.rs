@@ -209,6 +209,9 @@ pub fn op_status(e: OpError, partial: &str) -> Status {
         OpError::Cluster(ClusterError::Bus(BusError::Unavailable(why))) => {
             Status::unavailable(format!("the cluster bus is unreachable ({why}): {partial}"))
         }
+        OpError::Cluster(ClusterError::Bus(e @ BusError::Encode(_))) => {
+            Status::internal(format!("{e}: {partial}"))
+        }
     }
 }
 

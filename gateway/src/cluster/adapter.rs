@@ -82,7 +82,7 @@ impl Adapter {
         metrics: Arc<Metrics>,
         tasks: TaskTracker,
     ) -> Self {
-        let metrics = (bus.kind() == "redis").then_some(metrics);
+        let metrics = bus.is_remote().then_some(metrics);
         Self {
             metrics,
             node_id,
@@ -169,7 +169,10 @@ impl Adapter {
         channel: &str,
         msg: &BusMessage,
     ) -> Result<Option<u64>, BusError> {
-        let result = self.bus.publish_counted(channel, msg.encode()).await;
+        let result = match msg.encode() {
+            Ok(bytes) => self.bus.publish_counted(channel, bytes).await,
+            Err(e) => Err(e),
+        };
         self.note_publish(channel, result.as_ref().err());
         result
     }
@@ -279,9 +282,9 @@ impl Adapter {
         for (channel, responsible) in copies {
             msg.responsible = responsible;
             let wrapped = BusMessage::Broadcast(msg);
-            let result = self
-                .bus
-                .enqueue(channel.clone(), wrapped.encode(), sent.part());
+            let result = wrapped
+                .encode()
+                .and_then(|bytes| self.bus.enqueue(channel.clone(), bytes, sent.part()));
             self.note_publish(&channel, result.as_ref().err());
             if let Err(e) = result {
                 // The caller hears it now, and only now.
@@ -387,11 +390,11 @@ impl Adapter {
             started_at_ms: self.started_at_ms,
             hello,
         });
-        if self
-            .bus
-            .publish(&self.channels.heartbeats(), msg.encode())
-            .await
-            .is_err()
+        let published = match msg.encode() {
+            Ok(bytes) => self.bus.publish(&self.channels.heartbeats(), bytes).await,
+            Err(e) => Err(e),
+        };
+        if published.is_err()
             && let Some(m) = &self.metrics
         {
             m.redis_error(RedisOp::Heartbeat);
@@ -403,10 +406,9 @@ impl Adapter {
         let msg = BusMessage::Goodbye {
             node_id: self.node_id.clone(),
         };
-        let _ = self
-            .bus
-            .publish(&self.channels.heartbeats(), msg.encode())
-            .await;
+        if let Ok(bytes) = msg.encode() {
+            let _ = self.bus.publish(&self.channels.heartbeats(), bytes).await;
+        }
     }
 
     /// This node and every live peer.
@@ -645,5 +647,115 @@ async fn handle(adapter: &Arc<Adapter>, node: &Arc<dyn Deliver>, msg: BusMessage
             }
         }
         BusMessage::Goodbye { node_id } => adapter.registry.forget(&node_id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::LocalBroker;
+    use crate::cluster::target::Name;
+    use crate::config::ClusterConfig;
+    use crate::ids::{new_node_id, new_socket_id};
+
+    fn adapter(node_id: &str) -> Adapter {
+        Adapter::new(
+            node_id.to_owned(),
+            Arc::new(LocalBroker::new().connect()),
+            &ClusterConfig::default(),
+            Arc::new(Metrics::new(["/"])),
+            TaskTracker::new(),
+        )
+    }
+
+    /// The copies sorted by channel, for comparisons that do not depend on
+    /// the order of a map.
+    fn sorted(mut copies: Vec<(String, Vec<u32>)>) -> Vec<(String, Vec<u32>)> {
+        copies.sort();
+        copies
+    }
+
+    #[test]
+    fn a_whole_namespace_emit_is_one_copy_on_the_namespace_channel() {
+        let a = adapter(&new_node_id());
+        let copies = a.copies("/chat", &Target::default());
+        assert_eq!(copies, vec![(a.channels.namespace("/chat"), vec![])]);
+    }
+
+    #[test]
+    fn each_room_is_its_own_copy_responsible_for_its_index() {
+        let a = adapter(&new_node_id());
+        let target = Target {
+            rooms: vec!["r1".into(), "r2".into()],
+            except_rooms: vec!["muted".into()],
+            ..Target::default()
+        };
+        assert_eq!(
+            sorted(a.copies("/", &target)),
+            sorted(vec![
+                (a.channels.room("/", "r1"), vec![0]),
+                (a.channels.room("/", "r2"), vec![1]),
+            ])
+        );
+    }
+
+    /// Socket ids (given as ids, or as their own-id rooms) go to their
+    /// node's channel, one copy per node carrying every index it answers
+    /// for; this node's own ids were served locally and make no copy.
+    #[test]
+    fn socket_ids_make_one_copy_per_other_node() {
+        let (me, n1, n2) = (new_node_id(), new_node_id(), new_node_id());
+        let a = adapter(&me);
+        let target = Target {
+            rooms: vec![
+                "lobby".into(),
+                new_socket_id(&n1), // own-id room of a socket on n1
+                new_socket_id(&me), // a local socket's own-id room
+            ],
+            socket_ids: vec![new_socket_id(&n2), new_socket_id(&n1), new_socket_id(&me)],
+            ..Target::default()
+        };
+        assert_eq!(
+            sorted(a.copies("/", &target)),
+            sorted(vec![
+                (a.channels.room("/", "lobby"), vec![0]),
+                (a.channels.node(&n1), vec![1, 4]),
+                (a.channels.node(&n2), vec![3]),
+            ])
+        );
+    }
+
+    /// Every index of a target is the responsibility of exactly one copy
+    /// (or of this node, for its own sockets): a receiving node delivers a
+    /// socket only for the copy responsible for the first target name the
+    /// socket matches, so no socket gets the same emit twice.
+    #[test]
+    fn every_remote_target_name_has_exactly_one_responsible_copy() {
+        let me = new_node_id();
+        let others: Vec<String> = (0..3).map(|_| new_node_id()).collect();
+        let a = adapter(&me);
+        let mut target = Target::default();
+        for i in 0..6 {
+            target.rooms.push(format!("room-{i}"));
+        }
+        for node in others.iter().chain([&me]) {
+            target.rooms.push(new_socket_id(node));
+            target.socket_ids.push(new_socket_id(node));
+        }
+        let copies = a.copies("/", &target);
+        let mut owners = vec![0u32; target.names()];
+        for (_, responsible) in &copies {
+            for &i in responsible {
+                owners[i as usize] += 1;
+            }
+        }
+        for (i, count) in owners.iter().enumerate() {
+            let name = match target.name(i).expect("index within the target") {
+                Name::Room(r) | Name::Id(r) => r,
+            };
+            let local = crate::ids::node_of(name) == Some(me.as_str());
+            let expected = u32::from(!local);
+            assert_eq!(*count, expected, "target name {i}");
+        }
     }
 }

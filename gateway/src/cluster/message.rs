@@ -4,6 +4,8 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use super::BusError;
+
 pub use super::target::Target;
 
 /// A message on a bus channel.
@@ -20,10 +22,12 @@ pub enum BusMessage {
 }
 
 impl BusMessage {
-    pub fn encode(&self) -> Bytes {
+    /// The message's bytes on the bus; a message that cannot be encoded is
+    /// an error, never an empty payload.
+    pub fn encode(&self) -> Result<Bytes, BusError> {
         postcard::to_stdvec(self)
             .map(Bytes::from)
-            .unwrap_or_default()
+            .map_err(|e| BusError::Encode(e.to_string()))
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
@@ -150,7 +154,7 @@ mod tests {
             sent_at_us: 7,
             trace: vec![],
         });
-        assert_eq!(BusMessage::decode(&m.encode()).unwrap(), m);
+        assert_eq!(BusMessage::decode(&m.encode().unwrap()).unwrap(), m);
         assert!(BusMessage::decode(&[0xff, 0xff, 0xff]).is_err());
         assert!(BusMessage::decode(&[]).is_err());
     }

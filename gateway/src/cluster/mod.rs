@@ -36,6 +36,10 @@ pub use target::Target;
 pub enum BusError {
     #[error("cluster bus unavailable: {0}")]
     Unavailable(String),
+    /// A message this node made could not be encoded (a bug, logged and
+    /// counted like a failed publish; nothing is sent).
+    #[error("cluster message could not be encoded: {0}")]
+    Encode(String),
 }
 
 /// Told once what became of an enqueued message (see
@@ -89,6 +93,12 @@ pub trait ClusterBus: Send + Sync + 'static {
     }
     /// A short name for logs and metrics (`local`, `redis`).
     fn kind(&self) -> &'static str;
+    /// Whether the bus is a server in another process (Redis), whose
+    /// connection can be lost: readiness and the `gateway_redis_*` series
+    /// follow it. An in-process broker is always there.
+    fn is_remote(&self) -> bool {
+        false
+    }
 }
 
 /// Channel names of one cluster.

@@ -298,6 +298,10 @@ impl ClusterBus for RedisBus {
     fn kind(&self) -> &'static str {
         "redis"
     }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
 }
 
 /// Sends enqueued messages in order, everything waiting at once as one
