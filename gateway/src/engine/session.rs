@@ -467,3 +467,138 @@ async fn flush_backlog(queue: &OutboundQueue) -> Result<(), DisconnectReason> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn session(transport: Transport, rate: Option<RateLimit>) -> Session {
+        Session::new(
+            "sid".to_owned(),
+            transport,
+            HandshakeInfo {
+                remote: "127.0.0.1:1".parse().unwrap(),
+                query: "".into(),
+                headers: Vec::new(),
+            },
+            QueueLimits {
+                frames: 16,
+                bytes: 1 << 16,
+            },
+            rate,
+        )
+    }
+
+    fn drained(s: &Session) -> Vec<Frame> {
+        let mut out = std::collections::VecDeque::new();
+        s.queue.drain_into(&mut out);
+        out.into()
+    }
+
+    fn texts(frames: &[Frame]) -> Vec<&str> {
+        frames
+            .iter()
+            .map(|f| match f {
+                Frame::Text(t) => t.as_str(),
+                _ => "<not text>",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_close_reason_wins_and_a_pending_poll_learns_it() {
+        let s = session(Transport::Polling, None);
+        s.close(DisconnectReason::PingTimeout);
+        s.close(DisconnectReason::ClientClose);
+        assert!(s.is_closed());
+        assert_eq!(s.close_reason(), Some(DisconnectReason::PingTimeout));
+        // A server-side close ends a pending poll with a close packet.
+        assert_eq!(texts(&drained(&s)), ["1"]);
+    }
+
+    #[test]
+    fn a_client_close_answers_the_pending_poll_with_a_noop() {
+        let s = session(Transport::Polling, None);
+        s.close(DisconnectReason::ClientClose);
+        assert_eq!(texts(&drained(&s)), ["6"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_after_the_pong_deadline_closes_the_session() {
+        let s = session(Transport::Polling, None);
+        assert!(!s.close_if_pong_overdue(), "no ping outstanding");
+        s.pong_received.store(false, Ordering::Release);
+        *s.pong_deadline.lock() = Some(Instant::now() + Duration::from_millis(200));
+        tokio::time::advance(Duration::from_millis(199)).await;
+        assert!(!s.close_if_pong_overdue(), "before the deadline");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(s.close_if_pong_overdue(), "at the deadline");
+        assert_eq!(s.close_reason(), Some(DisconnectReason::PingTimeout));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pong_in_time_keeps_the_session() {
+        let s = session(Transport::Polling, None);
+        s.pong_received.store(false, Ordering::Release);
+        *s.pong_deadline.lock() = Some(Instant::now() + Duration::from_millis(200));
+        s.pong_received.store(true, Ordering::Release);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!s.close_if_pong_overdue());
+        assert!(!s.is_closed());
+    }
+
+    #[test]
+    fn one_websocket_claims_the_upgrade_until_it_gives_up() {
+        let s = session(Transport::Polling, None);
+        assert!(!s.upgrade_pending());
+        assert!(s.claim_upgrade());
+        assert!(s.upgrade_pending());
+        assert!(!s.claim_upgrade(), "a second WebSocket is refused");
+        assert!(s.begin_upgrade());
+        assert!(s.is_upgrading());
+        assert_eq!(texts(&drained(&s)), ["6"], "the pending poll's noop");
+        s.abort_upgrade();
+        assert!(!s.upgrade_pending() && !s.is_upgrading());
+        assert!(
+            s.claim_upgrade(),
+            "claimable again after an abandoned upgrade"
+        );
+    }
+
+    #[test]
+    fn a_websocket_session_cannot_be_upgraded() {
+        let s = session(Transport::Websocket, None);
+        assert!(!s.claim_upgrade());
+        assert!(!s.begin_upgrade());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_limit_allows_its_burst_then_refills_with_time() {
+        let s = session(Transport::Websocket, RateLimit::new(10, 3));
+        for _ in 0..3 {
+            assert!(s.rate_limit().is_ok());
+        }
+        assert_eq!(s.rate_limit(), Err(DisconnectReason::RateLimited));
+        // 10 per second: one token per 100 ms.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        assert!(s.rate_limit().is_ok());
+        assert_eq!(s.rate_limit(), Err(DisconnectReason::RateLimited));
+        // Never more than the burst, however long the pause.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        for _ in 0..3 {
+            assert!(s.rate_limit().is_ok());
+        }
+        assert!(s.rate_limit().is_err());
+    }
+
+    #[test]
+    fn no_rate_limit_when_it_is_off() {
+        assert!(RateLimit::new(0, 5).is_none());
+        let s = session(Transport::Websocket, None);
+        for _ in 0..10_000 {
+            assert!(s.rate_limit().is_ok());
+        }
+    }
+}
