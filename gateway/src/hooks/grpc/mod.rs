@@ -24,28 +24,33 @@
 //!
 //! The order of one socket's events is kept by the caller (the socket's
 //! event queue hands [`Hooks::on_event`] one event at a time).
+//!
+//! Files: `mod.rs` (configuration to routes, the [`Hooks`] implementation),
+//! `call.rs` (a backend and one call: deadline, retry, failure mapping),
+//! `convert.rs` (protobuf messages), `stats.rs` (per-rpc counters).
+
+mod call;
+mod convert;
+mod stats;
 
 use std::collections::HashMap;
-use std::error::Error as _;
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
-use gateway_proto::common::v1 as pb_common;
 use gateway_proto::hooks::v1 as pb;
-use gateway_proto::hooks::v1::hooks_client::HooksClient;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Channel;
-use tonic::{Code, Status};
 
 use super::{ConnectDecision, ConnectRequest, Event, HookError, Hooks};
-use crate::config::{Config, ConfigError, HooksConfig, NamespaceMatcher, hooks_endpoint};
+
+use crate::config::{Config, ConfigError, HooksConfig, NamespaceMatcher};
 use crate::reason::DisconnectReason;
-use crate::socketio::{Payload, Socket, payload};
+use crate::socketio::{Payload, Socket};
+use call::*;
+pub use convert::socketio_reason;
+use convert::*;
+pub use stats::{HookCounts, HookStats, RpcCounts, RpcStats};
 
 /// Longest message of a backend's error status passed on to a client; longer
 /// ones are cut (at a character boundary).
@@ -57,150 +62,7 @@ pub fn configured(config: &Config) -> bool {
 }
 
 // ---------------------------------------------------------------------------
-// Counters
-
-/// Counters of one rpc, next to the telemetry module's metrics
-/// (`gateway_hook_*`), for the hooks' own [`GrpcHooks::stats`].
-#[derive(Debug, Default)]
-pub struct RpcStats {
-    calls: AtomicU64,
-    ok: AtomicU64,
-    refused: AtomicU64,
-    unavailable: AtomicU64,
-    timeout: AtomicU64,
-    busy: AtomicU64,
-    failed: AtomicU64,
-    retries: AtomicU64,
-    latency_us: AtomicU64,
-}
-
-/// A reading of [`RpcStats`].
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RpcCounts {
-    /// Calls made (a retry is the same call).
-    pub calls: u64,
-    /// Calls answered with a usable response (a refusal included).
-    pub ok: u64,
-    /// `OnConnect` calls answered with `Refuse`.
-    pub refused: u64,
-    /// Failures: unreachable backend, error status, unusable response.
-    pub unavailable: u64,
-    /// Failures: the deadline passed during the call.
-    pub timeout: u64,
-    /// Failures: the deadline passed while waiting for a free slot.
-    pub busy: u64,
-    /// The backend rejected an event with a status meant for the client.
-    pub failed: u64,
-    /// Second attempts (connection failed before reaching the backend).
-    pub retries: u64,
-    /// Sum of the calls' durations, waiting included, microseconds.
-    pub latency_us: u64,
-}
-
-impl RpcStats {
-    fn read(&self) -> RpcCounts {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        RpcCounts {
-            calls: get(&self.calls),
-            ok: get(&self.ok),
-            refused: get(&self.refused),
-            unavailable: get(&self.unavailable),
-            timeout: get(&self.timeout),
-            busy: get(&self.busy),
-            failed: get(&self.failed),
-            retries: get(&self.retries),
-            latency_us: get(&self.latency_us),
-        }
-    }
-
-    fn record(&self, elapsed: Duration, outcome: Result<(), &HookError>) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.latency_us.fetch_add(micros, Ordering::Relaxed);
-        let counter = match outcome {
-            Ok(()) => &self.ok,
-            Err(HookError::Unavailable(_)) => &self.unavailable,
-            Err(HookError::Timeout) => &self.timeout,
-            Err(HookError::Busy) => &self.busy,
-            Err(HookError::Failed(_)) => &self.failed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Hook latency and errors, per rpc.
-#[derive(Debug, Default)]
-pub struct HookStats {
-    pub connect: RpcStats,
-    pub event: RpcStats,
-    pub disconnect: RpcStats,
-}
-
-/// A reading of [`HookStats`].
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct HookCounts {
-    pub connect: RpcCounts,
-    pub event: RpcCounts,
-    pub disconnect: RpcCounts,
-}
-
-impl HookStats {
-    pub fn read(&self) -> HookCounts {
-        HookCounts {
-            connect: self.connect.read(),
-            event: self.event.read(),
-            disconnect: self.disconnect.read(),
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Backends and routes
-
-/// One backend: its channel and its bound on calls in flight.
-struct Backend {
-    url: String,
-    client: HooksClient<Channel>,
-    slots: Semaphore,
-    /// Set by a failure, cleared by a success: logs the transitions only,
-    /// so that a backend that is down does not log once per call.
-    failing: AtomicBool,
-}
-
-impl Backend {
-    fn new(hooks: &HooksConfig, connect_timeout: Duration) -> Result<Self, ConfigError> {
-        let endpoint = hooks_endpoint(&hooks.url)
-            .map_err(ConfigError::Invalid)?
-            .connect_timeout(connect_timeout)
-            .tcp_nodelay(true)
-            // Finds a backend that vanished without closing its connections.
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10));
-        Ok(Self {
-            url: hooks.url.clone(),
-            client: HooksClient::new(endpoint.connect_lazy()),
-            slots: Semaphore::new(hooks.max_in_flight),
-            failing: AtomicBool::new(false),
-        })
-    }
-
-    fn note(&self, rpc: &'static str, outcome: Result<(), &HookError>) {
-        match outcome {
-            Ok(()) | Err(HookError::Failed(_)) => {
-                if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!(url = %self.url, rpc, "hooks backend answers again");
-                }
-            }
-            Err(e) => {
-                if !self.failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(url = %self.url, rpc, error = ?e, "hooks backend failing");
-                } else {
-                    tracing::debug!(url = %self.url, rpc, error = ?e, "hook call failed");
-                }
-            }
-        }
-    }
-}
+// Routes
 
 /// The hooks of one namespace policy.
 struct NamespaceHooks {
@@ -380,246 +242,6 @@ impl GrpcHooks {
     fn stats_of(&self, rpc: Rpc) -> &RpcStats {
         rpc.stats(&self.inner.stats)
     }
-}
-
-// ---------------------------------------------------------------------------
-// Calls
-
-#[derive(Debug, Clone, Copy)]
-enum Rpc {
-    Connect,
-    Event,
-    Disconnect,
-}
-
-impl Rpc {
-    fn name(self) -> &'static str {
-        match self {
-            Rpc::Connect => "OnConnect",
-            Rpc::Event => "OnEvent",
-            Rpc::Disconnect => "OnDisconnect",
-        }
-    }
-
-    /// Safe to send again: only when the first attempt never reached the
-    /// backend, and never for events.
-    fn retry_once(self) -> bool {
-        !matches!(self, Rpc::Event)
-    }
-
-    fn stats(self, stats: &HookStats) -> &RpcStats {
-        match self {
-            Rpc::Connect => &stats.connect,
-            Rpc::Event => &stats.event,
-            Rpc::Disconnect => &stats.disconnect,
-        }
-    }
-}
-
-/// Why a call produced no response.
-#[derive(Debug)]
-enum CallError {
-    /// No free slot before the deadline.
-    Busy,
-    /// The deadline passed during the call.
-    Timeout,
-    /// The call ended with an error status.
-    Status(Status),
-}
-
-/// Statuses a backend uses to reject an event with a reason for the client.
-const APPLICATION_CODES: [Code; 9] = [
-    Code::InvalidArgument,
-    Code::FailedPrecondition,
-    Code::PermissionDenied,
-    Code::Unauthenticated,
-    Code::NotFound,
-    Code::AlreadyExists,
-    Code::OutOfRange,
-    Code::ResourceExhausted,
-    Code::Aborted,
-];
-
-/// Whether an error of type `E` is among the causes of `status`.
-fn caused_by<E: std::error::Error + 'static>(status: &Status) -> bool {
-    let mut source = status.source();
-    while let Some(e) = source {
-        if e.is::<E>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
-}
-
-/// The call failed with `UNAVAILABLE` because the connection could not be
-/// made: no byte of it reached the backend.
-fn never_reached(status: &Status) -> bool {
-    status.code() == Code::Unavailable && caused_by::<tonic::ConnectError>(status)
-}
-
-/// The status as a failure of the gateway: its code and message, for logs.
-fn describe(status: &Status) -> String {
-    format!("{:?}: {}", status.code(), status.message())
-}
-
-/// Cuts `text` to at most `max` bytes at a character boundary.
-fn truncate(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-    }
-    text
-}
-
-impl CallError {
-    /// What the client and the counters see; `application` when the rpc
-    /// passes application statuses on (`OnEvent`).
-    fn into_hook_error(self, application: bool) -> HookError {
-        match self {
-            CallError::Busy => HookError::Busy,
-            CallError::Timeout => HookError::Timeout,
-            CallError::Status(s) if matches!(s.code(), Code::DeadlineExceeded) => {
-                HookError::Timeout
-            }
-            // The channel's own enforcement of `grpc-timeout`.
-            CallError::Status(s)
-                if s.code() == Code::Cancelled && caused_by::<tonic::TimeoutExpired>(&s) =>
-            {
-                HookError::Timeout
-            }
-            CallError::Status(s) if application && APPLICATION_CODES.contains(&s.code()) => {
-                let message = if s.message().is_empty() {
-                    s.code().description().to_owned()
-                } else {
-                    s.message().to_owned()
-                };
-                HookError::Failed(truncate(message, MAX_CLIENT_MESSAGE))
-            }
-            CallError::Status(s) => HookError::Unavailable(describe(&s)),
-        }
-    }
-}
-
-/// Makes one call through `backend` within `deadline`: waits for a free slot,
-/// then calls (twice at most, when `rpc` may be retried and the first
-/// attempt never reached the backend).
-async fn call<Req, Resp, F, Fut>(
-    backend: &Backend,
-    rpc: Rpc,
-    deadline: Instant,
-    mut request: Req,
-    mut send: F,
-    retries: &AtomicU64,
-) -> Result<Resp, CallError>
-where
-    Req: Clone + Default,
-    F: FnMut(HooksClient<Channel>, tonic::Request<Req>) -> Fut,
-    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
-{
-    let Ok(Ok(_slot)) = tokio::time::timeout_at(deadline, backend.slots.acquire()).await else {
-        // The semaphore is never closed: only the deadline gets here.
-        return Err(CallError::Busy);
-    };
-    let mut may_retry = rpc.retry_once();
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(CallError::Timeout);
-        }
-        // Keep a copy only while a second attempt is possible.
-        let message = if may_retry {
-            request.clone()
-        } else {
-            std::mem::take(&mut request)
-        };
-        let mut req = tonic::Request::new(message);
-        req.set_timeout(remaining);
-        match tokio::time::timeout_at(deadline, send(backend.client.clone(), req)).await {
-            Err(_) => return Err(CallError::Timeout),
-            Ok(Ok(response)) => return Ok(response.into_inner()),
-            Ok(Err(status)) if may_retry && never_reached(&status) => {
-                tracing::debug!(url = %backend.url, rpc = rpc.name(), error = %describe(&status),
-                    "hooks backend not reached, retrying once");
-                retries.fetch_add(1, Ordering::Relaxed);
-                may_retry = false;
-            }
-            Ok(Err(status)) => return Err(CallError::Status(status)),
-        }
-    }
-}
-
-/// `DisconnectReason` as Socket.IO's server-side disconnect reason text.
-pub fn socketio_reason(reason: DisconnectReason) -> &'static str {
-    match reason {
-        DisconnectReason::ClientDisconnect => "client namespace disconnect",
-        DisconnectReason::ClientClose | DisconnectReason::TransportClose => "transport close",
-        DisconnectReason::TransportError => "transport error",
-        DisconnectReason::PingTimeout => "ping timeout",
-        DisconnectReason::ConnectTimeout => "connect timeout",
-        DisconnectReason::ServerDisconnect => "server namespace disconnect",
-        DisconnectReason::SlowConsumer => "slow consumer",
-        DisconnectReason::ProtocolError => "parse error",
-        DisconnectReason::RateLimited => "rate limited",
-        DisconnectReason::Shutdown => "server shutting down",
-    }
-}
-
-/// Query parameters of a raw query string; a repeated name keeps its last value.
-fn parse_query(query: &str) -> HashMap<String, String> {
-    form_urlencoded::parse(query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect()
-}
-
-/// Request headers, names in lower case, repeated headers joined with `, `.
-fn headers_map(headers: &[(Box<str>, Box<str>)]) -> HashMap<String, String> {
-    let mut out: HashMap<String, String> = HashMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        out.entry(name.to_ascii_lowercase())
-            .and_modify(|v| {
-                v.push_str(", ");
-                v.push_str(value);
-            })
-            .or_insert_with(|| value.to_string());
-    }
-    out
-}
-
-fn to_proto_payload(payload: Payload) -> pb_common::Payload {
-    pb_common::Payload {
-        json_args: payload.args,
-        attachments: payload.attachments.iter().map(|b| b.to_vec()).collect(),
-    }
-}
-
-/// A payload from a backend, checked (a JSON array whose placeholders match
-/// its attachments) before it can reach a client.
-fn from_proto_payload(payload: pb_common::Payload) -> Result<Payload, String> {
-    let args = if payload.json_args.trim().is_empty() {
-        "[]".to_owned()
-    } else {
-        payload.json_args
-    };
-    let payload = Payload {
-        args,
-        attachments: payload.attachments.into_iter().map(Bytes::from).collect(),
-    };
-    payload::validate(&payload).map_err(|e| format!("invalid ack_args: {e}"))?;
-    Ok(payload)
-}
-
-/// Optional JSON text: empty is none, anything else must parse.
-fn json_field(text: &str, field: &str) -> Result<Option<serde_json::Value>, String> {
-    if text.trim().is_empty() {
-        return Ok(None);
-    }
-    serde_json::from_str(text)
-        .map(Some)
-        .map_err(|e| format!("{field} is not JSON: {e}"))
 }
 
 impl GrpcHooks {
@@ -813,6 +435,10 @@ impl Hooks for GrpcHooks {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use gateway_proto::common::v1 as pb_common;
+    use tonic::Status;
+
     use super::*;
 
     fn config(text: &str) -> Config {
