@@ -7,11 +7,15 @@
 //! - [`conformance`]: the server the official Socket.IO test suites expect;
 //! - [`eio`]: raw Engine.IO clients over WebSocket and long-polling that
 //!   exchange exact packet strings;
+//! - [`sio`]: a Socket.IO client for tests about events, rooms and acks;
 //! - [`raw`]: a WebSocket client on a bare TCP stream, and reading a
 //!   connection until the node closes it;
+//! - [`redis`]: Redis servers of the test's own (single, Cluster,
+//!   Sentinel);
 //! - [`metrics`]: a node's metrics, rendered or scraped;
 //! - [`wait`]: waits that end when their condition holds, failing at a
-//!   deadline (nothing here sleeps to make an assertion).
+//!   deadline (nothing here sleeps to make an assertion);
+//! - [`tempdir`]: a temporary directory removed on drop.
 
 // Each test binary compiles this whole module and uses only part of it.
 #![allow(dead_code)]
@@ -21,4 +25,7 @@ pub mod eio;
 pub mod metrics;
 pub mod node;
 pub mod raw;
+pub mod redis;
+pub mod sio;
+pub mod tempdir;
 pub mod wait;
