@@ -26,6 +26,7 @@ use support::node::{TestNode, until_clustered};
 use support::redis::Redis;
 use support::sio::{AckMode, Incoming, SioClient};
 use support::tempdir::TempDir;
+use support::tools::skip_without_redis;
 use support::wait::eventually_within;
 use tonic::Code;
 
@@ -1213,6 +1214,9 @@ async fn three_nodes_on_the_in_process_broker() {
 
 #[tokio::test]
 async fn three_nodes_on_redis() {
+    if skip_without_redis() {
+        return;
+    }
     let mut redis = Redis::start().await;
     let extra = format!("redis_url = {:?}", redis.url());
     let mut nodes = Vec::new();

@@ -13,6 +13,7 @@ use serde_json::json;
 use support::node::{TestNode, config, until_clustered};
 use support::redis::{Redis, RedisCluster, RedisSentinel, sentinel_replicas, stall_redis};
 use support::sio::{AckMode, Incoming, SioClient};
+use support::tools::skip_without_redis;
 use support::wait::{DEADLINE, eventually_async};
 
 const QUIET: Duration = Duration::from_millis(300);
@@ -95,6 +96,9 @@ async fn room_fanout_local() {
 
 #[tokio::test]
 async fn room_fanout_redis() {
+    if skip_without_redis() {
+        return;
+    }
     let redis = Redis::start().await;
     room_fanout(Backend::Redis(redis.url())).await;
 }
@@ -103,6 +107,9 @@ async fn room_fanout_redis() {
 /// none of its traffic; it unsubscribes after its last member leaves.
 #[tokio::test]
 async fn only_nodes_with_members_subscribe_redis() {
+    if skip_without_redis() {
+        return;
+    }
     let redis = Redis::start().await;
     let backend = Backend::Redis(redis.url());
     let (n1, n2, n3) = three(&backend).await;
@@ -216,6 +223,9 @@ async fn targeted_and_exactly_once_local() {
 
 #[tokio::test]
 async fn targeted_and_exactly_once_redis() {
+    if skip_without_redis() {
+        return;
+    }
     let redis = Redis::start().await;
     targeted_and_exactly_once(Backend::Redis(redis.url())).await;
 }
@@ -316,6 +326,9 @@ async fn cluster_requests_local() {
 
 #[tokio::test]
 async fn cluster_requests_redis() {
+    if skip_without_redis() {
+        return;
+    }
     let redis = Redis::start().await;
     cluster_requests(Backend::Redis(redis.url())).await;
 }
@@ -386,6 +399,9 @@ async fn node_added_later_local() {
 
 #[tokio::test]
 async fn node_added_later_redis() {
+    if skip_without_redis() {
+        return;
+    }
     let redis = Redis::start().await;
     node_added_later(Backend::Redis(redis.url())).await;
 }
@@ -395,6 +411,9 @@ async fn node_added_later_redis() {
 /// subscribed again (and nothing without a local member is).
 #[tokio::test]
 async fn redis_restart_mid_stream() {
+    if skip_without_redis() {
+        return;
+    }
     let mut redis = Redis::start().await;
     let backend = Backend::Redis(redis.url());
     let n1 = start(&backend).await;
@@ -496,6 +515,9 @@ async fn redis_restart_mid_stream() {
 /// cluster made for the test; room channels spread over the shards.
 #[tokio::test]
 async fn redis_cluster_sharded_pubsub() {
+    if skip_without_redis() {
+        return;
+    }
     let cluster = RedisCluster::start(3).await;
     let backend = Backend::Redis(cluster.url());
     let n1 = start(&backend).await;
@@ -624,12 +646,18 @@ impl Drop for BusyCores {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_then_publish_stress_redis() {
+    if skip_without_redis() {
+        return;
+    }
     let redis = Redis::start().await;
     join_then_publish_stress(Backend::Redis(redis.url()), vec![redis.port]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_then_publish_stress_redis_cluster() {
+    if skip_without_redis() {
+        return;
+    }
     let cluster = RedisCluster::start(3).await;
     let ports = cluster.ports.clone();
     join_then_publish_stress(Backend::Redis(cluster.url()), ports).await;
@@ -640,6 +668,9 @@ async fn join_then_publish_stress_redis_cluster() {
 /// restart (pods routinely start before Redis is reachable).
 #[tokio::test]
 async fn node_started_before_redis() {
+    if skip_without_redis() {
+        return;
+    }
     let mut redis = Redis::unstarted();
     let backend = Backend::Redis(redis.url());
     let n1 = start(&backend).await;
@@ -652,6 +683,9 @@ async fn node_started_before_redis() {
 
 #[tokio::test]
 async fn node_started_before_redis_cluster() {
+    if skip_without_redis() {
+        return;
+    }
     let mut cluster = RedisCluster::unstarted(3);
     let backend = Backend::Redis(cluster.url());
     let n1 = start(&backend).await;
@@ -662,6 +696,9 @@ async fn node_started_before_redis_cluster() {
 
 #[tokio::test]
 async fn node_started_before_redis_sentinel() {
+    if skip_without_redis() {
+        return;
+    }
     let mut sentinel = RedisSentinel::unstarted();
     let backend = Backend::Redis(sentinel.url());
     let n1 = start(&backend).await;
@@ -699,6 +736,9 @@ async fn cold_start_then_fanout(backend: &Backend, n1: TestNode) {
 /// Redis is down are answered with an error.
 #[tokio::test]
 async fn acked_publishes_survive_redis_restart() {
+    if skip_without_redis() {
+        return;
+    }
     let mut redis = Redis::start().await;
     let backend = Backend::Redis(redis.url());
     let n1 = start(&backend).await;
@@ -858,6 +898,9 @@ impl PublishLog {
 /// arrives twice or late out of order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_failover_loses_no_acknowledged_publish() {
+    if skip_without_redis() {
+        return;
+    }
     let mut s = RedisSentinel::unstarted();
     s.launch().await;
     let backend = Backend::Redis(s.url());
@@ -915,6 +958,9 @@ async fn sentinel_failover_loses_no_acknowledged_publish() {
 /// and in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_master_killed() {
+    if skip_without_redis() {
+        return;
+    }
     let mut cluster = RedisCluster::start_with_replicas(3).await;
     let backend = Backend::Redis(cluster.url());
     let n1 = start(&backend).await;

@@ -15,6 +15,7 @@
 //! - [`metrics`]: a node's metrics, rendered or scraped;
 //! - [`wait`]: waits that end when their condition holds, failing at a
 //!   deadline (nothing here sleeps to make an assertion);
+//! - [`tools`]: what a test does when `redis-server` or Node is missing;
 //! - [`tempdir`]: a temporary directory removed on drop.
 
 // Each test binary compiles this whole module and uses only part of it.
@@ -28,4 +29,5 @@ pub mod raw;
 pub mod redis;
 pub mod sio;
 pub mod tempdir;
+pub mod tools;
 pub mod wait;

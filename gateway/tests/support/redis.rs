@@ -1,6 +1,7 @@
 //! Redis servers of the test's own: a single `redis-server`, a Redis Cluster
 //! and a Sentinel deployment, each on free ports below the ephemeral range,
-//! killed when dropped.
+//! killed when dropped. A test that uses them starts with
+//! `if skip_without_redis() { return; }` (see [`super::tools`]).
 
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
