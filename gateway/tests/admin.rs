@@ -1266,7 +1266,10 @@ async fn three_nodes_on_redis() {
         "cluster bus",
     );
     // Still UNAVAILABLE once the peers' heartbeats have expired.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    eventually_within("node 1 to forget its peers", Duration::from_secs(5), || {
+        cl.nodes[0].nodes_known() == 1
+    })
+    .await;
     assert_code(
         admin
             .fetch_sockets(pb::FetchSocketsRequest { target: None })

@@ -20,6 +20,7 @@ use support::eio::{
 use support::node::{start, start_with};
 use support::raw::RawWs;
 use support::wait::{eventually, settle, within};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 const PING_INTERVAL: Duration = Duration::from_millis(300);
@@ -727,8 +728,11 @@ async fn an_upgrade_without_a_probe_times_out() {
 }
 
 /// Admits every connection after a delay, so that a POST carrying a CONNECT
-/// stays in flight.
-struct SlowAdmission;
+/// stays in flight; says when a CONNECT has reached it.
+#[derive(Default)]
+struct SlowAdmission {
+    asked: Notify,
+}
 
 #[async_trait::async_trait]
 impl gateway::hooks::Hooks for SlowAdmission {
@@ -740,6 +744,7 @@ impl gateway::hooks::Hooks for SlowAdmission {
         &self,
         _req: gateway::hooks::ConnectRequest<'_>,
     ) -> Result<gateway::hooks::ConnectDecision, gateway::hooks::HookError> {
+        self.asked.notify_one();
         tokio::time::sleep(Duration::from_millis(400)).await;
         Ok(gateway::hooks::ConnectDecision::allow())
     }
@@ -747,14 +752,16 @@ impl gateway::hooks::Hooks for SlowAdmission {
 
 #[tokio::test]
 async fn concurrent_posts_close_the_session() {
-    let node = start_with(&quiet_config(), Arc::new(SlowAdmission)).await;
+    let hooks = Arc::new(SlowAdmission::default());
+    let node = start_with(&quiet_config(), hooks.clone()).await;
     let (poll, _) = PollClient::open(&node).await;
     let poll = Arc::new(poll);
     let first = tokio::spawn({
         let poll = poll.clone();
         async move { poll.post("40").await }
     });
-    settle().await;
+    // The first POST is being handled: its CONNECT waits in the hook.
+    within("the first POST's CONNECT", hooks.asked.notified()).await;
     let (status, body) = poll.post(r#"42["x"]"#).await;
     assert_eq!(status, 400, "second concurrent POST answered {body:?}");
     let _ = within("the first POST", first).await.unwrap();
