@@ -10,20 +10,32 @@
 //!   down (`UNAVAILABLE`, local delivery kept).
 
 mod admin_support;
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use admin_support::sio::{AckMode, Incoming, SioClient};
-use admin_support::{Admin, RedisServer, TempDir, TestNode, config, until, until_clustered};
+use admin_support::{Admin, config};
+use gateway::Config;
 use gateway::admin::AdminMethod;
 use gateway::cluster::{LocalBroker, LocalBus};
 use gateway_proto::admin::v1 as pb;
 use gateway_proto::common::v1::Payload;
 use serde_json::{Value, json};
+use support::node::{TestNode, until_clustered};
+use support::redis::Redis;
+use support::sio::{AckMode, Incoming, SioClient};
+use support::tempdir::TempDir;
+use support::tools::skip_without_redis;
+use support::wait::eventually_within;
 use tonic::Code;
 
 // ---------------------------------------------------------------- helpers
+
+/// A node with `config` and its admin API, on the bus `config` names.
+async fn start(config: Config) -> TestNode {
+    TestNode::builder(config).admin().start().await
+}
 
 fn target(nsp: &str, rooms: &[&str], ids: &[&str]) -> Option<pb::Target> {
     Some(pb::Target {
@@ -136,10 +148,10 @@ fn assert_code<T: std::fmt::Debug>(
 
 #[tokio::test]
 async fn one_node_serves_every_call() {
-    let node = TestNode::start(config("")).await;
+    let node = start(config("")).await;
     let mut admin = node.admin().await;
     let mut a = SioClient::connect(node.addr, "/", AckMode::Echo).await;
-    let mut b = SioClient::connect(node.addr, "/", AckMode::Never).await;
+    let mut b = SioClient::connect(node.addr, "/", AckMode::Manual).await;
     a.join("lobby").await;
     b.join("lobby").await;
     b.join("vip").await;
@@ -382,7 +394,7 @@ async fn one_node_serves_every_call() {
         .into_inner();
     assert_eq!(r.disconnected_sockets, 1);
     assert_eq!(a.disconnected().await, Incoming::Disconnect);
-    until("the namespace to be empty", Duration::from_secs(5), || {
+    eventually_within("the namespace to be empty", Duration::from_secs(5), || {
         node.io.counts() == (1, 0)
     })
     .await;
@@ -396,15 +408,22 @@ async fn one_node_serves_every_call() {
         (AdminMethod::DisconnectSockets, 2),
         (AdminMethod::ClusterInfo, 1),
     ] {
-        assert_eq!(node.stats.count(method, Code::Ok), calls, "{method:?}");
+        assert_eq!(
+            node.admin_stats.count(method, Code::Ok),
+            calls,
+            "{method:?}"
+        );
     }
-    assert_eq!(node.stats.count(AdminMethod::FetchSockets, Code::Ok), 8);
+    assert_eq!(
+        node.admin_stats.count(AdminMethod::FetchSockets, Code::Ok),
+        8
+    );
     node.stop().await;
 }
 
 #[tokio::test]
 async fn bad_requests_are_invalid_argument() {
-    let node = TestNode::start(config("")).await;
+    let node = start(config("")).await;
     let mut admin = node.admin().await;
 
     let ok = || emit(target("/", &["r"], &[]), "ev", "[1]");
@@ -612,21 +631,22 @@ async fn bad_requests_are_invalid_argument() {
         "not declared",
     );
     assert_eq!(
-        node.stats.count(AdminMethod::Emit, Code::InvalidArgument),
+        node.admin_stats
+            .count(AdminMethod::Emit, Code::InvalidArgument),
         15
     );
     assert_eq!(
-        node.stats
+        node.admin_stats
             .count(AdminMethod::EmitWithAck, Code::InvalidArgument),
         3
     );
-    assert_eq!(node.stats.count(AdminMethod::Emit, Code::Ok), 2);
+    assert_eq!(node.admin_stats.count(AdminMethod::Emit, Code::Ok), 2);
     node.stop().await;
 }
 
 #[tokio::test]
 async fn a_token_is_required_when_configured() {
-    let node = TestNode::start(config("[admin]\ntoken = \"s3cret-admin-token\"")).await;
+    let node = start(config("[admin]\ntoken = \"s3cret-admin-token\"")).await;
     let info = || pb::ClusterInfoRequest {};
 
     let mut anonymous = node.admin_with(None).await;
@@ -661,7 +681,7 @@ async fn a_token_is_required_when_configured() {
         .expect("the right token");
 
     // Reflection is behind the token too.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.admin_addr))
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.admin_addr()))
         .unwrap()
         .connect()
         .await
@@ -678,17 +698,21 @@ async fn a_token_is_required_when_configured() {
     assert!(services.contains(&"socketio_gateway.admin.v1.Admin".to_owned()));
 
     assert_eq!(
-        node.stats
+        node.admin_stats
             .count(AdminMethod::ClusterInfo, Code::Unauthenticated),
         3
     );
     assert_eq!(
-        node.stats.count(AdminMethod::Emit, Code::Unauthenticated),
+        node.admin_stats
+            .count(AdminMethod::Emit, Code::Unauthenticated),
         1
     );
-    assert_eq!(node.stats.count(AdminMethod::ClusterInfo, Code::Ok), 1);
+    assert_eq!(
+        node.admin_stats.count(AdminMethod::ClusterInfo, Code::Ok),
+        1
+    );
     // The same counts in the node's Prometheus metrics.
-    let text = node.metrics.render();
+    let text = node.io.metrics().render();
     for line in [
         r#"gateway_admin_requests_total{method="ClusterInfo",code="UNAUTHENTICATED"} 3"#,
         r#"gateway_admin_requests_total{method="ClusterInfo",code="OK"} 1"#,
@@ -734,8 +758,8 @@ async fn reflection_v1_and_v1alpha_describe_the_admin_service() {
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
-    let node = TestNode::start(config("")).await;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.admin_addr))
+    let node = start(config("")).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.admin_addr()))
         .unwrap()
         .connect()
         .await
@@ -795,7 +819,7 @@ async fn tls_with_a_self_signed_certificate() {
         key_file.display().to_string()
     ));
     cfg.validate().expect("a usable certificate");
-    let node = TestNode::start(cfg).await;
+    let node = start(cfg).await;
 
     let mut admin = node
         .admin_tls(&cert_pem, Some("tls-token"))
@@ -841,9 +865,9 @@ async fn tls_with_a_self_signed_certificate() {
 
 #[tokio::test]
 async fn a_short_client_deadline_is_deadline_exceeded() {
-    let node = TestNode::start(config("")).await;
+    let node = start(config("")).await;
     let mut admin = node.admin().await;
-    let _silent = SioClient::connect(node.addr, "/", AckMode::Never).await;
+    let _silent = SioClient::connect(node.addr, "/", AckMode::Manual).await;
     let mut req = tonic::Request::new(pb::EmitWithAckRequest {
         target: None,
         event: "question".into(),
@@ -857,7 +881,7 @@ async fn a_short_client_deadline_is_deadline_exceeded() {
     assert!(status.message().contains("deadline"), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(
-        node.stats
+        node.admin_stats
             .count(AdminMethod::EmitWithAck, Code::DeadlineExceeded),
         1
     );
@@ -909,7 +933,7 @@ impl Cluster {
         let c1 = SioClient::connect(nodes[0].addr, "/", AckMode::Echo).await;
         let c2 = SioClient::connect(nodes[1].addr, "/", AckMode::Echo).await;
         let c3 = SioClient::connect(nodes[2].addr, "/", AckMode::Echo).await;
-        let silent = SioClient::connect(nodes[2].addr, "/", AckMode::Never).await;
+        let silent = SioClient::connect(nodes[2].addr, "/", AckMode::Manual).await;
         for (c, rooms) in [
             (&c1, &["team"][..]),
             (&c2, &["team", "red"][..]),
@@ -920,7 +944,7 @@ impl Cluster {
                 c.join(room).await;
             }
         }
-        until("namespace subscriptions", Duration::from_secs(10), || {
+        eventually_within("namespace subscriptions", Duration::from_secs(10), || {
             nodes.iter().all(|n| n.subscribed_to_namespace("/"))
         })
         .await;
@@ -1168,7 +1192,13 @@ async fn three_nodes_on_the_in_process_broker() {
     let mut buses: Vec<Arc<LocalBus>> = (0..3).map(|_| Arc::new(broker.connect())).collect();
     let mut nodes = Vec::new();
     for bus in &buses {
-        nodes.push(TestNode::start_on(config(""), bus.clone()).await);
+        nodes.push(
+            TestNode::builder(config(""))
+                .bus(bus.clone())
+                .admin()
+                .start()
+                .await,
+        );
     }
     let nodes: [TestNode; 3] = nodes.try_into().ok().unwrap();
     let mut cl = Cluster::new(nodes).await;
@@ -1188,11 +1218,14 @@ async fn three_nodes_on_the_in_process_broker() {
 
 #[tokio::test]
 async fn three_nodes_on_redis() {
-    let mut redis = RedisServer::start().await;
+    if skip_without_redis() {
+        return;
+    }
+    let mut redis = Redis::start().await;
     let extra = format!("redis_url = {:?}", redis.url());
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        nodes.push(TestNode::connect(config(&extra)).await);
+        nodes.push(start(config(&extra)).await);
     }
     let nodes: [TestNode; 3] = nodes.try_into().ok().unwrap();
     let mut cl = Cluster::new(nodes).await;
@@ -1202,7 +1235,7 @@ async fn three_nodes_on_redis() {
     // Redis goes down: an emit still reaches node 1's own sockets, and the
     // call says UNAVAILABLE; cluster-wide calls are UNAVAILABLE too.
     let mut admin = cl.admin(0).await;
-    redis.kill();
+    redis.stop();
     let mut failed = None;
     for i in 0..200 {
         let event = format!("down-{i}");
@@ -1237,7 +1270,10 @@ async fn three_nodes_on_redis() {
         "cluster bus",
     );
     // Still UNAVAILABLE once the peers' heartbeats have expired.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    eventually_within("node 1 to forget its peers", Duration::from_secs(5), || {
+        cl.nodes[0].nodes_known() == 1
+    })
+    .await;
     assert_code(
         admin
             .fetch_sockets(pb::FetchSocketsRequest { target: None })
@@ -1254,7 +1290,7 @@ async fn three_nodes_on_redis() {
     );
     assert!(
         cl.nodes[0]
-            .stats
+            .admin_stats
             .count(AdminMethod::Emit, Code::Unavailable)
             >= 2
     );
@@ -1264,7 +1300,7 @@ async fn three_nodes_on_redis() {
 /// EmitWithAck across nodes with a client deadline shorter than the acks'
 /// timeout, while a socket on node 3 never answers.
 async fn deadline_across_nodes(cl: &mut Cluster) {
-    let never = SioClient::connect(cl.nodes[2].addr, "/", AckMode::Never).await;
+    let never = SioClient::connect(cl.nodes[2].addr, "/", AckMode::Manual).await;
     never.join("deadline").await;
     let mut admin = cl.admin(0).await;
     let mut req = tonic::Request::new(pb::EmitWithAckRequest {
@@ -1289,7 +1325,7 @@ async fn deadline_across_nodes(cl: &mut Cluster) {
 /// and stay disconnected (as `admin.proto` promises).
 #[tokio::test]
 async fn disconnect_with_close_says_io_server_disconnect() {
-    let node = TestNode::start(config("")).await;
+    let node = start(config("")).await;
     let mut admin = node.admin().await;
     let mut client = SioClient::connect(node.addr, "/", AckMode::Echo).await;
     admin
@@ -1301,4 +1337,23 @@ async fn disconnect_with_close_says_io_server_disconnect() {
         .unwrap();
     assert_eq!(client.disconnected().await, Incoming::Disconnect);
     node.stop().await;
+}
+
+// ------------------------------------------------- the test client itself
+
+#[test]
+fn the_socket_io_client_parses_packet_headers() {
+    use support::sio::parse;
+
+    let p = parse(r#"42/chat,12["a",1]"#).unwrap();
+    assert_eq!((p.kind, p.nsp.as_str(), p.id), (2, "/chat", Some(12)));
+    assert_eq!(p.data, r#"["a",1]"#);
+    let p = parse(r#"451-["b",{"_placeholder":true,"num":0}]"#).unwrap();
+    assert_eq!(
+        (p.kind, p.attachments, p.nsp.as_str(), p.id),
+        (5, 1, "/", None)
+    );
+    let p = parse("41/chat,").unwrap();
+    assert_eq!((p.kind, p.nsp.as_str(), p.data.as_str()), (1, "/chat", ""));
+    assert!(parse("2").is_none());
 }

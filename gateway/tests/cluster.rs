@@ -2,14 +2,19 @@
 //! real Redis (each Redis test starts its own `redis-server`), so the two
 //! cannot drift.
 
-mod cluster_support;
+mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use cluster_support::*;
 use gateway::cluster::LocalBroker;
 use gateway::socketio::{Payload, Target};
 use serde_json::json;
+use support::node::{TestNode, config, until_clustered};
+use support::redis::{Redis, RedisCluster, RedisSentinel, sentinel_replicas, stall_redis};
+use support::sio::{AckMode, Incoming, SioClient};
+use support::tools::skip_without_redis;
+use support::wait::{DEADLINE, eventually_async};
 
 const QUIET: Duration = Duration::from_millis(300);
 
@@ -17,11 +22,45 @@ fn payload(v: serde_json::Value) -> Payload {
     Payload::from_values(v.as_array().unwrap())
 }
 
+/// Which bus the nodes of a test share.
+#[derive(Clone)]
+enum Backend {
+    Local(LocalBroker),
+    Redis(String),
+}
+
+/// A node on `backend`: quick heartbeats, no rate limit.
+async fn start(backend: &Backend) -> TestNode {
+    let mut config = config(
+        r#"
+        [cluster]
+        heartbeat_interval_ms = 200
+        node_timeout_ms = 1000
+        request_timeout_ms = 3000
+        [limits]
+        rate_limit_per_sec = 0
+        "#,
+    );
+    let node = match backend {
+        Backend::Local(broker) => TestNode::builder(config).bus(Arc::new(broker.connect())),
+        Backend::Redis(url) => {
+            config.cluster.redis_url = Some(url.clone());
+            TestNode::builder(config)
+        }
+    };
+    node.start().await
+}
+
+/// A client on namespace `/` of `node`, answering acks only when told.
+async fn client(node: &TestNode) -> SioClient {
+    SioClient::connect(node.addr, "/", AckMode::Manual).await
+}
+
 async fn three(backend: &Backend) -> (TestNode, TestNode, TestNode) {
-    let n1 = TestNode::start(backend).await;
-    let n2 = TestNode::start(backend).await;
-    let n3 = TestNode::start(backend).await;
-    wait_mesh(&[&n1, &n2, &n3]).await;
+    let n1 = start(backend).await;
+    let n2 = start(backend).await;
+    let n3 = start(backend).await;
+    until_clustered(&[&n1, &n2, &n3]).await;
     (n1, n2, n3)
 }
 
@@ -29,19 +68,19 @@ async fn three(backend: &Backend) -> (TestNode, TestNode, TestNode) {
 /// message once and in order; the publisher gets none.
 async fn room_fanout(backend: Backend) {
     let (n1, n2, n3) = three(&backend).await;
-    let mut a = Client::connect(n1.addr).await;
-    let mut b = Client::connect(n2.addr).await;
-    let mut p = Client::connect(n3.addr).await;
+    let mut a = client(&n1).await;
+    let mut b = client(&n2).await;
+    let mut p = client(&n3).await;
     a.join("r").await;
     b.join("r").await;
     p.join("r").await;
     for i in 0..50 {
-        let r = p.ack("$publish", json!(["r", "ev", i, {"k": "v"}])).await;
-        assert_eq!(r, json!({"ok": true}));
+        let r = p.call("$publish", json!(["r", "ev", i, {"k": "v"}])).await;
+        assert_eq!(r, [json!({"ok": true})]);
     }
     for c in [&mut a, &mut b] {
         for i in 0..50 {
-            let (name, args) = c.event(WAIT).await.expect("event");
+            let (name, args) = c.event_within(DEADLINE).await.expect("event");
             assert_eq!(name, "ev");
             assert_eq!(args, vec![json!(i), json!({"k": "v"})]);
         }
@@ -57,6 +96,9 @@ async fn room_fanout_local() {
 
 #[tokio::test]
 async fn room_fanout_redis() {
+    if skip_without_redis() {
+        return;
+    }
     let redis = Redis::start().await;
     room_fanout(Backend::Redis(redis.url())).await;
 }
@@ -65,12 +107,15 @@ async fn room_fanout_redis() {
 /// none of its traffic; it unsubscribes after its last member leaves.
 #[tokio::test]
 async fn only_nodes_with_members_subscribe_redis() {
+    if skip_without_redis() {
+        return;
+    }
     let redis = Redis::start().await;
     let backend = Backend::Redis(redis.url());
     let (n1, n2, n3) = three(&backend).await;
-    let mut a = Client::connect(n1.addr).await;
-    let mut b = Client::connect(n2.addr).await;
-    let _c = Client::connect(n3.addr).await;
+    let mut a = client(&n1).await;
+    let mut b = client(&n2).await;
+    let _c = client(&n3).await;
     a.join("news").await;
     b.join("news").await;
     let channel = n1.io.namespaces().get("/").unwrap().room_channel("news");
@@ -80,12 +125,12 @@ async fn only_nodes_with_members_subscribe_redis() {
         .emit("/", &Target::room("news"), "hi", &payload(json!([1])))
         .await
         .unwrap();
-    assert_eq!(a.event(WAIT).await.unwrap().0, "hi");
-    assert_eq!(b.event(WAIT).await.unwrap().0, "hi");
+    assert_eq!(a.event_within(DEADLINE).await.unwrap().0, "hi");
+    assert_eq!(b.event_within(DEADLINE).await.unwrap().0, "hi");
     b.leave("news").await;
-    eventually("n2 unsubscribed", || async { redis.numsub(&channel) == 1 }).await;
+    eventually_async("n2 unsubscribed", || async { redis.numsub(&channel) == 1 }).await;
     drop(a);
-    eventually("n1 unsubscribed", || async { redis.numsub(&channel) == 0 }).await;
+    eventually_async("n1 unsubscribed", || async { redis.numsub(&channel) == 0 }).await;
 }
 
 #[tokio::test]
@@ -93,13 +138,13 @@ async fn only_nodes_with_members_subscribe_local() {
     let broker = LocalBroker::new();
     let backend = Backend::Local(broker.clone());
     let (n1, n2, _n3) = three(&backend).await;
-    let mut a = Client::connect(n1.addr).await;
-    let _b = Client::connect(n2.addr).await;
+    let a = client(&n1).await;
+    let _b = client(&n2).await;
     a.join("news").await;
     let channel = n1.io.namespaces().get("/").unwrap().room_channel("news");
     assert_eq!(broker.subscribers(&channel), 1);
     a.leave("news").await;
-    eventually("unsubscribed", || async {
+    eventually_async("unsubscribed", || async {
         broker.subscribers(&channel) == 0
     })
     .await;
@@ -109,10 +154,10 @@ async fn only_nodes_with_members_subscribe_local() {
 /// reaches each socket exactly once, cluster-wide.
 async fn targeted_and_exactly_once(backend: Backend) {
     let (n1, n2, n3) = three(&backend).await;
-    let mut a = Client::connect(n1.addr).await; // r1, r2
-    let mut b = Client::connect(n2.addr).await; // r2
-    let mut c = Client::connect(n3.addr).await; // r1, r3 (excluded)
-    let mut d = Client::connect(n3.addr).await; // r2
+    let mut a = client(&n1).await; // r1, r2
+    let mut b = client(&n2).await; // r2
+    let mut c = client(&n3).await; // r1, r3 (excluded)
+    let mut d = client(&n3).await; // r2
     a.join("r1").await;
     a.join("r2").await;
     b.join("r2").await;
@@ -130,7 +175,7 @@ async fn targeted_and_exactly_once(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(
-        b.event(WAIT).await.unwrap(),
+        b.event_within(DEADLINE).await.unwrap(),
         ("direct".into(), vec![json!("x")])
     );
 
@@ -145,7 +190,7 @@ async fn targeted_and_exactly_once(backend: Backend) {
         .await
         .unwrap();
     for cl in [&mut a, &mut b, &mut d] {
-        assert_eq!(cl.event(WAIT).await.unwrap().0, "multi");
+        assert_eq!(cl.event_within(DEADLINE).await.unwrap().0, "multi");
         cl.no_event(QUIET).await;
     }
     c.no_event(QUIET).await;
@@ -156,8 +201,8 @@ async fn targeted_and_exactly_once(backend: Backend) {
         .emit("/", &target, "but-d", &payload(json!([])))
         .await
         .unwrap();
-    assert_eq!(a.event(WAIT).await.unwrap().0, "but-d");
-    assert_eq!(b.event(WAIT).await.unwrap().0, "but-d");
+    assert_eq!(a.event_within(DEADLINE).await.unwrap().0, "but-d");
+    assert_eq!(b.event_within(DEADLINE).await.unwrap().0, "but-d");
     d.no_event(QUIET).await;
 
     // Whole namespace.
@@ -166,7 +211,7 @@ async fn targeted_and_exactly_once(backend: Backend) {
         .await
         .unwrap();
     for cl in [&mut a, &mut b, &mut c, &mut d] {
-        assert_eq!(cl.event(WAIT).await.unwrap().0, "all");
+        assert_eq!(cl.event_within(DEADLINE).await.unwrap().0, "all");
         cl.no_event(QUIET).await;
     }
 }
@@ -178,6 +223,9 @@ async fn targeted_and_exactly_once_local() {
 
 #[tokio::test]
 async fn targeted_and_exactly_once_redis() {
+    if skip_without_redis() {
+        return;
+    }
     let redis = Redis::start().await;
     targeted_and_exactly_once(Backend::Redis(redis.url())).await;
 }
@@ -186,9 +234,9 @@ async fn targeted_and_exactly_once_redis() {
 /// nodes.
 async fn cluster_requests(backend: Backend) {
     let (n1, n2, n3) = three(&backend).await;
-    let mut a = Client::connect(n1.addr).await;
-    let mut b = Client::connect(n2.addr).await;
-    let mut c = Client::connect(n3.addr).await;
+    let mut a = client(&n1).await;
+    let mut b = client(&n2).await;
+    let mut c = client(&n3).await;
     a.join("red").await;
     b.join("red").await;
     c.join("blue").await;
@@ -221,8 +269,8 @@ async fn cluster_requests(backend: Backend) {
         .emit("/", &Target::room("vip"), "vip", &payload(json!([])))
         .await
         .unwrap();
-    assert_eq!(a.event(WAIT).await.unwrap().0, "vip");
-    assert_eq!(b.event(WAIT).await.unwrap().0, "vip");
+    assert_eq!(a.event_within(DEADLINE).await.unwrap().0, "vip");
+    assert_eq!(b.event_within(DEADLINE).await.unwrap().0, "vip");
     c.no_event(QUIET).await;
 
     let (n, _) = n1
@@ -235,7 +283,7 @@ async fn cluster_requests(backend: Backend) {
         .emit("/", &Target::room("vip"), "vip2", &payload(json!([])))
         .await
         .unwrap();
-    assert_eq!(a.event(WAIT).await.unwrap().0, "vip2");
+    assert_eq!(a.event_within(DEADLINE).await.unwrap().0, "vip2");
     b.no_event(QUIET).await;
 
     let (n, _) = n1
@@ -244,7 +292,7 @@ async fn cluster_requests(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(n, 1);
-    assert_eq!(c.packet(WAIT).await.as_deref(), Some("1"));
+    assert_eq!(c.next(DEADLINE).await, Some(Incoming::Disconnect));
     let (sockets, _) = n2.io.fetch_sockets("/", &Target::default()).await.unwrap();
     assert_eq!(sockets.len(), 2);
 
@@ -261,8 +309,8 @@ async fn cluster_requests(backend: Backend) {
         .await
         .unwrap()
     });
-    let args = a.answer_next_ack(json!("yes")).await;
-    assert_eq!(args, r#"["q",7]"#);
+    let asked = a.answer_next_ack(json!("yes")).await;
+    assert_eq!(asked, ("q".to_owned(), vec![json!(7)]));
     let report = asking.await.unwrap();
     assert_eq!(report.acks.len(), 1);
     assert_eq!(report.acks[0].socket_id, a.id);
@@ -278,6 +326,9 @@ async fn cluster_requests_local() {
 
 #[tokio::test]
 async fn cluster_requests_redis() {
+    if skip_without_redis() {
+        return;
+    }
     let redis = Redis::start().await;
     cluster_requests(Backend::Redis(redis.url())).await;
 }
@@ -288,8 +339,8 @@ async fn cluster_requests_redis() {
 async fn node_killed_mid_request() {
     let backend = Backend::Local(LocalBroker::new());
     let (n1, n2, n3) = three(&backend).await;
-    let mut a = Client::connect(n1.addr).await;
-    let mut b = Client::connect(n2.addr).await;
+    let mut a = client(&n1).await;
+    let b = client(&n2).await;
     a.join("r").await;
     b.join("r").await;
     let io = n1.io.clone();
@@ -323,22 +374,22 @@ async fn node_killed_mid_request() {
 /// A node added later serves its clients at once.
 async fn node_added_later(backend: Backend) {
     let (n1, _n2, _n3) = three(&backend).await;
-    let mut a = Client::connect(n1.addr).await;
+    let mut a = client(&n1).await;
     a.join("late").await;
-    let n4 = TestNode::start(&backend).await;
-    let mut d = Client::connect(n4.addr).await;
+    let n4 = start(&backend).await;
+    let mut d = client(&n4).await;
     d.join("late").await;
-    let r = d.ack("$publish", json!(["late", "hello", "from-4"])).await;
-    assert_eq!(r, json!({"ok": true}));
+    let r = d.call("$publish", json!(["late", "hello", "from-4"])).await;
+    assert_eq!(r, [json!({"ok": true})]);
     assert_eq!(
-        a.event(WAIT).await.unwrap(),
+        a.event_within(DEADLINE).await.unwrap(),
         ("hello".into(), vec![json!("from-4")])
     );
     n1.io
         .emit("/", &Target::room("late"), "back", &payload(json!([])))
         .await
         .unwrap();
-    assert_eq!(d.event(WAIT).await.unwrap().0, "back");
+    assert_eq!(d.event_within(DEADLINE).await.unwrap().0, "back");
 }
 
 #[tokio::test]
@@ -348,6 +399,9 @@ async fn node_added_later_local() {
 
 #[tokio::test]
 async fn node_added_later_redis() {
+    if skip_without_redis() {
+        return;
+    }
     let redis = Redis::start().await;
     node_added_later(Backend::Redis(redis.url())).await;
 }
@@ -357,14 +411,17 @@ async fn node_added_later_redis() {
 /// subscribed again (and nothing without a local member is).
 #[tokio::test]
 async fn redis_restart_mid_stream() {
+    if skip_without_redis() {
+        return;
+    }
     let mut redis = Redis::start().await;
     let backend = Backend::Redis(redis.url());
-    let n1 = TestNode::start(&backend).await;
-    let n2 = TestNode::start(&backend).await;
-    wait_mesh(&[&n1, &n2]).await;
-    let mut a = Client::connect(n1.addr).await;
-    let mut a2 = Client::connect(n1.addr).await;
-    let mut b = Client::connect(n2.addr).await;
+    let n1 = start(&backend).await;
+    let n2 = start(&backend).await;
+    until_clustered(&[&n1, &n2]).await;
+    let mut a = client(&n1).await;
+    let mut a2 = client(&n1).await;
+    let mut b = client(&n2).await;
     a.join("r").await;
     a2.join("r").await;
     a2.join("gone").await;
@@ -374,11 +431,11 @@ async fn redis_restart_mid_stream() {
         .await
         .unwrap();
     for c in [&mut a, &mut a2, &mut b] {
-        assert_eq!(c.event(WAIT).await.unwrap().0, "before");
+        assert_eq!(c.event_within(DEADLINE).await.unwrap().0, "before");
     }
 
     redis.stop();
-    eventually("n1 sees redis down", || async {
+    eventually_async("n1 sees redis down", || async {
         !n1.io.adapter().is_connected()
     })
     .await;
@@ -391,13 +448,13 @@ async fn redis_restart_mid_stream() {
         "cross-node emit must fail while redis is down"
     );
     // Local delivery kept working.
-    assert_eq!(a.event(WAIT).await.unwrap().0, "during");
-    assert_eq!(a2.event(WAIT).await.unwrap().0, "during");
+    assert_eq!(a.event_within(DEADLINE).await.unwrap().0, "during");
+    assert_eq!(a2.event_within(DEADLINE).await.unwrap().0, "during");
     // a2 leaves "gone" while redis is down: nothing may stay subscribed.
     a2.leave("gone").await;
     // A join cannot be promised while the node hears no other node: it is
     // refused (and undone), never acknowledged.
-    let r = a.ack("$join", json!(["lonely"])).await;
+    let r = a.call("$join", json!(["lonely"])).await.remove(0);
     assert_eq!(r["ok"], json!(false), "join while redis is down: {r}");
     assert!(r["error"].as_str().unwrap().contains("unavailable"), "{r}");
     let lonely = n1.io.namespaces().get("/").unwrap().room_channel("lonely");
@@ -412,34 +469,34 @@ async fn redis_restart_mid_stream() {
         "a refused join leaves no member behind"
     );
     // The node still serves its own clients meanwhile.
-    let mut late = Client::connect(n1.addr).await;
+    let mut late = client(&n1).await;
 
     redis.restart().await;
     let channel = n1.io.namespaces().get("/").unwrap().room_channel("r");
     let gone = n1.io.namespaces().get("/").unwrap().room_channel("gone");
-    eventually("room channel subscribed again by both nodes", || async {
+    eventually_async("room channel subscribed again by both nodes", || async {
         redis.numsub(&channel) == 2
     })
     .await;
     // Channels without a local member do not stay subscribed. (A
     // subscribe issued as the connection died may be carried out on the
     // new one; the node then takes it back.)
-    eventually("channels without a member unsubscribed", || async {
+    eventually_async("channels without a member unsubscribed", || async {
         redis.numsub(&gone) == 0 && redis.numsub(&lonely) == 0
     })
     .await;
     tokio::time::sleep(QUIET).await;
     assert_eq!(redis.numsub(&gone), 0, "and stay so");
     assert_eq!(redis.numsub(&lonely), 0, "and stay so");
-    eventually("emits cross nodes again", || async {
+    eventually_async("emits cross nodes again", || async {
         n2.io
             .emit("/", &Target::room("r"), "after", &payload(json!([])))
             .await
             .is_ok()
     })
     .await;
-    assert_eq!(a.event(WAIT).await.unwrap().0, "after");
-    assert_eq!(b.event(WAIT).await.unwrap().0, "after");
+    assert_eq!(a.event_within(DEADLINE).await.unwrap().0, "after");
+    assert_eq!(b.event_within(DEADLINE).await.unwrap().0, "after");
     // The client that connected during the outage is reached by its id
     // from the other node once redis is back.
     n2.io
@@ -451,29 +508,35 @@ async fn redis_restart_mid_stream() {
         )
         .await
         .unwrap();
-    assert_eq!(late.event(WAIT).await.unwrap().0, "hi");
+    assert_eq!(late.event_within(DEADLINE).await.unwrap().0, "hi");
 }
 
 /// Redis Cluster through sharded pub/sub: two gateway nodes on a 3-master
 /// cluster made for the test; room channels spread over the shards.
 #[tokio::test]
 async fn redis_cluster_sharded_pubsub() {
+    if skip_without_redis() {
+        return;
+    }
     let cluster = RedisCluster::start(3).await;
     let backend = Backend::Redis(cluster.url());
-    let n1 = TestNode::start(&backend).await;
-    let n2 = TestNode::start(&backend).await;
-    wait_mesh(&[&n1, &n2]).await;
-    let mut a = Client::connect(n1.addr).await;
-    let mut b = Client::connect(n2.addr).await;
+    let n1 = start(&backend).await;
+    let n2 = start(&backend).await;
+    until_clustered(&[&n1, &n2]).await;
+    let mut a = client(&n1).await;
+    let mut b = client(&n2).await;
     let rooms: Vec<String> = (0..12).map(|i| format!("room-{i}")).collect();
     for r in &rooms {
         a.join(r).await;
         b.join(r).await;
     }
     for r in &rooms {
-        let res = a.ack("$publish", json!([r, "m", r])).await;
-        assert_eq!(res, json!({"ok": true}));
-        assert_eq!(b.event(WAIT).await.unwrap(), ("m".into(), vec![json!(r)]));
+        let res = a.call("$publish", json!([r, "m", r])).await;
+        assert_eq!(res, [json!({"ok": true})]);
+        assert_eq!(
+            b.event_within(DEADLINE).await.unwrap(),
+            ("m".into(), vec![json!(r)])
+        );
     }
     a.no_event(QUIET).await;
     // The channels live on more than one shard.
@@ -493,7 +556,7 @@ async fn redis_cluster_sharded_pubsub() {
         )
         .await
         .unwrap();
-    assert_eq!(b.event(WAIT).await.unwrap().0, "direct");
+    assert_eq!(b.event_within(DEADLINE).await.unwrap().0, "direct");
 }
 
 /// The cluster's core promise under pressure: once `$join` is acknowledged,
@@ -509,10 +572,10 @@ async fn join_then_publish_stress(backend: Backend, redis_ports: Vec<u16>) {
     const ROUNDS: usize = 120;
     const ROOMS: usize = 3;
     let (n1, n2, n3) = three(&backend).await;
-    let mut a1 = Client::connect(n1.addr).await;
-    let mut a2 = Client::connect(n1.addr).await;
-    let mut b = Client::connect(n2.addr).await;
-    let mut p = Client::connect(n3.addr).await;
+    let mut a1 = client(&n1).await;
+    let mut a2 = client(&n1).await;
+    let mut b = client(&n2).await;
+    let p = client(&n3).await;
     let stop = tokio_util::sync::CancellationToken::new();
     let _stop_guard = stop.clone().drop_guard();
     let limit = Duration::from_secs(60);
@@ -523,10 +586,10 @@ async fn join_then_publish_stress(backend: Backend, redis_ports: Vec<u16>) {
         assert!(started.elapsed() < limit, "stress test over its time bound");
         let room = format!("s{}", k % ROOMS);
         tokio::join!(a1.join(&room), a2.join(&room), b.join(&room), p.join(&room));
-        let r = p.ack("$publish", json!([room, "m", k])).await;
-        assert_eq!(r, json!({"ok": true}));
+        let r = p.call("$publish", json!([room, "m", k])).await;
+        assert_eq!(r, [json!({"ok": true})]);
         for (who, c) in [("a1", &mut a1), ("a2", &mut a2), ("b", &mut b)] {
-            let got = c.event(WAIT).await;
+            let got = c.event_within(DEADLINE).await;
             assert_eq!(
                 got,
                 Some(("m".to_owned(), vec![json!(k)])),
@@ -542,14 +605,59 @@ async fn join_then_publish_stress(backend: Backend, redis_ports: Vec<u16>) {
     }
 }
 
+/// Threads that spin on every core given, so the nodes, Redis and the
+/// clients compete for CPU. They stop when dropped or after `limit`.
+struct BusyCores {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BusyCores {
+    fn start(n: usize, limit: Duration) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let deadline = std::time::Instant::now() + limit;
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                        && std::time::Instant::now() < deadline
+                    {
+                        for _ in 0..10_000 {
+                            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                        }
+                    }
+                })
+            })
+            .collect();
+        BusyCores { stop, threads }
+    }
+}
+
+impl Drop for BusyCores {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_then_publish_stress_redis() {
+    if skip_without_redis() {
+        return;
+    }
     let redis = Redis::start().await;
     join_then_publish_stress(Backend::Redis(redis.url()), vec![redis.port]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_then_publish_stress_redis_cluster() {
+    if skip_without_redis() {
+        return;
+    }
     let cluster = RedisCluster::start(3).await;
     let ports = cluster.ports.clone();
     join_then_publish_stress(Backend::Redis(cluster.url()), ports).await;
@@ -560,9 +668,12 @@ async fn join_then_publish_stress_redis_cluster() {
 /// restart (pods routinely start before Redis is reachable).
 #[tokio::test]
 async fn node_started_before_redis() {
+    if skip_without_redis() {
+        return;
+    }
     let mut redis = Redis::unstarted();
     let backend = Backend::Redis(redis.url());
-    let n1 = TestNode::start(&backend).await;
+    let n1 = start(&backend).await;
     assert!(!n1.io.adapter().is_connected(), "ready without redis");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!n1.io.adapter().is_connected(), "ready without redis");
@@ -572,9 +683,12 @@ async fn node_started_before_redis() {
 
 #[tokio::test]
 async fn node_started_before_redis_cluster() {
+    if skip_without_redis() {
+        return;
+    }
     let mut cluster = RedisCluster::unstarted(3);
     let backend = Backend::Redis(cluster.url());
-    let n1 = TestNode::start(&backend).await;
+    let n1 = start(&backend).await;
     assert!(!n1.io.adapter().is_connected(), "ready without redis");
     cluster.launch().await;
     cold_start_then_fanout(&backend, n1).await;
@@ -582,9 +696,12 @@ async fn node_started_before_redis_cluster() {
 
 #[tokio::test]
 async fn node_started_before_redis_sentinel() {
+    if skip_without_redis() {
+        return;
+    }
     let mut sentinel = RedisSentinel::unstarted();
     let backend = Backend::Redis(sentinel.url());
-    let n1 = TestNode::start(&backend).await;
+    let n1 = start(&backend).await;
     assert!(!n1.io.adapter().is_connected(), "ready without redis");
     sentinel.launch().await;
     cold_start_then_fanout(&backend, n1).await;
@@ -593,19 +710,22 @@ async fn node_started_before_redis_sentinel() {
 /// `n1` was started before Redis: it must connect on its own, then work
 /// with a node started after.
 async fn cold_start_then_fanout(backend: &Backend, n1: TestNode) {
-    eventually("n1 connects once redis is there", || async {
+    eventually_async("n1 connects once redis is there", || async {
         n1.io.adapter().is_connected()
     })
     .await;
-    let n2 = TestNode::start(backend).await;
-    wait_mesh(&[&n1, &n2]).await;
-    let mut a = Client::connect(n1.addr).await;
-    let mut b = Client::connect(n2.addr).await;
+    let n2 = start(backend).await;
+    until_clustered(&[&n1, &n2]).await;
+    let mut a = client(&n1).await;
+    let b = client(&n2).await;
     a.join("r").await;
     b.join("r").await;
-    let r = b.ack("$publish", json!(["r", "m", 1])).await;
-    assert_eq!(r, json!({"ok": true}));
-    assert_eq!(a.event(WAIT).await.unwrap(), ("m".into(), vec![json!(1)]));
+    let r = b.call("$publish", json!(["r", "m", 1])).await;
+    assert_eq!(r, [json!({"ok": true})]);
+    assert_eq!(
+        a.event_within(DEADLINE).await.unwrap(),
+        ("m".into(), vec![json!(1)])
+    );
 }
 
 /// An acknowledgement means Redis took the message: a publisher on one
@@ -616,13 +736,16 @@ async fn cold_start_then_fanout(backend: &Backend, n1: TestNode) {
 /// Redis is down are answered with an error.
 #[tokio::test]
 async fn acked_publishes_survive_redis_restart() {
+    if skip_without_redis() {
+        return;
+    }
     let mut redis = Redis::start().await;
     let backend = Backend::Redis(redis.url());
-    let n1 = TestNode::start(&backend).await;
-    let n2 = TestNode::start(&backend).await;
-    wait_mesh(&[&n1, &n2]).await;
-    let mut a = Client::connect(n1.addr).await;
-    let mut p = Client::connect(n2.addr).await;
+    let n1 = start(&backend).await;
+    let n2 = start(&backend).await;
+    until_clustered(&[&n1, &n2]).await;
+    let mut a = client(&n1).await;
+    let mut p = client(&n2).await;
     a.join("r").await;
     p.join("r").await;
     let channel = n1.io.namespaces().get("/").unwrap().room_channel("r");
@@ -666,13 +789,16 @@ struct PublishLog {
 
 impl PublishLog {
     /// One `$publish` from `p` to room `r`; returns whether it was acked ok.
-    async fn publish(&mut self, p: &mut Client, member_node: &TestNode, channel: &str) -> bool {
+    async fn publish(&mut self, p: &mut SioClient, member_node: &TestNode, channel: &str) -> bool {
         let ready = || {
             let adapter = member_node.io.adapter();
             adapter.is_connected() && adapter.subscriptions.is_active(channel)
         };
         let before = ready();
-        let r = p.ack("$publish", json!(["r", "m", self.next])).await;
+        let r = p
+            .call("$publish", json!(["r", "m", self.next]))
+            .await
+            .remove(0);
         let after = ready();
         let ok = r == json!({"ok": true});
         if ok && before && after {
@@ -691,7 +817,7 @@ impl PublishLog {
     /// subscribed again (bounded); returns how long that took.
     async fn until_through(
         &mut self,
-        p: &mut Client,
+        p: &mut SioClient,
         member_node: &TestNode,
         channel: &str,
     ) -> Duration {
@@ -715,12 +841,12 @@ impl PublishLog {
     /// Redis is made to fail: Redis keeps nothing, so a message it accepted
     /// but had not yet written to the member's node when it died is lost
     /// with it (a limit of Redis pub/sub, documented), not a fault to test.
-    async fn settle(&mut self, a: &mut Client) {
+    async fn settle(&mut self, a: &mut SioClient) {
         let Some(&last) = self.must_arrive.last() else {
             return;
         };
         while !self.got.contains(&last) {
-            let Some((name, args)) = a.event(WAIT).await else {
+            let Some((name, args)) = a.event_within(DEADLINE).await else {
                 return;
             };
             assert_eq!(name, "m");
@@ -730,9 +856,9 @@ impl PublishLog {
 
     /// Reads what the member got and checks it against what was told:
     /// in order, no duplicates, every publish that must arrive did.
-    async fn check_delivered(&mut self, a: &mut Client, what: &str) {
+    async fn check_delivered(&mut self, a: &mut SioClient, what: &str) {
         let mut got = std::mem::take(&mut self.got);
-        while let Some((name, args)) = a.event(Duration::from_millis(700)).await {
+        while let Some((name, args)) = a.event_within(Duration::from_millis(700)).await {
             assert_eq!(name, "m");
             got.push(args[0].as_u64().unwrap());
         }
@@ -772,13 +898,17 @@ impl PublishLog {
 /// arrives twice or late out of order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_failover_loses_no_acknowledged_publish() {
-    let mut s = RedisSentinel::start().await;
+    if skip_without_redis() {
+        return;
+    }
+    let mut s = RedisSentinel::unstarted();
+    s.launch().await;
     let backend = Backend::Redis(s.url());
-    let n1 = TestNode::start(&backend).await;
-    let n2 = TestNode::start(&backend).await;
-    wait_mesh(&[&n1, &n2]).await;
-    let mut a = Client::connect(n1.addr).await;
-    let mut p = Client::connect(n2.addr).await;
+    let n1 = start(&backend).await;
+    let n2 = start(&backend).await;
+    until_clustered(&[&n1, &n2]).await;
+    let mut a = client(&n1).await;
+    let mut p = client(&n2).await;
     a.join("r").await;
     p.join("r").await;
     let channel = n1.io.namespaces().get("/").unwrap().room_channel("r");
@@ -803,7 +933,7 @@ async fn sentinel_failover_loses_no_acknowledged_publish() {
         .start_with(&["--replicaof", "127.0.0.1", &second.to_string()])
         .await;
     let sentinel = s.sentinels[0];
-    eventually("sentinels see the old master as a replica", || async move {
+    eventually_async("sentinels see the old master as a replica", || async move {
         sentinel_replicas(sentinel).await.contains(&first)
     })
     .await;
@@ -828,26 +958,23 @@ async fn sentinel_failover_loses_no_acknowledged_publish() {
 /// and in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cluster_master_killed() {
+    if skip_without_redis() {
+        return;
+    }
     let mut cluster = RedisCluster::start_with_replicas(3).await;
     let backend = Backend::Redis(cluster.url());
-    let n1 = TestNode::start(&backend).await;
-    let n2 = TestNode::start(&backend).await;
-    wait_mesh(&[&n1, &n2]).await;
-    let mut a = Client::connect(n1.addr).await;
-    let mut p = Client::connect(n2.addr).await;
+    let n1 = start(&backend).await;
+    let n2 = start(&backend).await;
+    until_clustered(&[&n1, &n2]).await;
+    let mut a = client(&n1).await;
+    let mut p = client(&n2).await;
     a.join("r").await;
     p.join("r").await;
     let channel = n1.io.namespaces().get("/").unwrap().room_channel("r");
     let any = cluster.ports[0];
     let master = cluster.master_of(&channel, any).await.expect("a master");
-    eventually("the master has its replica in sync", || async move {
-        let out = tokio::process::Command::new("redis-cli")
-            .args(["-p", &master.to_string(), "INFO", "replication"])
-            .output()
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        text.contains("connected_slaves:1") && text.contains("state=online")
+    eventually_async("the master has its replica in sync", || {
+        RedisCluster::replica_in_sync(master)
     })
     .await;
     let mut log = PublishLog::default();

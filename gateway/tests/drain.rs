@@ -4,31 +4,35 @@
 //! listener closes, and `serve` returns within the grace period, even when
 //! in-flight work does not finish.
 
-mod telemetry_support;
+mod support;
 
 use std::time::Duration;
 
 use gateway::Config;
 use gateway::telemetry::metrics::names;
-use telemetry_support::{DEADLINE, PollingClient, TestNode, WsClient, value};
+use support::eio::{PollClient, WsClient};
+use support::metrics::value;
+use support::node::TestNode;
+use support::wait::DEADLINE;
 use tokio::time::Instant;
 
-fn config(drain_delay_ms: u64, grace_period_ms: u64) -> Config {
+/// A node with an operations port, draining after `drain_delay_ms` for at
+/// most `grace_period_ms`.
+async fn start(drain_delay_ms: u64, grace_period_ms: u64) -> TestNode {
     let mut c = Config::default();
     c.shutdown.drain_delay_ms = drain_delay_ms;
     c.shutdown.grace_period_ms = grace_period_ms;
-    c
+    TestNode::builder(c).ops().start().await
 }
 
 #[tokio::test]
 async fn drain_flips_readiness_disconnects_clients_and_returns_in_time() {
     let grace = Duration::from_secs(5);
     let delay = Duration::from_millis(1_000);
-    let mut node =
-        TestNode::start(config(delay.as_millis() as u64, grace.as_millis() as u64)).await;
-    let mut ws1 = WsClient::connect(node.addr).await;
-    let mut ws2 = WsClient::connect(node.addr).await;
-    let polling = PollingClient::connect(node.addr).await;
+    let mut node = start(delay.as_millis() as u64, grace.as_millis() as u64).await;
+    let (mut ws1, _) = WsClient::socket(&node, false).await;
+    let (mut ws2, _) = WsClient::socket(&node, false).await;
+    let (polling, _) = PollClient::socket(&node).await;
     assert_eq!(node.ops_get("/readyz").await.0, 200);
     // A long-poll pending over the shutdown, as a polling client keeps one.
     let polling = tokio::spawn(async move { polling.closed().await });
@@ -37,16 +41,8 @@ async fn drain_flips_readiness_disconnects_clients_and_returns_in_time() {
     node.shutdown();
 
     // Not ready at once, while the clients are still served (drain delay).
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let (status, body) = node.ops_get("/readyz").await;
-        if status == 503 {
-            assert_eq!(body, "not ready: draining\n");
-            break;
-        }
-        assert!(Instant::now() < deadline, "/readyz still {status}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let body = node.ops_until("/readyz", 503, DEADLINE).await;
+    assert_eq!(body, "not ready: draining\n");
     let flipped = started.elapsed();
     assert!(flipped < delay, "readiness flipped after {flipped:?}");
     assert_eq!(
@@ -60,7 +56,7 @@ async fn drain_flips_readiness_disconnects_clients_and_returns_in_time() {
     // Then every client is disconnected with a transport close: no Socket.IO
     // DISCONNECT packet, which would stop the official client reconnecting.
     for ws in [&mut ws1, &mut ws2] {
-        let before_close = ws.closed().await;
+        let before_close = ws.expect_closed().await;
         assert!(
             !before_close.iter().any(|p| p.starts_with("41")),
             "a Socket.IO disconnect was sent: {before_close:?}"
@@ -86,17 +82,17 @@ async fn drain_flips_readiness_disconnects_clients_and_returns_in_time() {
 
 #[tokio::test]
 async fn drain_without_delay_closes_clients_and_the_listener() {
-    let mut node = TestNode::start(config(0, 5_000)).await;
-    let mut ws = WsClient::connect(node.addr).await;
+    let mut node = start(0, 5_000).await;
+    let (mut ws, _) = WsClient::socket(&node, false).await;
     node.shutdown();
-    ws.closed().await;
+    ws.expect_closed().await;
     node.stopped(Duration::from_secs(7)).await.unwrap();
     assert!(tokio::net::TcpStream::connect(node.addr).await.is_err());
 }
 
 #[tokio::test]
 async fn drain_waits_for_in_flight_work() {
-    let mut node = TestNode::start(config(0, 5_000)).await;
+    let mut node = start(0, 5_000).await;
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     node.tasks.spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -114,8 +110,8 @@ async fn drain_waits_for_in_flight_work() {
 #[tokio::test]
 async fn drain_gives_up_after_the_grace_period() {
     let grace = Duration::from_millis(400);
-    let mut node = TestNode::start(config(0, grace.as_millis() as u64)).await;
-    let _ws = WsClient::connect(node.addr).await;
+    let mut node = start(0, grace.as_millis() as u64).await;
+    let _ws = WsClient::socket(&node, false).await;
     node.tasks.spawn(std::future::pending::<()>());
     let started = Instant::now();
     node.shutdown();

@@ -9,9 +9,18 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use support::*;
+use support::conformance::CONFORMANCE;
+use support::eio::{
+    Msg, PollClient, WsClient, assert_engine_error, connect_reply_sid, http_client, parse_open,
+    send, ws_connect, ws_refused,
+};
+use support::node::{start, start_with};
+use support::raw::RawWs;
+use support::wait::{eventually, settle, within};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 const PING_INTERVAL: Duration = Duration::from_millis(300);
@@ -276,7 +285,7 @@ async fn websocket_missing_pong_closes_the_connection() {
 async fn polling_client_close_answers_the_pending_get_with_noop() {
     let node = start(&quiet_config()).await;
     let (poll, _) = PollClient::open(&node).await;
-    let poll = std::sync::Arc::new(poll);
+    let poll = Arc::new(poll);
     let pending = tokio::spawn({
         let poll = poll.clone();
         async move { poll.get().await }
@@ -326,7 +335,7 @@ async fn upgrade_from_polling_to_websocket() {
     let socket_id = connect_reply_sid(&got[0], "/");
     assert_eq!(got[1], r#"42["auth",{}]"#);
 
-    let poll = std::sync::Arc::new(poll);
+    let poll = Arc::new(poll);
     let pending = tokio::spawn({
         let poll = poll.clone();
         async move { poll.get().await }
@@ -450,7 +459,7 @@ async fn a_poll_sent_just_after_the_upgrade_is_refused() {
 async fn concurrent_polls_close_the_session() {
     let node = start(&quiet_config()).await;
     let (poll, _) = PollClient::open(&node).await;
-    let poll = std::sync::Arc::new(poll);
+    let poll = Arc::new(poll);
     let first = tokio::spawn({
         let poll = poll.clone();
         async move { poll.get().await }
@@ -481,7 +490,7 @@ async fn concurrent_polls_close_the_session() {
 async fn a_cancelled_poll_closes_the_session() {
     let node = start(&quiet_config()).await;
     let (poll, _) = PollClient::open(&node).await;
-    let poll = std::sync::Arc::new(poll);
+    let poll = Arc::new(poll);
     let abandoned = tokio::spawn({
         let poll = poll.clone();
         async move { poll.get().await }
@@ -719,8 +728,11 @@ async fn an_upgrade_without_a_probe_times_out() {
 }
 
 /// Admits every connection after a delay, so that a POST carrying a CONNECT
-/// stays in flight.
-struct SlowAdmission;
+/// stays in flight; says when a CONNECT has reached it.
+#[derive(Default)]
+struct SlowAdmission {
+    asked: Notify,
+}
 
 #[async_trait::async_trait]
 impl gateway::hooks::Hooks for SlowAdmission {
@@ -732,6 +744,7 @@ impl gateway::hooks::Hooks for SlowAdmission {
         &self,
         _req: gateway::hooks::ConnectRequest<'_>,
     ) -> Result<gateway::hooks::ConnectDecision, gateway::hooks::HookError> {
+        self.asked.notify_one();
         tokio::time::sleep(Duration::from_millis(400)).await;
         Ok(gateway::hooks::ConnectDecision::allow())
     }
@@ -739,14 +752,16 @@ impl gateway::hooks::Hooks for SlowAdmission {
 
 #[tokio::test]
 async fn concurrent_posts_close_the_session() {
-    let node = start_with(&quiet_config(), std::sync::Arc::new(SlowAdmission)).await;
+    let hooks = Arc::new(SlowAdmission::default());
+    let node = start_with(&quiet_config(), hooks.clone()).await;
     let (poll, _) = PollClient::open(&node).await;
-    let poll = std::sync::Arc::new(poll);
+    let poll = Arc::new(poll);
     let first = tokio::spawn({
         let poll = poll.clone();
         async move { poll.post("40").await }
     });
-    settle().await;
+    // The first POST is being handled: its CONNECT waits in the hook.
+    within("the first POST's CONNECT", hooks.asked.notified()).await;
     let (status, body) = poll.post(r#"42["x"]"#).await;
     assert_eq!(status, 400, "second concurrent POST answered {body:?}");
     let _ = within("the first POST", first).await.unwrap();
@@ -826,90 +841,6 @@ async fn the_endpoint_path_is_configurable() {
 
 // ---------------------------------------------------------------------------
 // WebSocket framing, from a raw TCP client
-
-/// A WebSocket client written against RFC 6455 directly, to send what the
-/// usual client libraries refuse to.
-struct RawWs {
-    stream: tokio::net::TcpStream,
-}
-
-impl RawWs {
-    async fn open(node: &TestNode) -> (Self, String) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-        let request = format!(
-            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {}\r\n\
-             Upgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            node.addr
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut head = Vec::new();
-        while !head.ends_with(b"\r\n\r\n") {
-            head.push(stream.read_u8().await.unwrap());
-        }
-        let head = String::from_utf8(head).unwrap();
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        assert!(
-            head.to_ascii_lowercase()
-                .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
-            "the RFC's accept key: {head}"
-        );
-        let mut ws = Self { stream };
-        let (op, open) = ws.read_frame().await.expect("open packet");
-        assert_eq!(op, 0x1);
-        (ws, String::from_utf8(open).unwrap())
-    }
-
-    async fn send_raw(&mut self, bytes: &[u8]) {
-        use tokio::io::AsyncWriteExt;
-        self.stream.write_all(bytes).await.unwrap();
-    }
-
-    /// A masked frame with `first` as its first byte.
-    async fn send(&mut self, first: u8, payload: &[u8]) {
-        assert!(payload.len() < 126);
-        let mask = [0x12, 0x34, 0x56, 0x78];
-        let mut frame = vec![first, 0x80 | payload.len() as u8];
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.send_raw(&frame).await;
-    }
-
-    /// The next frame: (opcode, payload), or None at end of stream.
-    async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
-        use tokio::io::AsyncReadExt;
-        let read = async {
-            let b0 = self.stream.read_u8().await.ok()?;
-            let b1 = self.stream.read_u8().await.ok()?;
-            assert_eq!(b0 & 0x80, 0x80, "server frames are final");
-            assert_eq!(b1 & 0x80, 0, "server frames are not masked");
-            let len = match b1 & 0x7F {
-                126 => usize::from(self.stream.read_u16().await.ok()?),
-                127 => self.stream.read_u64().await.ok()? as usize,
-                n => usize::from(n),
-            };
-            let mut body = vec![0; len];
-            self.stream.read_exact(&mut body).await.ok()?;
-            Some((b0 & 0x0F, body))
-        };
-        tokio::time::timeout(Duration::from_secs(5), read)
-            .await
-            .expect("a frame or the end of the stream in time")
-    }
-
-    /// Reads until the close frame; returns its status code, then expects
-    /// the end of the stream.
-    async fn expect_close(&mut self) -> u16 {
-        loop {
-            let (op, body) = self.read_frame().await.expect("a close frame");
-            if op == 0x8 {
-                assert!(self.read_frame().await.is_none(), "closed after");
-                return u16::from_be_bytes([body[0], body[1]]);
-            }
-        }
-    }
-}
 
 #[tokio::test]
 async fn websocket_pings_are_answered_and_fragments_reassembled() {

@@ -11,7 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use gateway::socketio::{Payload, Target};
 use serde_json::{Value, json};
-use support::*;
+use support::eio::{PollClient, WsClient, connect_reply_sid, nsp_prefix};
+use support::node::{TestNode, start_plain, start_with};
+use support::wait::{eventually, settle, within};
 
 const SECRET: &str = "integration-test-secret";
 
@@ -52,31 +54,13 @@ async fn socket(node: &TestNode, nsp: &str) -> (WsClient, String) {
     (client, id)
 }
 
-/// `42<nsp,>` for `nsp`.
-fn event_prefix(nsp: &str) -> String {
-    if nsp == "/" {
-        "42".to_owned()
-    } else {
-        format!("42{nsp},")
-    }
-}
-
 /// Emits `args` (a JSON array body without brackets) with ack `id` and
 /// returns the ack's arguments as JSON.
 async fn call(client: &mut WsClient, nsp: &str, id: u64, args: &str) -> Value {
     client
-        .send(&format!("{}{id}[{args}]", event_prefix(nsp)))
+        .send(&format!("42{}{id}[{args}]", nsp_prefix(nsp)))
         .await;
-    let reply = client.recv_text().await;
-    let prefix = if nsp == "/" {
-        format!("43{id}")
-    } else {
-        format!("43{nsp},{id}")
-    };
-    let json = reply
-        .strip_prefix(&prefix)
-        .unwrap_or_else(|| panic!("expected the ack {prefix}, got {reply:?}"));
-    serde_json::from_str(json).unwrap()
+    serde_json::from_str(&client.expect_ack(nsp, id).await).unwrap()
 }
 
 fn assert_ok(ack: &Value) {
@@ -110,7 +94,7 @@ async fn expect_sentinel(node: &TestNode, nsp: &str, clients: &mut [&mut WsClien
         .emit(nsp, &Target::default(), "sentinel", &Payload::empty())
         .await
         .unwrap();
-    let expected = format!(r#"{}["sentinel"]"#, event_prefix(nsp));
+    let expected = format!(r#"42{}["sentinel"]"#, nsp_prefix(nsp));
     for client in clients.iter_mut() {
         client.expect(&expected).await;
     }

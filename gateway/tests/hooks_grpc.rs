@@ -2,10 +2,14 @@
 //! with `GrpcHooks`, and a raw Socket.IO client over WebSocket.
 
 mod hooks_support;
+mod support;
 
 use std::time::Duration;
 
-use hooks_support::{Backend, Call, Frame, RawClient, TestNode, until};
+use hooks_support::{Backend, Call, start_node};
+use support::eio::WsClient;
+use support::metrics::value;
+use support::wait::eventually;
 use tokio::time::Instant;
 
 /// A node whose `/chat` namespace calls `backend`, with `extra` added to its
@@ -35,18 +39,17 @@ fn json(text: &str) -> serde_json::Value {
 #[tokio::test]
 async fn admission_allowed_with_user_rooms_data_and_the_handshake() {
     let backend = Backend::start().await;
-    let node = TestNode::start(&chat_config(&backend, "timeout_ms = 3000")).await;
+    let (node, hooks) = start_node(&chat_config(&backend, "timeout_ms = 3000")).await;
 
-    let mut client = RawClient::open(
-        node.addr,
+    let (mut client, _) = WsClient::open_with(
+        &node,
         "&room=a%20b&x=1&x=2",
         &[("x-test", "yes"), ("x-forwarded-for", "10.0.0.1")],
     )
     .await;
     let sid = client
-        .connect("/chat", Some(r#"{"name":"alice","n":1}"#))
-        .await
-        .expect("admitted");
+        .connect_ns("/chat", Some(r#"{"name":"alice","n":1}"#))
+        .await;
 
     let socket = node.io.socket("/chat", &sid).expect("socket registered");
     assert_eq!(socket.user_id(), Some("alice"));
@@ -88,10 +91,10 @@ async fn admission_allowed_with_user_rooms_data_and_the_handshake() {
     }
 
     // A namespace without hooks is not sent to the backend.
-    client.connect("/", None).await.expect("/ admitted");
+    client.connect_ns("/", None).await;
     assert_eq!(backend.state.connects().len(), 1);
 
-    let stats = node.hooks.stats();
+    let stats = hooks.stats();
     assert_eq!((stats.connect.calls, stats.connect.ok), (1, 1));
     node.stop().await;
 }
@@ -99,15 +102,15 @@ async fn admission_allowed_with_user_rooms_data_and_the_handshake() {
 #[tokio::test]
 async fn admission_refused_gives_connect_error_and_keeps_the_connection() {
     let backend = Backend::start().await;
-    let node = TestNode::start(&chat_config(&backend, "")).await;
+    let (node, hooks) = start_node(&chat_config(&backend, "")).await;
 
-    let mut client = RawClient::open(node.addr, "", &[]).await;
-    let refused = client.connect("/chat", Some(r#"{"name":""}"#)).await;
+    let (mut client, _) = WsClient::open(&node).await;
+    let refused = client.try_connect_ns("/chat", Some(r#"{"name":""}"#)).await;
     assert_eq!(
         refused,
         Err(r#"{"message":"name required","data":{"code":42}}"#.to_owned())
     );
-    let refused = client.connect("/chat", None).await;
+    let refused = client.try_connect_ns("/chat", None).await;
     assert_eq!(
         refused,
         Err(r#"{"message":"name required","data":{"code":42}}"#.to_owned())
@@ -120,16 +123,13 @@ async fn admission_refused_gives_connect_error_and_keeps_the_connection() {
     );
 
     // The connection is still there for other namespaces, and for a retry.
-    client.connect("/", None).await.expect("/ admitted");
-    client
-        .connect("/chat", Some(r#"{"name":"bob"}"#))
-        .await
-        .expect("admitted with a name");
-    let stats = node.hooks.stats();
+    client.connect_ns("/", None).await;
+    client.connect_ns("/chat", Some(r#"{"name":"bob"}"#)).await;
+    let stats = hooks.stats();
     assert_eq!((stats.connect.calls, stats.connect.refused), (3, 2));
     // A refused socket never connected: no OnDisconnect for it.
     client.leave("/chat").await;
-    until("the disconnect of bob", || {
+    eventually("the disconnect of bob", || {
         backend.state.disconnects().len() == 1
     })
     .await;
@@ -139,12 +139,11 @@ async fn admission_refused_gives_connect_error_and_keeps_the_connection() {
 #[tokio::test]
 async fn events_reach_the_backend_in_order_and_acks_come_back() {
     let backend = Backend::start().await;
-    let node = TestNode::start(&chat_config(&backend, "")).await;
-    let mut client = RawClient::open(node.addr, "", &[]).await;
+    let (node, hooks) = start_node(&chat_config(&backend, "")).await;
+    let (mut client, _) = WsClient::open(&node).await;
     let sid = client
-        .connect("/chat", Some(r#"{"name":"alice"}"#))
-        .await
-        .unwrap();
+        .connect_ns("/chat", Some(r#"{"name":"alice"}"#))
+        .await;
 
     // 60 events sent back to back (within the socket's hook queue), each
     // asking for an ack.
@@ -154,7 +153,7 @@ async fn events_reach_the_backend_in_order_and_acks_come_back() {
             .await;
     }
     for i in 0..60u64 {
-        let ack = client.ack("/chat", i).await;
+        let ack = client.expect_ack("/chat", i).await;
         assert_eq!(
             json(&ack),
             serde_json::json!([{ "seq": i + 1, "event": "chat" }]),
@@ -183,12 +182,12 @@ async fn events_reach_the_backend_in_order_and_acks_come_back() {
         .send(r#"451-/chat,500["echo","file",{"_placeholder":true,"num":0},{"k":[1,2]}]"#)
         .await;
     client.send_binary(&[1, 2, 3]).await;
-    let head = client.text().await;
+    let head = client.recv_text().await;
     assert_eq!(
         head,
         r#"461-/chat,500["file",{"_placeholder":true,"num":0},{"k":[1,2]}]"#
     );
-    assert_eq!(client.frame().await, Frame::Binary(vec![1, 2, 3]));
+    client.expect_binary(&[1, 2, 3]).await;
     let events = backend.state.events();
     assert!(!events[60].wants_ack);
     assert_eq!(events[60].sequence, 61);
@@ -199,32 +198,31 @@ async fn events_reach_the_backend_in_order_and_acks_come_back() {
     // Application errors reach the client's ack; others read "backend unavailable".
     client.emit("/chat", "reject", "[]", Some(600)).await;
     assert_eq!(
-        client.ack("/chat", 600).await,
+        client.expect_ack("/chat", 600).await,
         r#"[{"error":"text too long"}]"#
     );
     client.emit("/chat", "crash", "[]", Some(601)).await;
     assert_eq!(
-        client.ack("/chat", 601).await,
+        client.expect_ack("/chat", 601).await,
         r#"[{"error":"backend unavailable"}]"#
     );
     // ... and the socket carries on.
     client.emit("/chat", "chat", "[]", Some(602)).await;
     assert_eq!(
-        json(&client.ack("/chat", 602).await),
+        json(&client.expect_ack("/chat", 602).await),
         serde_json::json!([{ "seq": 65, "event": "chat" }])
     );
 
-    let stats = node.hooks.stats().event;
+    let stats = hooks.stats().event;
     assert_eq!(stats.calls, 65);
     // The same calls in the node's Prometheus series.
     let text = node.io.metrics().render();
     let count = |result: &str| {
-        gateway::telemetry::metrics::scrape::value(
+        value(
             &text,
             "gateway_hook_requests_total",
             &[("hook", "event"), ("result", result)],
         )
-        .unwrap_or(0.0)
     };
     assert_eq!(count("ok") + count("error") + count("unavailable"), 65.0);
     assert_eq!(count("error"), 1.0);
@@ -235,16 +233,15 @@ async fn events_reach_the_backend_in_order_and_acks_come_back() {
 #[tokio::test]
 async fn disconnects_report_the_reason_after_the_last_event() {
     let backend = Backend::start().await;
-    let node = TestNode::start(&chat_config(&backend, "")).await;
+    let (node, _) = start_node(&chat_config(&backend, "")).await;
 
     // The client leaves the namespace.
-    let mut client = RawClient::open(node.addr, "", &[]).await;
+    let (mut client, _) = WsClient::open(&node).await;
     let first = client
-        .connect("/chat", Some(r#"{"name":"alice"}"#))
-        .await
-        .unwrap();
+        .connect_ns("/chat", Some(r#"{"name":"alice"}"#))
+        .await;
     client.leave("/chat").await;
-    until("the first disconnect", || {
+    eventually("the first disconnect", || {
         backend.state.disconnects().len() == 1
     })
     .await;
@@ -262,15 +259,12 @@ async fn disconnects_report_the_reason_after_the_last_event() {
     // The client closes the connection right after sending events that the
     // backend is slow to take: they are all forwarded before OnDisconnect.
     backend.state.set_event_delay(Duration::from_millis(20));
-    let second = client
-        .connect("/chat", Some(r#"{"name":"bob"}"#))
-        .await
-        .unwrap();
+    let second = client.connect_ns("/chat", Some(r#"{"name":"bob"}"#)).await;
     for i in 0..10 {
         client.emit("/chat", "chat", &format!("[{i}]"), None).await;
     }
     client.close().await;
-    until("the second disconnect", || {
+    eventually("the second disconnect", || {
         backend.state.disconnects().len() == 2
     })
     .await;
@@ -300,12 +294,11 @@ async fn disconnects_report_the_reason_after_the_last_event() {
 #[tokio::test]
 async fn a_stopped_backend_gives_clear_errors_and_nothing_hangs() {
     let mut backend = Backend::start().await;
-    let node = TestNode::start(&chat_config(&backend, "timeout_ms = 2000")).await;
-    let mut client = RawClient::open(node.addr, "", &[]).await;
+    let (node, hooks) = start_node(&chat_config(&backend, "timeout_ms = 2000")).await;
+    let (mut client, _) = WsClient::open(&node).await;
     let sid = client
-        .connect("/chat", Some(r#"{"name":"alice"}"#))
-        .await
-        .unwrap();
+        .connect_ns("/chat", Some(r#"{"name":"alice"}"#))
+        .await;
 
     backend.stop().await;
 
@@ -313,7 +306,7 @@ async fn a_stopped_backend_gives_clear_errors_and_nothing_hangs() {
     let started = Instant::now();
     client.emit("/chat", "chat", "[1]", Some(1)).await;
     assert_eq!(
-        client.ack("/chat", 1).await,
+        client.expect_ack("/chat", 1).await,
         r#"[{"error":"backend unavailable"}]"#
     );
     assert!(
@@ -324,10 +317,12 @@ async fn a_stopped_backend_gives_clear_errors_and_nothing_hangs() {
     assert!(node.io.socket("/chat", &sid).is_some(), "still connected");
 
     // A new connection: CONNECT_ERROR within the deadline.
-    let mut other = RawClient::open(node.addr, "", &[]).await;
+    let (mut other, _) = WsClient::open(&node).await;
     let started = Instant::now();
     assert_eq!(
-        other.connect("/chat", Some(r#"{"name":"bob"}"#)).await,
+        other
+            .try_connect_ns("/chat", Some(r#"{"name":"bob"}"#))
+            .await,
         Err(r#"{"message":"backend unavailable"}"#.to_owned())
     );
     assert!(
@@ -336,7 +331,7 @@ async fn a_stopped_backend_gives_clear_errors_and_nothing_hangs() {
         started.elapsed()
     );
     // Never reached the backend: retried once.
-    let stats = node.hooks.stats();
+    let stats = hooks.stats();
     assert_eq!(
         (stats.connect.unavailable, stats.connect.retries),
         (1, 1),
@@ -346,33 +341,32 @@ async fn a_stopped_backend_gives_clear_errors_and_nothing_hangs() {
 
     // The socket still works for what does not need the backend.
     client.emit("/chat", "$join", r#"["room"]"#, Some(2)).await;
-    assert_eq!(client.ack("/chat", 2).await, r#"[{"ok":true}]"#);
+    assert_eq!(client.expect_ack("/chat", 2).await, r#"[{"ok":true}]"#);
 
     // Its departure is reported, fails, and is counted.
     client.close().await;
-    until("the failed OnDisconnect is counted", || {
-        node.hooks.stats().disconnect.unavailable == 1
+    eventually("the failed OnDisconnect is counted", || {
+        hooks.stats().disconnect.unavailable == 1
     })
     .await;
-    assert_eq!(node.hooks.stats().disconnect.retries, 1);
+    assert_eq!(hooks.stats().disconnect.retries, 1);
     node.stop().await;
 }
 
 #[tokio::test]
 async fn a_slow_backend_is_cut_off_at_the_deadline() {
     let backend = Backend::start().await;
-    let node = TestNode::start(&chat_config(&backend, "timeout_ms = 300")).await;
-    let mut client = RawClient::open(node.addr, "", &[]).await;
+    let (node, hooks) = start_node(&chat_config(&backend, "timeout_ms = 300")).await;
+    let (mut client, _) = WsClient::open(&node).await;
     client
-        .connect("/chat", Some(r#"{"name":"alice"}"#))
-        .await
-        .unwrap();
+        .connect_ns("/chat", Some(r#"{"name":"alice"}"#))
+        .await;
 
     backend.state.set_event_delay(Duration::from_secs(3));
     let started = Instant::now();
     client.emit("/chat", "chat", "[1]", Some(1)).await;
     assert_eq!(
-        client.ack("/chat", 1).await,
+        client.expect_ack("/chat", 1).await,
         r#"[{"error":"backend unavailable"}]"#
     );
     let took = started.elapsed();
@@ -385,21 +379,23 @@ async fn a_slow_backend_is_cut_off_at_the_deadline() {
         other => panic!("the event carries grpc-timeout: {other:?}"),
     }
     // The gateway cancelled the call: the backend is not left holding it.
-    until("the backend saw the cancellation", || {
+    eventually("the backend saw the cancellation", || {
         backend.state.in_flight() == 0
     })
     .await;
 
     backend.state.set_connect_delay(Duration::from_secs(3));
-    let mut other = RawClient::open(node.addr, "", &[]).await;
+    let (mut other, _) = WsClient::open(&node).await;
     let started = Instant::now();
     assert_eq!(
-        other.connect("/chat", Some(r#"{"name":"bob"}"#)).await,
+        other
+            .try_connect_ns("/chat", Some(r#"{"name":"bob"}"#))
+            .await,
         Err(r#"{"message":"backend unavailable"}"#.to_owned())
     );
     assert!(started.elapsed() < Duration::from_millis(1500));
 
-    let stats = node.hooks.stats();
+    let stats = hooks.stats();
     assert_eq!(
         (stats.event.timeout, stats.connect.timeout),
         (1, 1),
@@ -414,7 +410,7 @@ async fn calls_in_flight_are_bounded() {
     let backend = Backend::start().await;
     // Two namespaces share the backend and its single slot; `/fast` has a
     // deadline shorter than the backend's answers.
-    let node = TestNode::start(&format!(
+    let (node, hooks) = start_node(&format!(
         r#"
         [[namespaces]]
         name = "/slow"
@@ -434,10 +430,9 @@ async fn calls_in_flight_are_bounded() {
     .await;
     let mut clients = Vec::new();
     for (i, nsp) in ["/slow", "/slow", "/slow", "/fast"].iter().enumerate() {
-        let mut c = RawClient::open(node.addr, "", &[]).await;
-        c.connect(nsp, Some(&format!(r#"{{"name":"u{i}"}}"#)))
-            .await
-            .unwrap();
+        let (mut c, _) = WsClient::open(&node).await;
+        c.connect_ns(nsp, Some(&format!(r#"{{"name":"u{i}"}}"#)))
+            .await;
         clients.push((c, *nsp));
     }
 
@@ -448,7 +443,7 @@ async fn calls_in_flight_are_bounded() {
         c.emit(nsp, "chat", "[]", Some(1)).await;
     }
     for (c, nsp) in clients.iter_mut().take(3) {
-        let ack = json(&c.ack(nsp, 1).await);
+        let ack = json(&c.expect_ack(nsp, 1).await);
         assert_eq!(ack[0]["event"], "chat", "{ack}");
     }
     assert!(
@@ -464,14 +459,14 @@ async fn calls_in_flight_are_bounded() {
     let (slow, slow_nsp) = &mut slow[0];
     let (fast, fast_nsp) = &mut fast[0];
     slow.emit(slow_nsp, "chat", "[]", Some(2)).await;
-    until("the slow call is in flight", || {
+    eventually("the slow call is in flight", || {
         backend.state.in_flight() == 1
     })
     .await;
     let started = Instant::now();
     fast.emit(fast_nsp, "chat", "[]", Some(2)).await;
     assert_eq!(
-        fast.ack(fast_nsp, 2).await,
+        fast.expect_ack(fast_nsp, 2).await,
         r#"[{"error":"backend unavailable"}]"#
     );
     assert!(
@@ -480,11 +475,11 @@ async fn calls_in_flight_are_bounded() {
         started.elapsed()
     );
     assert_eq!(backend.state.in_flight(), 1, "the slow call still runs");
-    let ack = json(&slow.ack(slow_nsp, 2).await);
+    let ack = json(&slow.expect_ack(slow_nsp, 2).await);
     assert_eq!(ack[0]["event"], "chat", "{ack}");
 
     assert_eq!(backend.state.max_in_flight(), 1);
-    let stats = node.hooks.stats().event;
+    let stats = hooks.stats().event;
     assert_eq!((stats.ok, stats.busy), (4, 1), "{stats:?}");
     assert_eq!(
         backend.state.events().len(),

@@ -20,7 +20,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use support::*;
+use support::eio::WsClient;
+use support::node::start_plain;
+use support::wait::{DEADLINE, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -142,15 +144,14 @@ jwks_min_refresh_interval_ms = {REFRESH_INTERVAL_MS}
 /// Sends CONNECT to `/secure` with `token`; the socket id, or the
 /// CONNECT_ERROR message.
 async fn connect(client: &mut WsClient, token: &str) -> Result<String, String> {
+    let auth = format!(r#"{{"token":"{token}"}}"#);
     client
-        .send(&format!(r#"40/secure,{{"token":"{token}"}}"#))
-        .await;
-    let reply = client.recv_text().await;
-    if let Some(error) = reply.strip_prefix("44/secure,") {
-        let error: Value = serde_json::from_str(error).unwrap();
-        return Err(error["message"].as_str().expect("a message").to_owned());
-    }
-    Ok(connect_reply_sid(&reply, "/secure"))
+        .try_connect_ns("/secure", Some(&auth))
+        .await
+        .map_err(|error| {
+            let error: Value = serde_json::from_str(&error).unwrap();
+            error["message"].as_str().expect("a message").to_owned()
+        })
 }
 
 #[tokio::test]

@@ -12,7 +12,14 @@ use gateway::reason::DisconnectReason;
 use gateway::socketio::{Payload, Target};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use support::*;
+use support::conformance::{CONFORMANCE, Conformance};
+use support::eio::{
+    Msg, PollClient, WsClient, assert_engine_error, connect_reply_sid, http_client, packets, send,
+    ws_refused,
+};
+use support::node::{TestNode, start, start_with};
+use support::raw::{RawWs, masked};
+use support::wait::eventually;
 
 /// A node with the conformance hooks (kept, to read disconnect reasons) and
 /// a quiet heartbeat, plus `extra` TOML sections.
@@ -513,94 +520,8 @@ async fn a_polling_client_that_stops_polling_is_a_slow_consumer() {
 // What one client makes the node write and read (issue 12): a raw WebSocket
 // client that writes whatever it likes and never reads.
 
-/// A WebSocket client on a bare TCP stream: it writes prepared frames and
-/// reads nothing after the open packet.
-struct RawWs {
-    stream: tokio::net::TcpStream,
-    sid: String,
-}
-
-/// A masked client frame.
-fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [0x11, 0x22, 0x33, 0x44];
-    let mut out = vec![first];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
-}
-
-impl RawWs {
-    /// Opens a WebSocket session and reads the response and open packet.
-    async fn open(node: &TestNode) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(node.addr).await.unwrap();
-        let request = format!(
-            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {}\r\n\
-             Upgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            node.addr
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut got = Vec::new();
-        let sid = within("the open packet", async {
-            loop {
-                let mut chunk = [0u8; 1024];
-                let n = stream.read(&mut chunk).await.unwrap();
-                assert!(n > 0, "closed before the open packet");
-                got.extend_from_slice(&chunk[..n]);
-                let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
-                    continue;
-                };
-                assert!(got.starts_with(b"HTTP/1.1 101"), "{got:?}");
-                let frame = &got[end + 4..];
-                // An unmasked text frame, short or 16-bit length.
-                let (len, at) = match frame.get(1) {
-                    Some(126) if frame.len() >= 4 => {
-                        (usize::from(u16::from_be_bytes([frame[2], frame[3]])), 4)
-                    }
-                    Some(&n) if n < 126 => (usize::from(n), 2),
-                    _ => continue,
-                };
-                if frame.len() < at + len {
-                    continue;
-                }
-                let open = parse_open(std::str::from_utf8(&frame[at..at + len]).unwrap());
-                break open["sid"].as_str().unwrap().to_owned();
-            }
-        })
-        .await;
-        Self { stream, sid }
-    }
-
-    /// Writes `bytes`; false once the node stops taking them (it closed the
-    /// connection, or took nothing for a second).
-    async fn write(&mut self, bytes: &[u8]) -> bool {
-        use tokio::io::AsyncWriteExt;
-        matches!(
-            tokio::time::timeout(Duration::from_secs(1), self.stream.write_all(bytes)).await,
-            Ok(Ok(()))
-        )
-    }
-}
-
 fn slow_consumer_disconnects(node: &TestNode) -> f64 {
-    gateway::telemetry::metrics::scrape::value(
-        &node.io.metrics().render(),
-        "gateway_slow_consumer_disconnects_total",
-        &[],
-    )
-    .unwrap_or(0.0)
+    node.metric("gateway_slow_consumer_disconnects_total", &[])
 }
 
 /// Writes `chunk` over and over from `raw` until the node closes its
@@ -637,7 +558,7 @@ async fn a_ping_flood_that_never_reads_is_cut_off_at_the_outbound_bound() {
     .await;
     let (mut bystander, _) = WsClient::socket(&node, true).await;
     let before = slow_consumer_disconnects(&node);
-    let mut raw = RawWs::open(&node).await;
+    let (mut raw, _) = RawWs::open(&node).await;
     let session = node.engine.get(&raw.sid).expect("session");
     // Pings of 125 bytes: each is answered with a 127-byte pong.
     let chunk = masked(0x89, &[b'p'; 125]).repeat(1000);
@@ -659,7 +580,7 @@ async fn websocket_control_frames_count_against_the_rate_limit() {
     let (node, hooks) = node_with("rate_limit_per_sec = 5\nrate_limit_burst = 5", "").await;
     let (mut bystander, _) = WsClient::socket(&node, true).await;
     for op in [0x89, 0x8A] {
-        let mut raw = RawWs::open(&node).await;
+        let (mut raw, _) = RawWs::open(&node).await;
         let session = node.engine.get(&raw.sid).expect("session");
         // Empty pings (or unsolicited pongs), far over the burst, in one write.
         assert!(raw.write(&masked(op, b"").repeat(50)).await);
@@ -713,12 +634,8 @@ async fn the_outbound_queue_is_bounded_in_bytes_for_broadcasts() {
     })
     .await;
     assert_eq!(hooks.reasons_of(&slow_id), [DisconnectReason::SlowConsumer]);
-    let disconnects = gateway::telemetry::metrics::scrape::value(
-        &node.io.metrics().render(),
-        "gateway_disconnects_total",
-        &[("reason", "slow_consumer")],
-    );
-    assert_eq!(disconnects, Some(1.0));
+    let disconnects = node.metric("gateway_disconnects_total", &[("reason", "slow_consumer")]);
+    assert_eq!(disconnects, 1.0);
     still_served(&mut reader, "after the slow one").await;
     drop(slow);
 }
@@ -747,7 +664,7 @@ async fn refusals_a_client_never_reads_are_cut_off_at_the_outbound_bound() {
     )
     .await;
     let (mut bystander, _) = WsClient::socket(&node, true).await;
-    let mut raw = RawWs::open(&node).await;
+    let (mut raw, _) = RawWs::open(&node).await;
     let session = node.engine.get(&raw.sid).expect("session");
     // CONNECTs to unknown namespaces of 1000 bytes: each refusal echoes at
     // most 128 of them.

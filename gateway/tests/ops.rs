@@ -5,15 +5,25 @@
 //! The traffic test (`metrics_follow_client_traffic`) needs the engine and
 //! Socket.IO layers to call the `telemetry::Metrics` API.
 
-mod telemetry_support;
+mod support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use gateway::Config;
 use gateway::telemetry::metrics::names;
-use telemetry_support::{PollingClient, TestNode, WsClient, value};
+use support::eio::{PollClient, WsClient};
+use support::metrics::value;
+use support::node::TestNode;
+use support::redis::Redis;
+use support::tools::{note, skip_without_redis};
+
+/// A node with `config` and an operations port.
+async fn start(config: Config) -> TestNode {
+    TestNode::builder(config).ops().start().await
+}
 
 fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
@@ -60,7 +70,7 @@ fn names_used_by_dashboard_and_rules() -> Option<BTreeSet<String>> {
 
 #[tokio::test]
 async fn every_metric_of_the_dashboard_and_alerts_is_exported_from_startup() {
-    let node = TestNode::start(Config::default()).await;
+    let node = start(Config::default()).await;
     let text = node.scrape().await;
     let exported = gateway::telemetry::metrics::scrape::names(&text);
 
@@ -76,7 +86,7 @@ async fn every_metric_of_the_dashboard_and_alerts_is_exported_from_startup() {
             }
             wanted.extend(used);
         }
-        None => eprintln!("checking deploy/metric-names.txt only (python3 + PyYAML missing)"),
+        None => note("checking deploy/metric-names.txt only (python3 + PyYAML missing)"),
     }
     for name in &wanted {
         if name == names::REDIS_CONNECTED {
@@ -119,7 +129,7 @@ async fn every_metric_of_the_dashboard_and_alerts_is_exported_from_startup() {
     assert_eq!(value(&text, names::CLUSTER_NODES, &[]), 1.0);
 
     // With Redis configured, the cluster code enables the series.
-    node.metrics.enable_redis();
+    node.io.metrics().enable_redis();
     let text = node.scrape().await;
     assert!(
         gateway::telemetry::metrics::scrape::names(&text).contains(names::REDIS_CONNECTED),
@@ -130,7 +140,7 @@ async fn every_metric_of_the_dashboard_and_alerts_is_exported_from_startup() {
 
 #[tokio::test]
 async fn health_and_readiness() {
-    let node = TestNode::start(Config::default()).await;
+    let node = start(Config::default()).await;
     assert_eq!(node.ops_get("/healthz").await, (200, "ok\n".to_owned()));
     assert_eq!(node.ops_get("/readyz").await, (200, "ready\n".to_owned()));
 
@@ -151,9 +161,9 @@ async fn health_and_readiness() {
 
 #[tokio::test]
 async fn two_nodes_in_one_process_keep_their_own_metrics() {
-    let a = TestNode::start(Config::default()).await;
-    let b = TestNode::start(Config::default()).await;
-    a.metrics.set_redis_subscriptions(3);
+    let a = start(Config::default()).await;
+    let b = start(Config::default()).await;
+    a.io.metrics().set_redis_subscriptions(3);
     assert_eq!(
         value(&a.scrape().await, names::REDIS_SUBSCRIPTIONS, &[]),
         3.0
@@ -168,14 +178,14 @@ async fn two_nodes_in_one_process_keep_their_own_metrics() {
 /// and disconnect series.
 #[tokio::test]
 async fn metrics_follow_client_traffic() {
-    let node = TestNode::start(Config::default()).await;
+    let node = start(Config::default()).await;
     let ws = |t: &str| value(t, names::ENGINE_CONNECTIONS, &[("transport", "websocket")]);
     let polling = |t: &str| value(t, names::ENGINE_CONNECTIONS, &[("transport", "polling")]);
     let sockets = |t: &str| value(t, names::SOCKETS, &[("namespace", "/")]);
 
-    let mut a = WsClient::connect(node.addr).await;
-    let b = WsClient::connect(node.addr).await;
-    let p = PollingClient::connect(node.addr).await;
+    let (mut a, _) = WsClient::socket(&node, false).await;
+    let (b, _) = WsClient::socket(&node, false).await;
+    let (p, _) = PollClient::socket(&node).await;
     let text = node
         .scrape_until("three connections", |t| ws(t) == 2.0 && polling(t) == 1.0)
         .await;
@@ -195,7 +205,7 @@ async fn metrics_follow_client_traffic() {
     a.send("42[\"$join\",\"r\"]").await;
     let mut b = b;
     b.send("421[\"$join\",\"r\"]").await;
-    assert!(b.next_text().await.unwrap().starts_with("431"));
+    assert!(b.recv_text().await.starts_with("431"));
     a.send("422[\"$publish\",\"r\",\"hello\",1]").await;
     let text = node
         .scrape_until("a broadcast", |t| {
@@ -218,7 +228,7 @@ async fn metrics_follow_client_traffic() {
 
     // Goodbyes: a WebSocket close and a polling close packet.
     b.close().await;
-    p.close().await;
+    p.post_ok("1").await;
     let text = node
         .scrape_until("two connections closed", |t| {
             ws(t) == 1.0 && polling(t) == 0.0
@@ -329,38 +339,23 @@ async fn spans_are_exported_over_otlp() {
 /// `/readyz` follows the Redis connection (liveness does not).
 #[tokio::test]
 async fn readiness_follows_redis() {
-    let Some(mut redis) = telemetry_support::RedisServer::start().await else {
-        eprintln!("redis-server not installed: skipped");
+    if skip_without_redis() {
         return;
-    };
+    }
+    let mut redis = Redis::start().await;
     let mut config = Config::default();
     config.cluster.redis_url = Some(redis.url());
-    let node = TestNode::start(config).await;
-    let ready = |what: &'static str, want: u16| {
-        let node = &node;
-        async move {
-            let deadline = tokio::time::Instant::now() + telemetry_support::DEADLINE;
-            loop {
-                let (status, body) = node.ops_get("/readyz").await;
-                if status == want {
-                    return body;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{what}: {status} {body}"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    };
-    ready("ready with Redis", 200).await;
+    let node = start(config).await;
+    // Connecting to Redis again may take the client a few attempts.
+    let reconnect = Duration::from_secs(10);
+    node.ops_until("/readyz", 200, reconnect).await;
     node.scrape_until("redis connected", |t| {
         value(t, names::REDIS_CONNECTED, &[]) == 1.0
     })
     .await;
 
     redis.stop();
-    let body = ready("not ready without Redis", 503).await;
+    let body = node.ops_until("/readyz", 503, reconnect).await;
     assert!(body.contains("redis"), "{body}");
     assert_eq!(node.ops_get("/healthz").await.0, 200);
     node.scrape_until("redis disconnected", |t| {
@@ -368,6 +363,6 @@ async fn readiness_follows_redis() {
     })
     .await;
 
-    assert!(redis.restart().await);
-    ready("ready again once Redis is back", 200).await;
+    redis.restart().await;
+    node.ops_until("/readyz", 200, reconnect).await;
 }

@@ -8,7 +8,10 @@ mod support;
 use std::time::Duration;
 
 use gateway::socketio::Payload;
-use support::*;
+use support::conformance::CONFORMANCE;
+use support::eio::{Msg, PollClient, WsClient, connect_reply_sid};
+use support::node::start;
+use support::wait::{eventually, within};
 use tokio::time::Instant;
 
 // ---------------------------------------------------------------------------

@@ -14,8 +14,10 @@ mod support;
 
 use std::time::Duration;
 
-use gateway::telemetry::metrics::scrape;
-use support::*;
+use support::eio::{PollClient, WsClient, ws_connect};
+use support::node::{TestNode, start_plain};
+use support::raw::until_closed;
+use support::wait::{eventually, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -45,20 +47,12 @@ publish = true
     )
 }
 
-fn metric(node: &TestNode, name: &str, labels: &[(&str, &str)]) -> f64 {
-    scrape::value(&node.io.metrics().render(), name, labels).unwrap_or(0.0)
-}
-
 fn head_timeouts(node: &TestNode) -> f64 {
-    metric(
-        node,
-        "gateway_http_timeouts_total",
-        &[("phase", "request_head")],
-    )
+    node.metric("gateway_http_timeouts_total", &[("phase", "request_head")])
 }
 
 fn tcp_open(node: &TestNode) -> f64 {
-    metric(node, "gateway_tcp_connections", &[])
+    node.metric("gateway_tcp_connections", &[])
 }
 
 /// Two members of room `r`: one publishes, the other must hear it.
@@ -92,29 +86,6 @@ impl Members {
         self.a.expect(&format!(r#"43{id}[{{"ok":true}}]"#)).await;
         self.b.expect(&format!(r#"42["chat",{id}]"#)).await;
     }
-}
-
-/// Reads `stream` until the node closes it (EOF or reset); returns what
-/// arrived and when the close came. Fails after `limit`.
-async fn until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Instant) {
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let read = tokio::time::timeout(limit, async {
-        loop {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return Instant::now(),
-                Ok(n) => got.extend_from_slice(&chunk[..n]),
-            }
-        }
-    })
-    .await;
-    let closed = read.unwrap_or_else(|_| {
-        panic!(
-            "the node did not close the connection within {limit:?}; got {:?}",
-            String::from_utf8_lossy(&got)
-        )
-    });
-    (got, closed)
 }
 
 #[tokio::test]
@@ -173,17 +144,7 @@ async fn a_client_sending_its_head_byte_by_byte_is_closed() {
         sent
     });
     members.still_served().await;
-    let closed = tokio::time::timeout(Duration::from_millis(HEAD_TIMEOUT_MS) + SLACK, async {
-        let mut buf = [0u8; 1024];
-        loop {
-            match read.read(&mut buf).await {
-                Ok(0) | Err(_) => return Instant::now(),
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .expect("the slow client is closed within the head timeout");
+    let (_, closed) = until_closed(&mut read, Duration::from_millis(HEAD_TIMEOUT_MS) + SLACK).await;
     let sent = writer.await.unwrap();
     eprintln!(
         "slow-header client closed after {:?}, {sent} bytes sent",
@@ -228,11 +189,7 @@ async fn a_stalled_post_body_is_cut_and_its_session_closed() {
     })
     .await;
     assert_eq!(
-        metric(
-            &node,
-            "gateway_http_timeouts_total",
-            &[("phase", "request_body")]
-        ),
+        node.metric("gateway_http_timeouts_total", &[("phase", "request_body")]),
         1.0
     );
     drop(poll);
@@ -273,7 +230,7 @@ async fn silent_connections_count_against_the_tcp_bound_until_they_time_out() {
     // Two members and two silent connections fill the bound of four.
     let node = start_plain(&config("max_connections = 3\nmax_tcp_connections = 4")).await;
     let mut members = Members::join(&node).await;
-    let refused = || metric(&node, "gateway_tcp_connections_refused_total", &[]);
+    let refused = || node.metric("gateway_tcp_connections_refused_total", &[]);
     let opened = Instant::now();
     let mut silent = Vec::new();
     for _ in 0..2 {

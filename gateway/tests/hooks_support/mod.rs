@@ -1,18 +1,13 @@
-//! What the hooks tests run against: a hooks backend (a real tonic server
-//! on `127.0.0.1:0` that records every call), a gateway node on port 0 with
-//! [`GrpcHooks`], and a raw Socket.IO client over WebSocket.
+//! What the hooks tests run against besides the shared harness: a hooks
+//! backend (a real tonic server on `127.0.0.1:0` that records every call),
+//! and a node whose namespaces call it through [`GrpcHooks`].
 
-#![allow(dead_code)] // each test binary uses its own part
-
-use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
 use gateway::hooks::grpc::GrpcHooks;
-use gateway::{Config, Listeners, Node, SocketIo};
 use gateway_proto::common::v1::Payload;
 use gateway_proto::hooks::v1::hooks_server::{Hooks, HooksServer};
 use gateway_proto::hooks::v1::{
@@ -23,24 +18,25 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderName;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-/// How long any single wait in these tests may take before it fails.
-pub const WAIT: Duration = Duration::from_secs(10);
+use crate::support::node::{TestNode, config};
+use crate::support::wait::DEADLINE;
 
-/// Polls `cond` until it holds; panics with `what` after [`WAIT`].
-pub async fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+/// A node on `127.0.0.1:0` with `toml` as its configuration and the
+/// [`GrpcHooks`] it names, wired as the binary wires them.
+pub async fn start_node(toml: &str) -> (TestNode, Arc<GrpcHooks>) {
+    let config = config(toml);
+    let hooks = Arc::new(GrpcHooks::from_config(&config).expect("hooks configuration"));
+    let attach = hooks.clone();
+    let node = TestNode::builder(config)
+        .hooks(hooks.clone())
+        .before_serve(move |node| attach.attach_metrics(node.metrics().clone()))
+        .start()
+        .await;
+    (node, hooks)
 }
 
 // ---------------------------------------------------------------------------
@@ -274,208 +270,10 @@ impl Backend {
             let _ = stop.send(());
         }
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(WAIT, task)
+            tokio::time::timeout(DEADLINE, task)
                 .await
                 .expect("the backend stops")
                 .unwrap();
         }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The gateway node
-
-pub struct TestNode {
-    pub addr: SocketAddr,
-    pub io: SocketIo,
-    pub hooks: Arc<GrpcHooks>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl TestNode {
-    /// A node on `127.0.0.1:0` with `toml` as its configuration and
-    /// [`GrpcHooks`] built from it.
-    pub async fn start(toml: &str) -> Self {
-        let config = Config::from_toml(toml).unwrap();
-        let hooks = Arc::new(GrpcHooks::from_config(&config).unwrap());
-        let node = Node::new(config, hooks.clone()).unwrap();
-        hooks.attach_metrics(node.metrics().clone());
-        let io = node.io().clone();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            node.serve(Listeners::new(listener), async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        Self {
-            addr,
-            io,
-            hooks,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(15), task)
-                .await
-                .expect("the node stops")
-                .unwrap();
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// A raw Socket.IO client over WebSocket
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A frame from the server: text or binary.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
-    Text(String),
-    Binary(Vec<u8>),
-}
-
-pub struct RawClient {
-    ws: Ws,
-    pending: VecDeque<Frame>,
-}
-
-impl RawClient {
-    /// Opens an Engine.IO session over WebSocket; `query` is appended to the
-    /// handshake's query, `headers` are added to its request.
-    pub async fn open(addr: SocketAddr, query: &str, headers: &[(&str, &str)]) -> Self {
-        let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket{query}");
-        let mut request = url.into_client_request().unwrap();
-        for (name, value) in headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
-            request.headers_mut().insert(name, value.parse().unwrap());
-        }
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
-            .await
-            .expect("websocket handshake in time")
-            .expect("websocket handshake");
-        let mut client = Self {
-            ws,
-            pending: VecDeque::new(),
-        };
-        let open = client.text().await;
-        assert!(open.starts_with("0{"), "open packet, got {open}");
-        client
-    }
-
-    pub async fn send(&mut self, text: impl Into<String>) {
-        self.ws.send(Message::text(text.into())).await.unwrap();
-    }
-
-    pub async fn send_binary(&mut self, data: &[u8]) {
-        self.ws.send(Message::binary(data.to_vec())).await.unwrap();
-    }
-
-    /// The next Socket.IO frame (answers pings on the way).
-    pub async fn frame(&mut self) -> Frame {
-        if let Some(f) = self.pending.pop_front() {
-            return f;
-        }
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let msg = tokio::time::timeout_at(deadline, self.ws.next())
-                .await
-                .expect("a frame from the server in time")
-                .expect("the connection is open")
-                .expect("a websocket frame");
-            match msg {
-                Message::Text(t) if t.as_str() == "2" => self.send("3").await,
-                Message::Text(t) => return Frame::Text(t.as_str().to_owned()),
-                Message::Binary(b) => return Frame::Binary(b.to_vec()),
-                Message::Close(_) => panic!("the server closed the connection"),
-                _ => {}
-            }
-        }
-    }
-
-    pub async fn text(&mut self) -> String {
-        match self.frame().await {
-            Frame::Text(t) => t,
-            Frame::Binary(b) => panic!("expected a text frame, got {} bytes", b.len()),
-        }
-    }
-
-    /// Connects to namespace `nsp` with `auth` (JSON text): the sid, or the
-    /// body of the CONNECT_ERROR.
-    pub async fn connect(&mut self, nsp: &str, auth: Option<&str>) -> Result<String, String> {
-        let prefix = nsp_prefix(nsp);
-        self.send(format!("40{prefix}{}", auth.unwrap_or(""))).await;
-        let reply = self.text().await;
-        if let Some(body) = reply.strip_prefix(&format!("40{prefix}")) {
-            let v: serde_json::Value = serde_json::from_str(body).unwrap();
-            return Ok(v["sid"].as_str().unwrap().to_owned());
-        }
-        match reply.strip_prefix(&format!("44{prefix}")) {
-            Some(body) => Err(body.to_owned()),
-            None => panic!("expected a CONNECT reply for {nsp}, got {reply}"),
-        }
-    }
-
-    /// Emits `event(...args)` (`args`: the JSON array text of the
-    /// arguments) asking for ack `id`, if any.
-    pub async fn emit(&mut self, nsp: &str, event: &str, args: &str, ack: Option<u64>) {
-        let prefix = nsp_prefix(nsp);
-        let id = ack.map(|a| a.to_string()).unwrap_or_default();
-        let inner = args
-            .strip_prefix('[')
-            .and_then(|a| a.strip_suffix(']'))
-            .expect("args is a JSON array");
-        let sep = if inner.is_empty() { "" } else { "," };
-        self.send(format!("42{prefix}{id}[\"{event}\"{sep}{inner}]"))
-            .await;
-    }
-
-    /// Waits for the ack `id` of namespace `nsp`: its arguments' JSON text.
-    pub async fn ack(&mut self, nsp: &str, id: u64) -> String {
-        let head = format!("43{}{id}", nsp_prefix(nsp));
-        loop {
-            let text = self.text().await;
-            if let Some(args) = text.strip_prefix(&head) {
-                return args.to_owned();
-            }
-            self.skip(&text);
-        }
-    }
-
-    fn skip(&self, text: &str) {
-        assert!(
-            !text.starts_with("44") && !text.starts_with('1'),
-            "unexpected frame while waiting: {text}"
-        );
-    }
-
-    /// Leaves namespace `nsp` (`41`).
-    pub async fn leave(&mut self, nsp: &str) {
-        self.send(format!("41{}", nsp_prefix(nsp))).await;
-    }
-
-    /// Closes the WebSocket.
-    pub async fn close(mut self) {
-        let _ = self.ws.close(None).await;
-    }
-}
-
-fn nsp_prefix(nsp: &str) -> String {
-    if nsp == "/" {
-        String::new()
-    } else {
-        format!("{nsp},")
     }
 }

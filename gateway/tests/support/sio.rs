@@ -1,10 +1,13 @@
 //! A small Socket.IO v5 client over a raw WebSocket (Engine.IO v4): enough to
-//! connect to one namespace, join rooms with `$join`, receive events (binary
-//! ones included), answer the server's acks (or not), and see a server
-//! disconnect.
+//! connect to one namespace, call the reserved events (`$join`, `$leave`,
+//! `$publish`) and wait for their acks, receive events (binary ones
+//! included), answer the server's acks (at once, by hand, or never), and see
+//! a server disconnect. The tests of one node or many use it where they care
+//! about events rather than exact packet strings (for those, see
+//! [`super::eio`]).
 //!
-//! One reader task answers pings and acks at once and hands everything else
-//! to the test through an inbox, in order.
+//! One reader task answers pings (and acks, in [`AckMode::Echo`]) at once and
+//! hands everything else to the test through an inbox, in order.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -19,14 +22,18 @@ use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::eio::nsp_prefix;
+use super::wait::{DEADLINE, within};
+
 /// How the client answers an event that asks for an ack.
 #[derive(Debug, Clone)]
 pub enum AckMode {
-    /// With the event's own arguments, prefixed by the socket id:
+    /// At once, with the event's own arguments prefixed by the socket id:
     /// `[sid, ...args]`.
     Echo,
-    /// Never: the server times out.
-    Never,
+    /// Only when the test says so ([`SioClient::answer_next_ack`]); a
+    /// client that is never told to is one the server times out.
+    Manual,
 }
 
 /// What the server sent, in order.
@@ -65,15 +72,16 @@ impl Drop for SioClient {
 }
 
 /// The `4<type>[n-][/nsp,][id]` header of a Socket.IO packet, and its data.
-struct Packet {
-    kind: u8,
-    attachments: usize,
-    nsp: String,
-    id: Option<u64>,
-    data: String,
+pub struct Packet {
+    pub kind: u8,
+    pub attachments: usize,
+    pub nsp: String,
+    pub id: Option<u64>,
+    pub data: String,
 }
 
-fn parse(text: &str) -> Option<Packet> {
+/// The packet an Engine.IO message `text` carries, if it is one.
+pub fn parse(text: &str) -> Option<Packet> {
     let rest = text.strip_prefix('4')?;
     let kind = rest.chars().next()?.to_digit(10)? as u8;
     let mut pos = 1;
@@ -105,33 +113,25 @@ fn parse(text: &str) -> Option<Packet> {
     })
 }
 
-fn prefix(nsp: &str) -> String {
-    if nsp == "/" {
-        String::new()
-    } else {
-        format!("{nsp},")
-    }
-}
-
 impl SioClient {
     /// Connects to the node at `addr`, namespace `nsp`, and waits for the
     /// CONNECT reply.
     pub async fn connect(addr: SocketAddr, nsp: &str, mode: AckMode) -> Self {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        let (ws, _) = within("websocket connect", tokio_tungstenite::connect_async(url))
             .await
             .expect("websocket connects");
         let (mut sink, mut stream) = ws.split();
-        let open = match stream.next().await {
+        let open = match within("the open packet", stream.next()).await {
             Some(Ok(Message::Text(t))) => t.to_string(),
             other => panic!("expected the open packet, got {other:?}"),
         };
         assert!(open.starts_with('0'), "open packet: {open}");
-        sink.send(Message::text(format!("40{}", prefix(nsp))))
+        sink.send(Message::text(format!("40{}", nsp_prefix(nsp))))
             .await
             .expect("send CONNECT");
         let id = loop {
-            match stream.next().await {
+            match within("the CONNECT reply", stream.next()).await {
                 Some(Ok(Message::Text(t))) => {
                     let Some(p) = parse(&t) else { continue };
                     if p.nsp != nsp {
@@ -210,7 +210,7 @@ impl SioClient {
                                 let mut reply = vec![Value::String(sid.clone())];
                                 reply.extend(args.iter().cloned());
                                 let text =
-                                    format!("43{}{ack}{}", prefix(&nsp), Value::Array(reply));
+                                    format!("43{}{ack}{}", nsp_prefix(&nsp), Value::Array(reply));
                                 let _ = out.send(Message::text(text));
                             }
                             let _ = inbox_tx.send(Incoming::Event {
@@ -247,27 +247,37 @@ impl SioClient {
         }
     }
 
-    /// Emits `event(...args)` and waits for the server's ack.
-    pub async fn call(&self, event: &str, args: Vec<Value>) -> Vec<Value> {
+    /// Emits `event(...args)` (`args`: a JSON array) and waits for the
+    /// server's ack: its arguments.
+    pub async fn call(&self, event: &str, args: Value) -> Vec<Value> {
         let id = self.next_ack.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().insert(id, tx);
         let mut all = vec![Value::String(event.to_owned())];
-        all.extend(args);
-        let text = format!("42{}{id}{}", prefix(&self.nsp), Value::Array(all));
+        all.extend(
+            args.as_array()
+                .expect("args is a JSON array")
+                .iter()
+                .cloned(),
+        );
+        let text = format!("42{}{id}{}", nsp_prefix(&self.nsp), Value::Array(all));
         self.out.send(Message::text(text)).expect("connection open");
-        tokio::time::timeout(Duration::from_secs(10), rx)
+        tokio::time::timeout(DEADLINE, rx)
             .await
-            .unwrap_or_else(|_| panic!("no ack for {event} within 10 s"))
+            .unwrap_or_else(|_| panic!("no ack for {event} within {DEADLINE:?}"))
             .expect("ack")
     }
 
     /// Joins `room` with the reserved `$join` event (the policy must allow it).
     pub async fn join(&self, room: &str) {
-        let reply = self
-            .call("$join", vec![Value::String(room.to_owned())])
-            .await;
-        assert_eq!(reply, vec![serde_json::json!({"ok": true})], "$join {room}");
+        let reply = self.call("$join", serde_json::json!([room])).await;
+        assert_eq!(reply, [serde_json::json!({"ok": true})], "$join {room}");
+    }
+
+    /// Leaves `room` with the reserved `$leave` event.
+    pub async fn leave(&self, room: &str) {
+        let reply = self.call("$leave", serde_json::json!([room])).await;
+        assert_eq!(reply, [serde_json::json!({"ok": true})], "$leave {room}");
     }
 
     /// The next thing the server sent, within `within`.
@@ -279,9 +289,9 @@ impl SioClient {
     }
 
     /// The next event, skipping nothing: panics on anything else or on
-    /// silence for 10 s.
+    /// silence until [`DEADLINE`].
     pub async fn event(&mut self) -> (String, Vec<Value>, Vec<Bytes>) {
-        match self.next(Duration::from_secs(10)).await {
+        match self.next(DEADLINE).await {
             Some(Incoming::Event {
                 name,
                 args,
@@ -292,10 +302,10 @@ impl SioClient {
         }
     }
 
-    /// Every event received until the one named `marker` (included), within
-    /// 10 s. A marker emitted to the same target right after a message
-    /// travels the same channels behind it, so a duplicate of the message
-    /// would arrive before the marker.
+    /// Every event received until the one named `marker` (included), each
+    /// within [`DEADLINE`]. A marker emitted to the same target right after
+    /// a message travels the same channels behind it, so a duplicate of the
+    /// message would arrive before the marker.
     pub async fn events_until(&mut self, marker: &str) -> Vec<String> {
         let mut names = Vec::new();
         loop {
@@ -308,13 +318,60 @@ impl SioClient {
         }
     }
 
-    /// Waits (10 s at most) for the server's disconnect or the close.
+    /// The next event `(name, args)` within `limit`, passing over a
+    /// disconnect; `None` on silence or once the connection closed.
+    pub async fn event_within(&mut self, limit: Duration) -> Option<(String, Vec<Value>)> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await? {
+                Incoming::Event { name, args, .. } => return Some((name, args)),
+                Incoming::Disconnect => continue,
+                Incoming::Closed => return None,
+            }
+        }
+    }
+
+    /// Asserts that no event arrives within `limit`.
+    pub async fn no_event(&mut self, limit: Duration) {
+        if let Some(event) = self.event_within(limit).await {
+            panic!("{}: unexpected event {event:?}", self.id);
+        }
+    }
+
+    /// Answers the next event that asks for an ack with `[answer]`, passing
+    /// over events that do not ask; returns that event's name and arguments.
+    pub async fn answer_next_ack(&mut self, answer: Value) -> (String, Vec<Value>) {
+        loop {
+            match self.next(DEADLINE).await {
+                Some(Incoming::Event {
+                    name,
+                    args,
+                    ack: Some(id),
+                    ..
+                }) => {
+                    let text = format!(
+                        "43{}{id}{}",
+                        nsp_prefix(&self.nsp),
+                        Value::Array(vec![answer])
+                    );
+                    self.out.send(Message::text(text)).expect("connection open");
+                    return (name, args);
+                }
+                Some(Incoming::Event { .. }) => continue,
+                other => panic!("{}: expected an event with an ack, got {other:?}", self.id),
+            }
+        }
+    }
+
+    /// Waits ([`DEADLINE`] at most) for the server's disconnect or the
+    /// close, passing over events.
     pub async fn disconnected(&mut self) -> Incoming {
         loop {
-            match self.next(Duration::from_secs(10)).await {
+            match self.next(DEADLINE).await {
                 Some(Incoming::Event { .. }) => continue,
                 Some(other) => return other,
-                None => panic!("{}: not disconnected within 10 s", self.id),
+                None => panic!("{}: not disconnected within {DEADLINE:?}", self.id),
             }
         }
     }
@@ -323,19 +380,4 @@ impl SioClient {
     pub fn close(&self) {
         let _ = self.out.send(Message::Close(None));
     }
-}
-
-#[test]
-fn parses_packet_headers() {
-    let p = parse(r#"42/chat,12["a",1]"#).unwrap();
-    assert_eq!((p.kind, p.nsp.as_str(), p.id), (2, "/chat", Some(12)));
-    assert_eq!(p.data, r#"["a",1]"#);
-    let p = parse(r#"451-["b",{"_placeholder":true,"num":0}]"#).unwrap();
-    assert_eq!(
-        (p.kind, p.attachments, p.nsp.as_str(), p.id),
-        (5, 1, "/", None)
-    );
-    let p = parse("41/chat,").unwrap();
-    assert_eq!((p.kind, p.nsp.as_str(), p.data.as_str()), (1, "/chat", ""));
-    assert!(parse("2").is_none());
 }
