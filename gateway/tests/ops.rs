@@ -72,7 +72,7 @@ fn names_used_by_dashboard_and_rules() -> Option<BTreeSet<String>> {
 async fn every_metric_of_the_dashboard_and_alerts_is_exported_from_startup() {
     let node = start(Config::default()).await;
     let text = node.scrape().await;
-    let exported = gateway::telemetry::metrics::scrape::names(&text);
+    let exported = support::scrape::names(&text);
 
     let mut wanted = listed_names();
     match names_used_by_dashboard_and_rules() {
@@ -132,7 +132,7 @@ async fn every_metric_of_the_dashboard_and_alerts_is_exported_from_startup() {
     node.io.metrics().enable_redis();
     let text = node.scrape().await;
     assert!(
-        gateway::telemetry::metrics::scrape::names(&text).contains(names::REDIS_CONNECTED),
+        support::scrape::names(&text).contains(names::REDIS_CONNECTED),
         "{text}"
     );
     assert!(text.contains("gateway_redis_connected 0"), "{text}");

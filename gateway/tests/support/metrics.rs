@@ -10,7 +10,7 @@ use super::wait::{DEADLINE, poll_for};
 
 /// The value of one series in a Prometheus text rendering (0 when absent).
 pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    gateway::telemetry::metrics::scrape::value(text, name, labels).unwrap_or(0.0)
+    super::scrape::value(text, name, labels).unwrap_or(0.0)
 }
 
 impl TestNode {

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod node;
 pub mod raw;
 pub mod redis;
+pub mod scrape;
 pub mod sio;
 pub mod tempdir;
 pub mod tools;

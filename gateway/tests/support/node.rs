@@ -14,7 +14,7 @@ use std::time::Duration;
 use gateway::admin::AdminStats;
 use gateway::cluster::LocalBus;
 use gateway::engine::Engine;
-use gateway::hooks::{Hooks, NoHooks};
+use gateway::hooks::Hooks;
 use gateway::ops::Readiness;
 use gateway::{Config, Listeners, Node, RunError, SocketIo};
 use tokio::net::TcpListener;
@@ -52,7 +52,8 @@ pub async fn start_with(toml: &str, hooks: Arc<dyn Hooks>) -> TestNode {
 /// listeners it has besides the client one.
 pub struct NodeBuilder {
     config: Config,
-    hooks: Arc<dyn Hooks>,
+    /// `None`: the hooks the configuration names, as the binary wires them.
+    hooks: Option<Arc<dyn Hooks>>,
     bus: Option<Arc<LocalBus>>,
     admin: bool,
     ops: bool,
@@ -63,9 +64,11 @@ pub struct NodeBuilder {
 type BeforeServe = Box<dyn FnOnce(&Node) + Send>;
 
 impl NodeBuilder {
-    /// Application hooks (default: none, as the product runs by default).
+    /// In-process application hooks instead of the configured ones (by
+    /// default the node gets what the binary would: the gRPC client of the
+    /// namespaces that name a backend, none otherwise).
     pub fn hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
-        self.hooks = hooks;
+        self.hooks = Some(hooks);
         self
     }
 
@@ -98,11 +101,18 @@ impl NodeBuilder {
     /// Builds the node and serves it; fails the test when the configuration
     /// is invalid or the bus unreachable.
     pub async fn start(self) -> TestNode {
-        let node = match &self.bus {
-            Some(bus) => Node::with_bus(self.config, self.hooks, bus.clone()),
-            None => Node::connect(self.config, self.hooks).await,
+        // Built as the binary builds it (`Node::builder`).
+        let mut builder = Node::builder(self.config);
+        if let Some(hooks) = self.hooks {
+            builder = builder.hooks(hooks);
         }
-        .expect("a valid configuration and a reachable bus");
+        if let Some(bus) = &self.bus {
+            builder = builder.bus(bus.clone());
+        }
+        let node = builder
+            .connect()
+            .await
+            .expect("a valid configuration and a reachable bus");
         if let Some(f) = self.before_serve {
             f(&node);
         }
@@ -176,7 +186,7 @@ impl TestNode {
     pub fn builder(config: Config) -> NodeBuilder {
         NodeBuilder {
             config,
-            hooks: Arc::new(NoHooks),
+            hooks: None,
             bus: None,
             admin: false,
             ops: false,
