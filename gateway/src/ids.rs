@@ -1,4 +1,6 @@
-//! Identifiers: Engine.IO session ids, node ids and Socket.IO socket ids.
+//! Identifiers: Engine.IO session ids, node ids, Socket.IO socket ids, and
+//! the one rule for room names (every path that takes a room name from a
+//! client, a backend or the admin API checks it here).
 //!
 //! A socket id is the id of the node that holds it followed by random
 //! characters, so any node can route a message for a socket id to the right
@@ -61,6 +63,44 @@ pub fn node_of(socket_id: &str) -> Option<&str> {
     is_valid_node_id(node).then_some(node)
 }
 
+/// Why a room name is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RoomNameError {
+    #[error("room name must not be empty")]
+    Empty,
+    #[error("room name is {len} bytes long, more than the limit of {max}")]
+    TooLong { len: usize, max: usize },
+    /// Such names are the sockets' own rooms, which cannot be joined.
+    #[error("room name is reserved: it has the shape of a socket id")]
+    SocketIdShape,
+}
+
+/// A room name as it may be targeted: 1 to `max` bytes
+/// (`limits.max_room_name`). Socket ids qualify (each socket is in the
+/// room named after its id).
+pub fn check_room_name(name: &str, max: usize) -> Result<(), RoomNameError> {
+    if name.is_empty() {
+        return Err(RoomNameError::Empty);
+    }
+    if name.len() > max {
+        return Err(RoomNameError::TooLong {
+            len: name.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// A room name as it may be joined or left: [`check_room_name`], and not
+/// of a socket id's shape.
+pub fn check_joinable_room(name: &str, max: usize) -> Result<(), RoomNameError> {
+    check_room_name(name, max)?;
+    if is_socket_id_shape(name) {
+        return Err(RoomNameError::SocketIdShape);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +115,22 @@ mod tests {
         assert_ne!(new_socket_id(&node), id);
         assert_eq!(node_of("short"), None);
         assert_eq!(node_of("ééééééééé0"), None);
+    }
+
+    #[test]
+    fn room_names_are_checked_in_one_place() {
+        assert_eq!(check_room_name("", 8), Err(RoomNameError::Empty));
+        assert_eq!(
+            check_room_name("nine-byte", 8),
+            Err(RoomNameError::TooLong { len: 9, max: 8 })
+        );
+        assert_eq!(check_room_name("eight-ok", 8), Ok(()));
+        let id = new_socket_id(&new_node_id());
+        assert_eq!(check_room_name(&id, 256), Ok(()), "a socket's own room");
+        assert_eq!(
+            check_joinable_room(&id, 256),
+            Err(RoomNameError::SocketIdShape)
+        );
+        assert_eq!(check_joinable_room("lobby", 256), Ok(()));
     }
 }

@@ -3,6 +3,7 @@
 //! Socket.IO layer's types, answers into responses, and operation errors
 //! into status codes.
 
+use crate::ids::RoomNameError;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -52,15 +53,14 @@ pub fn namespace(io: &SocketIo, raw: &str) -> Result<String, Status> {
 fn check_names(io: &SocketIo, field: &str, names: &[String]) -> Result<(), Status> {
     let max = io.config().limits.max_room_name;
     for (i, name) in names.iter().enumerate() {
-        if name.is_empty() {
-            return Err(invalid(format!("{field}[{i}] must not be empty")));
-        }
-        if name.len() > max {
-            return Err(invalid(format!(
-                "{field}[{i}] is {} bytes long, more than the limit of {max}",
-                name.len()
-            )));
-        }
+        crate::ids::check_room_name(name, max).map_err(|e| {
+            invalid(match e {
+                RoomNameError::TooLong { len, max } => {
+                    format!("{field}[{i}] is {len} bytes long, more than the limit of {max}")
+                }
+                _ => format!("{field}[{i}] must not be empty"),
+            })
+        })?;
     }
     Ok(())
 }

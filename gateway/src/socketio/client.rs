@@ -63,7 +63,7 @@ fn room_args(args: &Payload, max_room_name: usize) -> Result<(Vec<&RawValue>, St
     let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(&args.args) else {
         return Err(err_ack("invalid arguments"));
     };
-    match string_arg(&list, 0).filter(|r| !r.is_empty() && r.len() <= max_room_name) {
+    match string_arg(&list, 0).filter(|r| crate::ids::check_room_name(r, max_room_name).is_ok()) {
         Some(room) => Ok((list, room)),
         None => Err(err_ack("room must be a non-empty string")),
     }

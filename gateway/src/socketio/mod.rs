@@ -22,6 +22,7 @@ use crate::cluster::message::{Answer, Broadcast, Op, Request, SocketAck, SocketI
 use crate::cluster::{BusError, ClusterBus, Held, NodeInfo, Sent};
 use crate::config::{Config, ConfigError};
 use crate::engine::{Connection, EngineHandler, Frame, Session};
+use crate::ids::RoomNameError;
 use crate::telemetry::Metrics;
 use hooks::Hooks;
 use namespace::ChannelWatch;
@@ -477,15 +478,15 @@ impl SocketIo {
         if rooms.is_empty() {
             return Err(OpError::Invalid("no rooms given".into()));
         }
-        if let Some(r) = rooms.iter().find(|r| r.is_empty() || r.len() > max) {
-            return Err(OpError::Invalid(format!(
-                "room name {r:?} must be 1 to {max} bytes"
-            )));
-        }
-        if let Some(r) = rooms.iter().find(|r| crate::ids::is_socket_id_shape(r)) {
-            return Err(OpError::Invalid(format!(
-                "room name {r:?} is reserved: it has the shape of a socket id"
-            )));
+        for r in rooms {
+            crate::ids::check_joinable_room(r, max).map_err(|e| {
+                OpError::Invalid(match e {
+                    RoomNameError::SocketIdShape => {
+                        format!("room name {r:?} is reserved: it has the shape of a socket id")
+                    }
+                    _ => format!("room name {r:?} must be 1 to {max} bytes"),
+                })
+            })?;
         }
         Ok(())
     }

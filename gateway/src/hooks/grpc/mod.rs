@@ -255,14 +255,15 @@ impl GrpcHooks {
                     .rooms
                     .into_iter()
                     .filter(|room| {
-                        let ok = !room.is_empty() && room.len() <= max;
-                        if !ok {
+                        let checked = crate::ids::check_room_name(room, max);
+                        if let Err(e) = checked {
                             tracing::debug!(
                                 room_len = room.len(),
-                                "hooks backend named an empty or over-long room; skipped"
+                                error = %e,
+                                "hooks backend named a room that cannot be; skipped"
                             );
                         }
-                        ok
+                        checked.is_ok()
                     })
                     .collect();
                 Ok(ConnectDecision::Allow {
