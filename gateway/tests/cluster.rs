@@ -120,7 +120,7 @@ async fn only_nodes_with_members_subscribe_redis() {
     b.join("news").await;
     let channel = n1.io.namespaces().get("/").unwrap().room_channel("news");
     assert_eq!(redis.numsub(&channel), 2, "n1 and n2 only");
-    assert!(!n3.io.adapter().subscriptions.is_active(&channel));
+    assert!(!n3.io.adapter().is_subscribed(&channel));
     n3.io
         .emit("/", &Target::room("news"), "hi", &payload(json!([1])))
         .await
@@ -792,7 +792,7 @@ impl PublishLog {
     async fn publish(&mut self, p: &mut SioClient, member_node: &TestNode, channel: &str) -> bool {
         let ready = || {
             let adapter = member_node.io.adapter();
-            adapter.is_connected() && adapter.subscriptions.is_active(channel)
+            adapter.is_connected() && adapter.is_subscribed(channel)
         };
         let before = ready();
         let r = p

@@ -453,7 +453,7 @@ async fn volatile_broadcasts_skip_a_full_queue_without_disconnecting() {
     let chunk = Payload::from_values(&["v".repeat(128 * 1024).into()]);
     // Fill the kernel buffers, then the queue, with volatile emits only.
     let mut sent = 0;
-    while session.queue.len() < 4 || !session.queue.is_blocked() {
+    while session.queue().len() < 4 || !session.queue().is_blocked() {
         assert!(sent < 2000, "the queue never filled");
         node.io.emit("/", &volatile, "tick", &chunk).await.unwrap();
         sent += 1;
@@ -463,7 +463,11 @@ async fn volatile_broadcasts_skip_a_full_queue_without_disconnecting() {
         node.io.emit("/", &volatile, "tick", &chunk).await.unwrap();
     }
     assert!(!session.is_closed(), "volatile emits never disconnect");
-    assert_eq!(session.queue.len(), 4, "a full queue drops volatile emits");
+    assert_eq!(
+        session.queue().len(),
+        4,
+        "a full queue drops volatile emits"
+    );
     // A regular emit to the same full queue is a slow consumer.
     node.io
         .emit("/", &Target::room("feed"), "tick", &chunk)
@@ -537,7 +541,7 @@ async fn flood_until_cut(node: &TestNode, raw: &mut RawWs, chunk: &[u8], bound: 
             "not cut off after {written} bytes in {:?}",
             start.elapsed()
         );
-        let queued = session.queue.queued_bytes();
+        let queued = session.queue().queued_bytes();
         assert!(queued <= bound, "{queued} bytes queued, bound {bound}");
         if !raw.write(chunk).await {
             break;
@@ -565,7 +569,7 @@ async fn a_ping_flood_that_never_reads_is_cut_off_at_the_outbound_bound() {
     let written = flood_until_cut(&node, &mut raw, &chunk, BOUND).await;
     assert_eq!(session.close_reason(), Some(DisconnectReason::SlowConsumer));
     assert!(
-        session.queue.len() < 1024,
+        session.queue().len() < 1024,
         "cut by the byte bound, not the frame bound"
     );
     eprintln!("ping flood cut off after {written} bytes of pings");
@@ -609,7 +613,7 @@ async fn the_outbound_queue_is_bounded_in_bytes_for_broadcasts() {
     let mut sent = 0;
     while !slow_session.is_closed() {
         assert!(sent < 2000, "the slow consumer was never disconnected");
-        let queued = slow_session.queue.queued_bytes();
+        let queued = slow_session.queue().queued_bytes();
         assert!(queued <= BOUND, "{queued} bytes queued");
         node.io
             .emit(
@@ -628,7 +632,7 @@ async fn the_outbound_queue_is_bounded_in_bytes_for_broadcasts() {
             .await;
         sent += 1;
     }
-    assert!(slow_session.queue.len() <= BOUND / chunk.len() + 1);
+    assert!(slow_session.queue().len() <= BOUND / chunk.len() + 1);
     eventually("the slow session is unregistered", || {
         node.engine.len() == 1
     })

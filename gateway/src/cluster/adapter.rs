@@ -41,9 +41,9 @@ pub struct Gathered {
 pub struct Adapter {
     node_id: String,
     bus: Arc<dyn ClusterBus>,
-    pub channels: Channels,
-    pub subscriptions: Arc<Subscriptions>,
-    pub registry: Registry,
+    pub(crate) channels: Channels,
+    pub(crate) subscriptions: Arc<Subscriptions>,
+    pub(crate) registry: Registry,
     pending: Mutex<HashMap<u64, mpsc::UnboundedSender<Response>>>,
     next_request: AtomicU64,
     request_timeout: Duration,
@@ -99,6 +99,16 @@ impl Adapter {
             publish_errors: AtomicU64::new(0),
             tasks,
         }
+    }
+
+    /// The cluster's channel names (a documented contract: see the module).
+    pub fn channels(&self) -> &Channels {
+        &self.channels
+    }
+
+    /// Whether this node is subscribed to `channel` (confirmed by the bus).
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        self.subscriptions.is_active(channel)
     }
 
     pub fn node_id(&self) -> &str {

@@ -69,7 +69,9 @@ pub(crate) struct PollState {
 
 pub struct Session {
     pub sid: Box<str>,
-    pub queue: Arc<OutboundQueue>,
+    /// What the node writes to the client; the layers above queue through
+    /// [`Session::send`] and its kin.
+    pub(super) queue: Arc<OutboundQueue>,
     transport: AtomicU8,
     closed: CancellationToken,
     reason: OnceLock<DisconnectReason>,
@@ -143,6 +145,29 @@ impl Session {
 
     pub(crate) fn attach(&self, conn: Arc<dyn Connection>) {
         let _ = self.conn.set(conn);
+    }
+
+    /// Queues `frames` (one packet and its attachments, kept together) for
+    /// the client: written at once on WebSocket, taken by the next poll
+    /// otherwise. `Full` means the client does not read (a slow consumer).
+    pub fn send(&self, frames: &[Frame]) -> Result<(), PushError> {
+        self.queue.push_all(frames)
+    }
+
+    /// [`Session::send`] for one recipient of a broadcast: the WebSocket
+    /// write is scheduled in `batch`, which the caller submits once.
+    pub(crate) fn send_batched(
+        &self,
+        frames: &[Frame],
+        batch: &mut super::flusher::ScheduleBatch,
+    ) -> Result<(), PushError> {
+        self.queue.push_all_batched(frames, batch)
+    }
+
+    /// The outbound queue's state (frames and bytes waiting, whether the
+    /// socket is full), read-only.
+    pub fn queue(&self) -> &OutboundQueue {
+        &self.queue
     }
 
     pub fn transport(&self) -> Transport {

@@ -206,7 +206,7 @@ impl Client {
         // The namespace is the client's input: echo a bounded prefix.
         let frame =
             payload::encode_control(PacketKind::ConnectError, payload::echoed(nsp), Some(&text));
-        if session.queue.push(frame) == Err(crate::engine::PushError::Full) {
+        if session.send(&[frame]) == Err(crate::engine::PushError::Full) {
             // Refusals it does not read: a slow consumer like any other.
             session.close(DisconnectReason::SlowConsumer);
         }
@@ -318,12 +318,11 @@ impl Client {
         // for this namespace before it knows it is connected.
         let reply = format!("{{\"sid\":\"{socket_id}\"}}");
         session
-            .queue
-            .push(payload::encode_control(
+            .send(&[payload::encode_control(
                 PacketKind::Connect,
                 nsp,
                 Some(&reply),
-            ))
+            )])
             .map_err(|_| DisconnectReason::SlowConsumer)?;
         let io = &self.io;
         let socket = io.register_socket(

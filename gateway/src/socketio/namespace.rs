@@ -323,7 +323,7 @@ impl Namespace {
         let mut delivered = 0;
         let mut batch = ScheduleBatch::default();
         self.for_each_target(target, only, |s| {
-            match s.session().queue.push_all_batched(frames, &mut batch) {
+            match s.session().send_batched(frames, &mut batch) {
                 Ok(()) => delivered += 1,
                 Err(PushError::Full) if target.volatile => self.watch.metrics.slow_consumer_drop(),
                 Err(PushError::Full) => s.session().close(DisconnectReason::SlowConsumer),

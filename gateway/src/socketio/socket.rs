@@ -235,7 +235,7 @@ impl Socket {
     /// Queues frames for this socket's connection. A full queue closes the
     /// connection as a slow consumer.
     pub(crate) fn send_frames(&self, frames: &[Frame]) -> Result<(), EmitError> {
-        match self.session.queue.push_all(frames) {
+        match self.session.send(frames) {
             Ok(()) => {
                 self.ns.node_metrics().delivered(1);
                 Ok(())
@@ -296,7 +296,7 @@ impl Socket {
     pub fn disconnect(&self, close: bool) {
         // The DISCONNECT packet goes first either way, so the client knows
         // the server let it go (and does not reconnect by itself).
-        let _ = self.session.queue.push_all(&[payload::encode_control(
+        let _ = self.session.send(&[payload::encode_control(
             PacketKind::Disconnect,
             &self.ns.name,
             None,

@@ -99,8 +99,6 @@ impl TestNode {
     /// Whether the node receives other nodes' emits to the whole namespace.
     pub fn subscribed_to_namespace(&self, nsp: &str) -> bool {
         let adapter = self.io.adapter();
-        adapter
-            .subscriptions
-            .is_active(&adapter.channels.namespace(nsp))
+        adapter.is_subscribed(&adapter.channels().namespace(nsp))
     }
 }
