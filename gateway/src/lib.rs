@@ -157,25 +157,32 @@ impl NodeBuilder {
     /// Redis settings, if any, are not used: see [`NodeBuilder::connect`]).
     /// Checks the configuration and loads every resource it names (JWT
     /// keys, the admin TLS identity, hooks backends' addresses), once.
-    pub fn build(mut self) -> Result<Node, RunError> {
-        let bus = self
-            .bus
-            .take()
-            .unwrap_or_else(|| Arc::new(cluster::LocalBroker::new().connect()));
-        Node::assemble(self.config, self.hooks, bus)
+    pub fn build(self) -> Result<Node, RunError> {
+        self.config.validate()?;
+        self.finish()
     }
 
     /// [`NodeBuilder::build`] on the bus the configuration names when none
     /// was given: Redis when `cluster.redis_url` is set (the node starts
     /// even while Redis is unreachable, and connects when it appears).
     pub async fn connect(mut self) -> Result<Node, RunError> {
-        if self.bus.is_none() {
-            self.config.validate()?;
-            if let Some(url) = &self.config.cluster.redis_url {
-                self.bus = Some(cluster::redis::connect(url).await?);
-            }
+        // Checked before Redis is dialled: a bad URL is a configuration
+        // error, not an unreachable bus.
+        self.config.validate()?;
+        if self.bus.is_none()
+            && let Some(url) = &self.config.cluster.redis_url
+        {
+            self.bus = Some(cluster::redis::connect(url).await?);
         }
-        self.build()
+        self.finish()
+    }
+
+    /// Builds on a validated configuration.
+    fn finish(self) -> Result<Node, RunError> {
+        let bus = self
+            .bus
+            .unwrap_or_else(|| Arc::new(cluster::LocalBroker::new().connect()));
+        Node::assemble(self.config, self.hooks, bus)
     }
 }
 
@@ -211,13 +218,13 @@ impl Node {
         Self::builder(config).hooks(hooks).bus(bus).build()
     }
 
-    /// Makes every part of a node and wires them: the one composition root.
+    /// Makes every part of a node from a validated `config` and wires them:
+    /// the one composition root.
     fn assemble(
         config: Config,
         hooks: Option<Arc<dyn Hooks>>,
         bus: Arc<dyn cluster::ClusterBus>,
     ) -> Result<Self, RunError> {
-        config.validate()?;
         let config = Arc::new(config);
         // Created first: every other part records into it.
         let metrics = Arc::new(telemetry::Metrics::for_config(&config));

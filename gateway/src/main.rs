@@ -134,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = telemetry::init(&TracingOptions::from_config(&config.telemetry))?;
     // From here on, SIGTERM drains (see `shutdown_signal`).
     let shutdown = shutdown_signal();
-    let node = match Node::builder(config.clone()).connect().await {
+    let node = match Node::builder(config).connect().await {
         Ok(node) => node,
         Err(RunError::Config(e)) => {
             eprintln!("{e}");
@@ -143,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     };
 
+    let config = node.config();
     let client = bind(config.server.listen, "client").await?;
     let admin = bind(config.admin.listen, "admin API").await?;
     let ops = match config.ops.listen {
