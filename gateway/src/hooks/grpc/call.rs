@@ -77,6 +77,15 @@ impl Rpc {
         }
     }
 
+    /// The `hook` label of the rpc's metrics.
+    pub(super) fn kind(self) -> crate::telemetry::HookKind {
+        match self {
+            Rpc::Connect => crate::telemetry::HookKind::Connect,
+            Rpc::Event => crate::telemetry::HookKind::Event,
+            Rpc::Disconnect => crate::telemetry::HookKind::Disconnect,
+        }
+    }
+
     /// Safe to send again: only when the first attempt never reached the
     /// backend, and never for events.
     pub(super) fn retry_once(self) -> bool {

@@ -90,6 +90,24 @@ struct Inner {
     metrics: std::sync::OnceLock<Arc<crate::telemetry::Metrics>>,
 }
 
+/// Counts a finished call wherever calls are counted: the per-rpc counters,
+/// the node's metrics, and the backend's failing / answering-again log.
+fn record<T>(
+    rpc: Rpc,
+    stats: &RpcStats,
+    observed: Option<crate::telemetry::HookCall<'_>>,
+    backend: &Backend,
+    started: Instant,
+    result: &Result<T, HookError>,
+) {
+    let outcome = result.as_ref().map(|_| ());
+    stats.record(started.elapsed(), outcome);
+    if let Some(call) = observed {
+        call.finish(hook_result(result));
+    }
+    backend.note(rpc.name(), outcome);
+}
+
 /// The Prometheus result label of a hook call's outcome.
 fn hook_result<T>(result: &Result<T, HookError>) -> crate::telemetry::HookResult {
     use crate::telemetry::HookResult;
@@ -310,9 +328,7 @@ impl Hooks for GrpcHooks {
         };
         let stats = self.stats_of(Rpc::Connect);
         let metrics = self.inner.metrics.get().cloned();
-        let observed = metrics
-            .as_ref()
-            .map(|m| m.hook_call(crate::telemetry::HookKind::Connect));
+        let observed = metrics.as_ref().map(|m| m.hook_call(Rpc::Connect.kind()));
         let result = call(
             &hooks.backend,
             Rpc::Connect,
@@ -324,13 +340,14 @@ impl Hooks for GrpcHooks {
         .await
         .map_err(|e| e.into_hook_error(false))
         .and_then(|r| self.decision(r).map_err(HookError::Unavailable));
-        stats.record(started.elapsed(), result.as_ref().map(|_| ()));
-        if let Some(call) = observed {
-            call.finish(hook_result(&result));
-        }
-        hooks
-            .backend
-            .note(Rpc::Connect.name(), result.as_ref().map(|_| ()));
+        record(
+            Rpc::Connect,
+            stats,
+            observed,
+            &hooks.backend,
+            started,
+            &result,
+        );
         if let Ok(ConnectDecision::Refuse { .. }) = &result {
             stats.refused.fetch_add(1, Ordering::Relaxed);
         }
@@ -360,9 +377,7 @@ impl Hooks for GrpcHooks {
         };
         let stats = self.stats_of(Rpc::Event);
         let metrics = self.inner.metrics.get().cloned();
-        let observed = metrics
-            .as_ref()
-            .map(|m| m.hook_call(crate::telemetry::HookKind::Event));
+        let observed = metrics.as_ref().map(|m| m.hook_call(Rpc::Event.kind()));
         let result = call(
             &hooks.backend,
             Rpc::Event,
@@ -379,13 +394,14 @@ impl Hooks for GrpcHooks {
                 .map_err(HookError::Unavailable),
             _ => Ok(None),
         });
-        stats.record(started.elapsed(), result.as_ref().map(|_| ()));
-        if let Some(call) = observed {
-            call.finish(hook_result(&result));
-        }
-        hooks
-            .backend
-            .note(Rpc::Event.name(), result.as_ref().map(|_| ()));
+        record(
+            Rpc::Event,
+            stats,
+            observed,
+            &hooks.backend,
+            started,
+            &result,
+        );
         result
     }
 
@@ -406,7 +422,7 @@ impl Hooks for GrpcHooks {
         self.inner.disconnects.spawn(async move {
             let observed = metrics
                 .as_ref()
-                .map(|m| m.hook_call(crate::telemetry::HookKind::Disconnect));
+                .map(|m| m.hook_call(Rpc::Disconnect.kind()));
             let stats = Rpc::Disconnect.stats(&stats);
             let result = call(
                 &hooks.backend,
@@ -419,13 +435,14 @@ impl Hooks for GrpcHooks {
             .await
             .map(|_| ())
             .map_err(|e| e.into_hook_error(false));
-            stats.record(started.elapsed(), result.as_ref().copied());
-            if let Some(call) = observed {
-                call.finish(hook_result(&result));
-            }
-            hooks
-                .backend
-                .note(Rpc::Disconnect.name(), result.as_ref().copied());
+            record(
+                Rpc::Disconnect,
+                stats,
+                observed,
+                &hooks.backend,
+                started,
+                &result,
+            );
         });
     }
 
