@@ -134,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let listener = tokio::net::TcpListener::bind(config.server.listen).await?;
     println!("gateway listening on {}", listener.local_addr()?);
-    let node = Node::new(config, Arc::new(Conformance))?;
+    let node = Node::builder(config).hooks(Arc::new(Conformance)).build()?;
     node.serve(Listeners::new(listener), async {
         let _ = tokio::signal::ctrl_c().await;
     })

@@ -49,14 +49,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Open client TCP connections, shared by the accept loop and the
 /// connections' [`ConnSlot`]s.
 #[derive(Debug)]
-pub struct ConnCount {
+pub(crate) struct ConnCount {
     open: AtomicUsize,
     max: usize,
     metrics: Arc<Metrics>,
 }
 
 impl ConnCount {
-    pub fn new(max: usize, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub(crate) fn new(max: usize, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             open: AtomicUsize::new(0),
             max,
@@ -65,7 +65,7 @@ impl ConnCount {
     }
 
     /// Open client TCP connections.
-    pub fn open(&self) -> usize {
+    pub(crate) fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
 
@@ -93,7 +93,7 @@ impl Drop for SlotInner {
 /// One open client TCP connection's place in the count, released when the
 /// last clone goes (the HTTP connection ends, or the WebSocket it became).
 #[derive(Clone)]
-pub struct ConnSlot(#[allow(dead_code)] Arc<SlotInner>);
+pub(crate) struct ConnSlot(#[allow(dead_code)] Arc<SlotInner>);
 
 impl std::fmt::Debug for ConnSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -119,7 +119,7 @@ fn is_connection_error(e: &io::Error) -> bool {
 
 /// Serves `app` on `listener` until `stop`, then lets every HTTP connection
 /// finish its request in flight and returns once they are all closed.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     head_timeout: Duration,
@@ -248,7 +248,7 @@ async fn serve_connection(
 
 /// Why a request body could not be read whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// Longer than the limit (announced or read).
     TooLarge,
     /// No bytes for the idle timeout.
@@ -260,7 +260,11 @@ pub enum BodyError {
 /// Reads `body` whole, at most `limit` bytes; bytes must keep arriving:
 /// `idle` without any is [`BodyError::Stalled`]. What was read is released
 /// when it fails.
-pub async fn read_body(body: Body, limit: usize, idle: Duration) -> Result<Bytes, BodyError> {
+pub(crate) async fn read_body(
+    body: Body,
+    limit: usize,
+    idle: Duration,
+) -> Result<Bytes, BodyError> {
     let mut body = std::pin::pin!(body);
     if body.size_hint().lower() > limit as u64 {
         return Err(BodyError::TooLarge);

@@ -21,7 +21,7 @@ use crate::config::{JwtAlgorithm, JwtConfig};
 /// Why a token was not accepted; the text is what the client reads in its
 /// CONNECT_ERROR.
 #[derive(Debug, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     #[error("invalid token: missing auth.token")]
     Missing,
     #[error("invalid token: {0}")]
@@ -36,9 +36,9 @@ pub enum AuthError {
 
 /// What a valid token grants.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Grant {
-    pub user_id: Option<String>,
-    pub rooms: Vec<String>,
+pub(crate) struct Grant {
+    pub(crate) user_id: Option<String>,
+    pub(crate) rooms: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -56,7 +56,7 @@ enum Keys {
 }
 
 /// A verifier built once per namespace policy.
-pub struct JwtVerifier {
+pub(crate) struct JwtVerifier {
     keys: Keys,
     validation: Validation,
 }
@@ -73,7 +73,7 @@ impl std::fmt::Debug for JwtVerifier {
 impl JwtVerifier {
     /// Checks `config` and builds the verifier: reads a key file if one is
     /// named, but fetches nothing (see [`JwtVerifier::start`]).
-    pub fn new(config: &JwtConfig) -> Result<Self, AuthError> {
+    pub(crate) fn new(config: &JwtConfig) -> Result<Self, AuthError> {
         config.validate().map_err(AuthError::Key)?;
         let algorithm = match config.algorithm {
             JwtAlgorithm::HS256 => Algorithm::HS256,
@@ -140,7 +140,7 @@ impl JwtVerifier {
     /// [`JwtVerifier::new`], then, for a JWKS, the first fetch in the
     /// background (when called inside a Tokio runtime; otherwise the first
     /// CONNECT fetches). A node starts even if its identity provider is down.
-    pub fn start(config: &JwtConfig) -> Result<Self, AuthError> {
+    pub(crate) fn start(config: &JwtConfig) -> Result<Self, AuthError> {
         let verifier = Self::new(config)?;
         if let Keys::Jwks(cache) = &verifier.keys {
             cache.prefetch();
@@ -149,7 +149,10 @@ impl JwtVerifier {
     }
 
     /// Verifies the `token` field of a CONNECT auth object.
-    pub async fn verify_auth(&self, auth: Option<&serde_json::Value>) -> Result<Grant, AuthError> {
+    pub(crate) async fn verify_auth(
+        &self,
+        auth: Option<&serde_json::Value>,
+    ) -> Result<Grant, AuthError> {
         let token = auth
             .and_then(|a| a.get("token"))
             .and_then(|t| t.as_str())
@@ -160,7 +163,7 @@ impl JwtVerifier {
     /// Verifies `token`. With a JWKS this may wait for a fetch (at most the
     /// configured `jwks_timeout_ms`, and only when the token names a key not
     /// in the cache and the refresh interval allows one).
-    pub async fn verify(&self, token: &str) -> Result<Grant, AuthError> {
+    pub(crate) async fn verify(&self, token: &str) -> Result<Grant, AuthError> {
         match &self.keys {
             Keys::Fixed(key) => self.decode(token, key),
             Keys::Jwks(cache) => {

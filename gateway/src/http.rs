@@ -19,7 +19,7 @@ use crate::reason::DisconnectReason;
 use crate::telemetry::HttpPhase;
 
 /// The router serving `config.server.path`.
-pub fn router(engine: Arc<Engine>) -> Router {
+pub(crate) fn router(engine: Arc<Engine>) -> Router {
     let path = engine.config().server.path.clone();
     let trimmed = path.trim_end_matches('/').to_owned();
     let mut router = Router::new().route(&path, axum::routing::any(endpoint));

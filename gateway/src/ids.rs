@@ -9,9 +9,9 @@
 use rand::Rng;
 
 /// Length of a node id, the prefix of every socket id.
-pub const NODE_ID_LEN: usize = 6;
+pub(crate) const NODE_ID_LEN: usize = 6;
 /// Length of socket ids and Engine.IO session ids.
-pub const ID_LEN: usize = 20;
+pub(crate) const ID_LEN: usize = 20;
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -23,25 +23,25 @@ fn random_chars(out: &mut String, n: usize) {
 }
 
 /// A fresh random node id.
-pub fn new_node_id() -> String {
+pub(crate) fn new_node_id() -> String {
     let mut s = String::with_capacity(NODE_ID_LEN);
     random_chars(&mut s, NODE_ID_LEN);
     s
 }
 
-pub fn is_valid_node_id(id: &str) -> bool {
+pub(crate) fn is_valid_node_id(id: &str) -> bool {
     id.len() == NODE_ID_LEN && id.bytes().all(|b| ALPHABET.contains(&b))
 }
 
 /// A fresh Engine.IO session id.
-pub fn new_session_id() -> String {
+pub(crate) fn new_session_id() -> String {
     let mut s = String::with_capacity(ID_LEN);
     random_chars(&mut s, ID_LEN);
     s
 }
 
 /// A fresh socket id naming `node_id` as its holder.
-pub fn new_socket_id(node_id: &str) -> String {
+pub(crate) fn new_socket_id(node_id: &str) -> String {
     let mut s = String::with_capacity(ID_LEN);
     s.push_str(node_id);
     random_chars(&mut s, ID_LEN - node_id.len());
@@ -50,12 +50,12 @@ pub fn new_socket_id(node_id: &str) -> String {
 
 /// Whether `s` has the shape of a socket id (such names are the sockets'
 /// own rooms, so they cannot be joined as ordinary rooms).
-pub fn is_socket_id_shape(s: &str) -> bool {
+pub(crate) fn is_socket_id_shape(s: &str) -> bool {
     s.len() == ID_LEN && s.bytes().all(|b| ALPHABET.contains(&b))
 }
 
 /// The node that holds `socket_id`, when the id has the gateway's shape.
-pub fn node_of(socket_id: &str) -> Option<&str> {
+pub(crate) fn node_of(socket_id: &str) -> Option<&str> {
     if !is_socket_id_shape(socket_id) {
         return None;
     }
@@ -65,7 +65,7 @@ pub fn node_of(socket_id: &str) -> Option<&str> {
 
 /// Why a room name is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RoomNameError {
+pub(crate) enum RoomNameError {
     #[error("room name must not be empty")]
     Empty,
     #[error("room name is {len} bytes long, more than the limit of {max}")]
@@ -78,7 +78,7 @@ pub enum RoomNameError {
 /// A room name as it may be targeted: 1 to `max` bytes
 /// (`limits.max_room_name`). Socket ids qualify (each socket is in the
 /// room named after its id).
-pub fn check_room_name(name: &str, max: usize) -> Result<(), RoomNameError> {
+pub(crate) fn check_room_name(name: &str, max: usize) -> Result<(), RoomNameError> {
     if name.is_empty() {
         return Err(RoomNameError::Empty);
     }
@@ -93,7 +93,7 @@ pub fn check_room_name(name: &str, max: usize) -> Result<(), RoomNameError> {
 
 /// A room name as it may be joined or left: [`check_room_name`], and not
 /// of a socket id's shape.
-pub fn check_joinable_room(name: &str, max: usize) -> Result<(), RoomNameError> {
+pub(crate) fn check_joinable_room(name: &str, max: usize) -> Result<(), RoomNameError> {
     check_room_name(name, max)?;
     if is_socket_id_shape(name) {
         return Err(RoomNameError::SocketIdShape);

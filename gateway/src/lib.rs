@@ -1,40 +1,53 @@
 //! A horizontally scalable Socket.IO gateway node.
 //!
-//! Layers, from the wire inwards:
-//! - [`protocol`]: the pure Engine.IO v4 / Socket.IO v5 codec;
-//! - [`accept`]: the client listener's accept loop, with the bound on open
-//!   TCP connections and the request head and body timeouts;
-//! - [`engine`] and [`http`]: Engine.IO sessions over HTTP long-polling and
-//!   WebSocket, with the upgrade and the heartbeat;
-//! - [`socketio`]: namespaces, sockets, rooms, acks, policies, emits;
-//! - [`hooks`]: what the application behind the gateway decides and hears;
-//! - [`admin`]: the gRPC admin API through which backends drive the cluster;
-//! - [`config`], [`auth`], [`ids`], [`reason`]: the supporting pieces;
-//! - [`telemetry`] and [`ops`]: metrics, logs and traces, and the operations
-//!   port (`/metrics`, `/healthz`, `/readyz`).
+//! What the crate offers (everything else is `pub(crate)`):
+//! - [`Node::builder`] and [`NodeBuilder`]: where a node's parts are made
+//!   and wired (its bus and hooks chosen by the configuration unless
+//!   given); the binary and the tests both build nodes through it.
+//!   [`Node::serve`] serves it on [`Listeners`] until a shutdown future
+//!   resolves, and [`run`] does both as the binary does;
+//! - [`Config`] and [`config`]: the configuration, plain data;
+//! - [`hooks`]: the [`hooks::Hooks`] trait an embedding program implements
+//!   (admission, events, disconnects), and the gRPC client of a backend's
+//!   hooks service;
+//! - [`socketio`]: the node's Socket.IO server ([`SocketIo`]: emit, look up
+//!   and drive sockets across the cluster) and its value types;
+//! - [`cluster`]: the in-process broker for several nodes in one process,
+//!   and the views of the cluster that [`SocketIo`] hands out;
+//! - [`protocol`]: the pure Engine.IO v4 / Socket.IO v5 / WebSocket codec;
+//! - [`telemetry`]: metrics names and the recorder, logs and traces set-up;
+//! - read-only views for tests and tools: [`Engine`] and [`Session`] (the
+//!   Engine.IO sessions), [`Readiness`];
+//! - [`admin`] and [`reason`]: admin call counts and disconnect reasons.
 //!
-//! [`Node::builder`] is where a node's parts are made and wired (its bus and
-//! hooks chosen by the configuration unless given); the binary and the
-//! tests both build nodes through it, and [`run`] builds and serves one as
-//! the binary does, on listeners it is given, until a shutdown future
-//! resolves. Shutdown is a drain:
-//! not ready at once, then (after `shutdown.drain_delay_ms`) stop accepting,
-//! close every client with [`DisconnectReason::Shutdown`] (clients see a
-//! transport close and reconnect elsewhere), wait for in-flight work, and
-//! return within `shutdown.grace_period_ms`.
+//! Inside, from the wire inwards: `protocol` (codec), `accept` (the accept
+//! loop, bounds on open TCP connections, request head and body timeouts),
+//! `engine` and `http` (Engine.IO sessions over long-polling and WebSocket,
+//! the upgrade, the heartbeat), `socketio` (namespaces, sockets, rooms,
+//! acks, policies), `cluster` (the adapter and the bus), `hooks`, `admin`
+//! (the gRPC admin API), `ops` (`/metrics`, `/healthz`, `/readyz`), and the
+//! supporting `auth` and `ids`; `docs/architecture.md` draws the layers.
+//!
+//! Shutdown is a drain: not ready at once, then (after
+//! `shutdown.drain_delay_ms`) stop accepting, close every client with
+//! [`reason::DisconnectReason::Shutdown`] (clients see a transport close and
+//! reconnect elsewhere), wait for in-flight work, and return within
+//! `shutdown.grace_period_ms`.
 
 #![forbid(unsafe_code)]
+// Module docs describe the internals they hold, private ones included.
+#![allow(rustdoc::private_intra_doc_links)]
 
-pub mod accept;
+mod accept;
 pub mod admin;
-pub mod auth;
+mod auth;
 pub mod cluster;
 pub mod config;
-pub mod engine;
+mod engine;
 pub mod hooks;
-pub mod http;
-pub mod ids;
-pub mod ops;
+mod http;
+mod ids;
+mod ops;
 pub mod protocol;
 pub mod reason;
 pub mod socketio;
@@ -50,8 +63,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::Config;
-use engine::Engine;
+pub use engine::{Engine, HandshakeInfo, Session};
 use hooks::{Hooks, NoHooks};
+pub use ops::Readiness;
 use reason::DisconnectReason;
 pub use socketio::SocketIo;
 
@@ -146,9 +160,10 @@ impl NodeBuilder {
         self
     }
 
-    /// A bus of the caller's (for example a shared [`cluster::LocalBroker`]
-    /// member, to run several nodes in one process).
-    pub fn bus(mut self, bus: Arc<dyn cluster::ClusterBus>) -> Self {
+    /// A member of an in-process broker shared with other nodes (to run
+    /// several nodes in one process) instead of the bus the configuration
+    /// names.
+    pub fn bus(mut self, bus: Arc<cluster::LocalBus>) -> Self {
         self.bus = Some(bus);
         self
     }
@@ -194,28 +209,6 @@ impl Node {
             hooks: None,
             bus: None,
         }
-    }
-
-    /// A node alone with `hooks`, on the in-process broker; the same as
-    /// `Node::builder(config).hooks(hooks).build()`.
-    pub fn new(config: Config, hooks: Arc<dyn Hooks>) -> Result<Self, RunError> {
-        Self::builder(config).hooks(hooks).build()
-    }
-
-    /// A node with `hooks` on the bus its configuration names; the same as
-    /// `Node::builder(config).hooks(hooks).connect()`.
-    pub async fn connect(config: Config, hooks: Arc<dyn Hooks>) -> Result<Self, RunError> {
-        Self::builder(config).hooks(hooks).connect().await
-    }
-
-    /// A node with `hooks` on `bus`; the same as
-    /// `Node::builder(config).hooks(hooks).bus(bus).build()`.
-    pub fn with_bus(
-        config: Config,
-        hooks: Arc<dyn Hooks>,
-        bus: Arc<dyn cluster::ClusterBus>,
-    ) -> Result<Self, RunError> {
-        Self::builder(config).hooks(hooks).bus(bus).build()
     }
 
     /// Makes every part of a node from a validated `config` and wires them:

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::telemetry::Metrics;
 
 /// Content type of the Prometheus text exposition format.
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Debug, Default)]
 struct ReadinessInner {
@@ -39,7 +39,7 @@ pub struct Readiness {
 
 /// Why the node is not ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NotReady {
+pub(crate) enum NotReady {
     /// The node is shutting down.
     Draining,
     /// These checks fail.
@@ -56,7 +56,7 @@ impl std::fmt::Display for NotReady {
 }
 
 impl Readiness {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -71,28 +71,17 @@ impl Readiness {
         }
     }
 
-    /// Forgets the check `name`.
-    pub fn remove(&self, name: &str) {
-        self.inner.checks.lock().remove(name);
-    }
-
     /// Not ready from now on, for good: the node is shutting down.
-    pub fn start_draining(&self) {
+    pub(crate) fn start_draining(&self) {
         self.inner.draining.cancel();
     }
 
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.inner.draining.is_cancelled()
     }
 
-    /// Resolves once the node starts draining (for servers and background
-    /// work that should wind down with it).
-    pub async fn draining(&self) {
-        self.inner.draining.cancelled().await
-    }
-
     /// Ready, or why not.
-    pub fn check(&self) -> Result<(), NotReady> {
+    pub(crate) fn check(&self) -> Result<(), NotReady> {
         if self.is_draining() {
             return Err(NotReady::Draining);
         }
@@ -110,10 +99,6 @@ impl Readiness {
             Err(NotReady::Failing(failing))
         }
     }
-
-    pub fn is_ready(&self) -> bool {
-        self.check().is_ok()
-    }
 }
 
 #[derive(Clone)]
@@ -123,7 +108,7 @@ struct OpsState {
 }
 
 /// The router of the operations port.
-pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
+pub(crate) fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
@@ -161,20 +146,17 @@ mod tests {
     #[test]
     fn readiness_names_what_fails() {
         let r = Readiness::new();
-        assert!(r.is_ready());
+        assert_eq!(r.check(), Ok(()));
         r.set("redis", false);
         r.set("hooks", true);
         assert_eq!(r.check(), Err(NotReady::Failing(vec!["redis".into()])));
         assert_eq!(r.check().unwrap_err().to_string(), "failing: redis");
         r.set("redis", true);
-        assert!(r.is_ready());
-        r.set("redis", false);
-        r.remove("redis");
-        assert!(r.is_ready());
+        assert_eq!(r.check(), Ok(()));
         let clone = r.clone();
         clone.start_draining();
         assert_eq!(r.check(), Err(NotReady::Draining));
         r.set("redis", true);
-        assert!(!r.is_ready(), "draining is for good");
+        assert_eq!(r.check(), Err(NotReady::Draining), "draining is for good");
     }
 }

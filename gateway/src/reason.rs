@@ -30,7 +30,7 @@ pub enum DisconnectReason {
 
 impl DisconnectReason {
     /// The metric label and log value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::ClientDisconnect => "client_disconnect",
             Self::ClientClose => "client_close",
@@ -47,7 +47,7 @@ impl DisconnectReason {
     }
 
     /// All reasons, for registering metric series up front.
-    pub const ALL: [DisconnectReason; 11] = [
+    pub(crate) const ALL: [DisconnectReason; 11] = [
         Self::ClientDisconnect,
         Self::ClientClose,
         Self::TransportClose,

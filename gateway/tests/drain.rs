@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use gateway::Config;
-use gateway::telemetry::metrics::names;
+use gateway::telemetry::names;
 use support::eio::{PollClient, WsClient};
 use support::metrics::value;
 use support::node::TestNode;

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use gateway::Config;
-use gateway::telemetry::metrics::names;
+use gateway::telemetry::names;
 use support::eio::{PollClient, WsClient};
 use support::metrics::value;
 use support::node::TestNode;
@@ -245,14 +245,14 @@ async fn metrics_follow_client_traffic() {
 }
 
 /// Spans reach an OTLP/gRPC receiver (a local collector stand-in) with the
-/// configured service name, and a context carried in a bus message makes
-/// the receiving side's span part of the same trace.
+/// configured service name, and an admin call's span continues the trace
+/// its caller's context names (as `traceparent` metadata carries it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_otlp() {
     use std::sync::{Arc, Mutex};
 
     use gateway::telemetry::trace::{otel_layer, otlp_provider};
-    use gateway::telemetry::{AdminMethod, TraceContext, admin_span, bus_receive_span};
+    use gateway::telemetry::{AdminMethod, TraceContext, admin_span};
     use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
         TraceService, TraceServiceServer,
     };
@@ -287,11 +287,18 @@ async fn spans_are_exported_over_otlp() {
     let provider = otlp_provider(&endpoint, "gateway-test").unwrap();
     let subscriber = tracing_subscriber::registry().with(otel_layer(&provider));
     let carried = tracing::subscriber::with_default(subscriber, || {
+        let caller = tracing::info_span!("caller");
+        let cx = {
+            let _entered = caller.enter();
+            TraceContext::current().expect("traced")
+        };
         let admin = admin_span(AdminMethod::Emit);
-        let _entered = admin.enter();
-        let cx = TraceContext::current().expect("traced");
-        let receive = bus_receive_span("emit", Some(&cx));
-        drop(receive);
+        assert!(
+            cx.set_as_parent_of(&admin),
+            "the caller's context is usable"
+        );
+        drop(admin);
+        drop(caller);
         cx
     });
     let flushed = tokio::task::spawn_blocking(move || {
@@ -326,7 +333,7 @@ async fn spans_are_exported_over_otlp() {
     }
     let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
     assert!(
-        names.contains(&"Emit") && names.contains(&"emit"),
+        names.contains(&"Emit") && names.contains(&"caller"),
         "{names:?}"
     );
     let trace_ids: BTreeSet<&[u8]> = spans.iter().map(|s| s.trace_id.as_slice()).collect();

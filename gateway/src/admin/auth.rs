@@ -21,14 +21,14 @@ use crate::telemetry::Metrics;
 
 /// The layer; without a token it lets every call through.
 #[derive(Clone)]
-pub struct AuthLayer {
+pub(crate) struct AuthLayer {
     token: Option<Arc<[u8]>>,
     stats: Arc<AdminStats>,
     metrics: Arc<Metrics>,
 }
 
 impl AuthLayer {
-    pub fn new(token: Option<&str>, stats: Arc<AdminStats>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(token: Option<&str>, stats: Arc<AdminStats>, metrics: Arc<Metrics>) -> Self {
         Self {
             token: token.map(|t| Arc::from(t.as_bytes())),
             stats,
@@ -52,7 +52,7 @@ impl<S> Layer<S> for AuthLayer {
 
 /// The service [`AuthLayer`] wraps around the router.
 #[derive(Clone)]
-pub struct Auth<S> {
+pub(crate) struct Auth<S> {
     inner: S,
     token: Option<Arc<[u8]>>,
     stats: Arc<AdminStats>,

@@ -4,7 +4,7 @@
 //! into status codes.
 
 use crate::ids::RoomNameError;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use gateway_proto::admin::v1 as pb;
@@ -19,25 +19,25 @@ use crate::protocol::socketio::RESERVED_EVENTS;
 use crate::socketio::{OpError, Payload, PayloadError, SocketIo, Target, payload};
 
 /// Longest `EmitWithAck.timeout_ms`: 5 minutes.
-pub const MAX_ACK_TIMEOUT_MS: u32 = 300_000;
+pub(crate) const MAX_ACK_TIMEOUT_MS: u32 = 300_000;
 
 /// Most names (rooms and socket ids, excepts included) in one target, and
 /// most rooms in one join or leave.
-pub const MAX_TARGET_NAMES: usize = 10_000;
+pub(crate) const MAX_TARGET_NAMES: usize = 10_000;
 
 fn invalid(message: impl Into<String>) -> Status {
     Status::invalid_argument(message)
 }
 
 /// A request checked and converted, ready for the Socket.IO layer.
-pub struct Selection {
-    pub nsp: String,
-    pub target: Target,
+pub(crate) struct Selection {
+    pub(crate) nsp: String,
+    pub(crate) target: Target,
 }
 
 /// The namespace a request names: empty means `/`; it must start with `/`
 /// and be allowed by one of the configured namespace policies.
-pub fn namespace(io: &SocketIo, raw: &str) -> Result<String, Status> {
+pub(crate) fn namespace(io: &SocketIo, raw: &str) -> Result<String, Status> {
     let nsp = if raw.is_empty() { "/" } else { raw };
     if !nsp.starts_with('/') {
         return Err(invalid(format!("namespace {raw:?} must start with '/'")));
@@ -66,7 +66,11 @@ fn check_names(io: &SocketIo, field: &str, names: &[String]) -> Result<(), Statu
 }
 
 /// The sockets a target selects. `volatile` comes from the emit request.
-pub fn target(io: &SocketIo, t: Option<pb::Target>, volatile: bool) -> Result<Selection, Status> {
+pub(crate) fn target(
+    io: &SocketIo,
+    t: Option<pb::Target>,
+    volatile: bool,
+) -> Result<Selection, Status> {
     let t = t.unwrap_or_default();
     let nsp = namespace(io, &t.namespace)?;
     check_names(io, "target.rooms", &t.rooms)?;
@@ -96,7 +100,7 @@ pub fn target(io: &SocketIo, t: Option<pb::Target>, volatile: bool) -> Result<Se
 }
 
 /// An event name a backend may emit.
-pub fn event(io: &SocketIo, event: &str) -> Result<(), Status> {
+pub(crate) fn event(io: &SocketIo, event: &str) -> Result<(), Status> {
     if event.is_empty() {
         return Err(invalid("event must not be empty"));
     }
@@ -118,7 +122,7 @@ pub fn event(io: &SocketIo, event: &str) -> Result<(), Status> {
 
 /// The arguments of an emit: a JSON array (empty means `[]`) whose
 /// placeholders match the attachments.
-pub fn payload(io: &SocketIo, p: Option<PbPayload>) -> Result<Payload, Status> {
+pub(crate) fn payload(io: &SocketIo, p: Option<PbPayload>) -> Result<Payload, Status> {
     let p = p.unwrap_or_default();
     let max = io.config().limits.max_attachments;
     if p.attachments.len() > max {
@@ -149,7 +153,7 @@ pub fn payload(io: &SocketIo, p: Option<PbPayload>) -> Result<Payload, Status> {
 }
 
 /// `EmitWithAck.timeout_ms`: required and bounded.
-pub fn ack_timeout(ms: u32) -> Result<Duration, Status> {
+pub(crate) fn ack_timeout(ms: u32) -> Result<Duration, Status> {
     if ms == 0 || ms > MAX_ACK_TIMEOUT_MS {
         return Err(invalid(format!(
             "timeout_ms must be between 1 and {MAX_ACK_TIMEOUT_MS} (got {ms})"
@@ -159,7 +163,7 @@ pub fn ack_timeout(ms: u32) -> Result<Duration, Status> {
 }
 
 /// The rooms of a join or a leave: at least one, none empty.
-pub fn rooms(io: &SocketIo, rooms: &[String]) -> Result<(), Status> {
+pub(crate) fn rooms(io: &SocketIo, rooms: &[String]) -> Result<(), Status> {
     if rooms.is_empty() {
         return Err(invalid("rooms must name at least one room"));
     }
@@ -174,7 +178,7 @@ pub fn rooms(io: &SocketIo, rooms: &[String]) -> Result<(), Status> {
 
 /// The rooms of a join: names shaped like a socket id are reserved for the
 /// sockets' own-id rooms, which every socket is in already.
-pub fn rooms_to_join(io: &SocketIo, rooms: &[String]) -> Result<(), Status> {
+pub(crate) fn rooms_to_join(io: &SocketIo, rooms: &[String]) -> Result<(), Status> {
     self::rooms(io, rooms)?;
     if let Some((i, room)) = rooms
         .iter()
@@ -192,7 +196,7 @@ pub fn rooms_to_join(io: &SocketIo, rooms: &[String]) -> Result<(), Status> {
 /// The rooms of a leave, without the names shaped like a socket id: nobody
 /// can join such a room, and a socket never leaves its own-id room, so
 /// asking for one is ignored.
-pub fn rooms_to_leave(io: &SocketIo, rooms: Vec<String>) -> Result<Vec<String>, Status> {
+pub(crate) fn rooms_to_leave(io: &SocketIo, rooms: Vec<String>) -> Result<Vec<String>, Status> {
     self::rooms(io, &rooms)?;
     Ok(rooms
         .into_iter()
@@ -202,7 +206,7 @@ pub fn rooms_to_leave(io: &SocketIo, rooms: Vec<String>) -> Result<Vec<String>, 
 
 /// The status of a failed operation. `partial` says what the node may have
 /// done on its own before the bus failed.
-pub fn op_status(e: OpError, partial: &str) -> Status {
+pub(crate) fn op_status(e: OpError, partial: &str) -> Status {
     match e {
         OpError::Payload(e) => invalid(format!("payload: {e}")),
         OpError::Invalid(m) | OpError::Cluster(ClusterError::Invalid(m)) => invalid(m),
@@ -215,22 +219,14 @@ pub fn op_status(e: OpError, partial: &str) -> Status {
     }
 }
 
-pub fn timestamp_ms(ms: u64) -> Timestamp {
+pub(crate) fn timestamp_ms(ms: u64) -> Timestamp {
     Timestamp {
         seconds: (ms / 1000) as i64,
         nanos: ((ms % 1000) * 1_000_000) as i32,
     }
 }
 
-fn timestamp(t: std::time::SystemTime) -> Timestamp {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
-}
-
-pub fn socket_info(s: SocketInfo) -> pb::SocketInfo {
+pub(crate) fn socket_info(s: SocketInfo) -> pb::SocketInfo {
     pb::SocketInfo {
         id: s.id,
         namespace: s.nsp,
@@ -243,7 +239,7 @@ pub fn socket_info(s: SocketInfo) -> pb::SocketInfo {
     }
 }
 
-pub fn socket_ack(a: SocketAck) -> pb::SocketAck {
+pub(crate) fn socket_ack(a: SocketAck) -> pb::SocketAck {
     pb::SocketAck {
         socket_id: a.socket_id,
         payload: Some(PbPayload {
@@ -253,7 +249,7 @@ pub fn socket_ack(a: SocketAck) -> pb::SocketAck {
     }
 }
 
-pub fn node_info(n: NodeInfo) -> pb::NodeInfo {
+pub(crate) fn node_info(n: NodeInfo) -> pb::NodeInfo {
     pb::NodeInfo {
         node_id: n.node_id,
         version: n.version,
@@ -264,17 +260,12 @@ pub fn node_info(n: NodeInfo) -> pb::NodeInfo {
     }
 }
 
-/// The time now, as a protobuf timestamp.
-pub fn now() -> Timestamp {
-    timestamp(std::time::SystemTime::now())
-}
-
-pub fn saturate(n: u64) -> u32 {
+pub(crate) fn saturate(n: u64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Sorted, without duplicates.
-pub fn node_ids(mut ids: Vec<String>) -> Vec<String> {
+pub(crate) fn node_ids(mut ids: Vec<String>) -> Vec<String> {
     ids.sort();
     ids.dedup();
     ids

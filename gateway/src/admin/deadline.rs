@@ -16,20 +16,20 @@ use tonic::metadata::MetadataMap;
 /// `DEADLINE_EXCEEDED` reaches the client before the client's own timer
 /// fires (a tonic client then reports `CANCELLED`, "Timeout expired"): a
 /// tenth of the timeout, between 10 ms and 250 ms.
-pub fn margin(timeout: Duration) -> Duration {
+pub(crate) fn margin(timeout: Duration) -> Duration {
     (timeout / 10).clamp(Duration::from_millis(10), Duration::from_millis(250))
 }
 
 /// When a call must have answered, from its `grpc-timeout` metadata.
 #[derive(Debug, Clone, Copy)]
-pub struct Deadline {
+pub(crate) struct Deadline {
     at: Option<Instant>,
     timeout: Option<Duration>,
 }
 
 impl Deadline {
     /// The deadline of a call whose metadata is `metadata`, counted from now.
-    pub fn from_metadata(metadata: &MetadataMap) -> Self {
+    pub(crate) fn from_metadata(metadata: &MetadataMap) -> Self {
         let timeout = metadata
             .get("grpc-timeout")
             .and_then(|v| v.to_str().ok())
@@ -40,8 +40,9 @@ impl Deadline {
         }
     }
 
+    #[cfg(test)]
     /// No deadline.
-    pub fn none() -> Self {
+    pub(crate) fn none() -> Self {
         Self {
             at: None,
             timeout: None,
@@ -49,7 +50,7 @@ impl Deadline {
     }
 
     /// Runs `work` until the deadline: `DEADLINE_EXCEEDED` when it passes.
-    pub async fn run<T>(
+    pub(crate) async fn run<T>(
         &self,
         what: &str,
         work: impl Future<Output = Result<T, Status>>,
@@ -69,7 +70,7 @@ impl Deadline {
 
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (`H`, `M`, `S`,
 /// `m`, `u`, `n`), per the gRPC over HTTP/2 protocol.
-pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+pub(crate) fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
         return None;
     }

@@ -17,11 +17,11 @@
 //! (v1 and v1alpha, so `grpcurl` needs no `.proto` files), the token check,
 //! and TLS when `[admin] tls_cert`/`tls_key` are set.
 
-pub mod auth;
-pub mod convert;
-pub mod deadline;
-pub mod service;
-pub mod stats;
+pub(crate) mod auth;
+pub(crate) mod convert;
+pub(crate) mod deadline;
+pub(crate) mod service;
+pub(crate) mod stats;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -34,7 +34,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use crate::config::AdminConfig;
 use crate::socketio::SocketIo;
 use crate::telemetry::Metrics;
-pub use service::AdminService;
+pub(crate) use service::AdminService;
 pub use stats::{AdminMethod, AdminStats};
 
 /// Why the admin port could not be served.
@@ -50,7 +50,7 @@ pub enum AdminError {
 
 /// Reads `[admin] tls_cert` and `tls_key` (both or neither) and checks that
 /// they make a usable server identity. `None` without TLS.
-pub fn tls_config(cfg: &AdminConfig) -> Result<Option<ServerTlsConfig>, AdminError> {
+pub(crate) fn tls_config(cfg: &AdminConfig) -> Result<Option<ServerTlsConfig>, AdminError> {
     let (cert, key) = match (&cfg.tls_cert, &cfg.tls_key) {
         (None, None) => return Ok(None),
         (Some(cert), Some(key)) => (cert, key),
@@ -91,7 +91,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The admin port of one node, ready to serve.
-pub struct AdminApi {
+pub(crate) struct AdminApi {
     service: AdminService,
     token: Option<String>,
     tls: Option<ServerTlsConfig>,
@@ -102,7 +102,7 @@ pub struct AdminApi {
 impl AdminApi {
     /// The admin API of the node whose Socket.IO server is `io`, counting
     /// its calls in `stats` and `metrics`.
-    pub fn new(
+    pub(crate) fn new(
         io: SocketIo,
         cfg: &AdminConfig,
         stats: Arc<AdminStats>,
@@ -119,7 +119,7 @@ impl AdminApi {
 
     /// Serves on `listener` until `shutdown` resolves, then stops accepting
     /// and lets the calls in flight finish.
-    pub async fn serve(
+    pub(crate) async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,

@@ -24,7 +24,7 @@ const NOTHING_DONE: &str = "no node acted on the request, this one included";
 
 /// The admin service of one node, acting for the whole cluster.
 #[derive(Clone)]
-pub struct AdminService {
+pub(crate) struct AdminService {
     io: SocketIo,
     stats: Arc<AdminStats>,
     metrics: Arc<Metrics>,
@@ -43,7 +43,7 @@ fn trace_context(metadata: &MetadataMap) -> Option<TraceContext> {
 }
 
 impl AdminService {
-    pub fn new(io: SocketIo, stats: Arc<AdminStats>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(io: SocketIo, stats: Arc<AdminStats>, metrics: Arc<Metrics>) -> Self {
         Self { io, stats, metrics }
     }
 

@@ -20,7 +20,7 @@ use crate::telemetry::{AdminCall, Metrics};
 
 /// The admin rpc an HTTP/2 path calls
 /// (`/socketio_gateway.admin.v1.Admin/Emit`), if it is one.
-pub fn method_of_path(path: &str) -> Option<AdminMethod> {
+pub(crate) fn method_of_path(path: &str) -> Option<AdminMethod> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     if service != gateway_proto::admin::v1::admin_server::SERVICE_NAME {
         return None;
@@ -45,12 +45,12 @@ pub struct AdminStats {
 }
 
 impl AdminStats {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Records one finished call.
-    pub fn record(&self, method: AdminMethod, code: Code, elapsed: Duration) {
+    pub(crate) fn record(&self, method: AdminMethod, code: Code, elapsed: Duration) {
         let code = (code as usize).min(CODES - 1);
         self.calls[index(method)][code].fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
@@ -67,7 +67,8 @@ impl AdminStats {
     }
 
     /// Every non-zero count, as (method, code, calls).
-    pub fn snapshot(&self) -> Vec<(AdminMethod, Code, u64)> {
+    #[cfg(test)]
+    pub(crate) fn snapshot(&self) -> Vec<(AdminMethod, Code, u64)> {
         let mut out = Vec::new();
         for method in AdminMethod::ALL {
             for (code, n) in self.calls[index(method)].iter().enumerate() {

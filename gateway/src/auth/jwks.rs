@@ -25,10 +25,10 @@ use super::AuthError;
 /// Bounds of the fetches of one key set.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits {
-    pub timeout: Duration,
-    pub max_bytes: usize,
-    pub min_refresh_interval: Duration,
-    pub max_age: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) max_bytes: usize,
+    pub(crate) min_refresh_interval: Duration,
+    pub(crate) max_age: Duration,
 }
 
 /// Why one fetch gave no key set.

@@ -31,11 +31,11 @@ pub enum ClusterError {
 
 /// Answers of a cluster-wide request.
 #[derive(Debug)]
-pub struct Gathered {
+pub(crate) struct Gathered {
     /// One answer per node that answered, this node's first.
-    pub answers: Vec<(String, Answer)>,
+    pub(crate) answers: Vec<(String, Answer)>,
     /// Nodes that did not answer: silent until the timeout, or gone.
-    pub missing: Vec<String>,
+    pub(crate) missing: Vec<String>,
 }
 
 pub struct Adapter {
@@ -75,7 +75,7 @@ fn now_us() -> u64 {
 }
 
 impl Adapter {
-    pub fn new(
+    pub(crate) fn new(
         node_id: String,
         bus: Arc<dyn ClusterBus>,
         cfg: &ClusterConfig,
@@ -111,16 +111,8 @@ impl Adapter {
         self.subscriptions.is_active(channel)
     }
 
-    pub fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
-    pub fn bus(&self) -> &Arc<dyn ClusterBus> {
+    pub(crate) fn bus(&self) -> &Arc<dyn ClusterBus> {
         &self.bus
-    }
-
-    pub fn started_at_ms(&self) -> u64 {
-        self.started_at_ms
     }
 
     /// The bus is connected (readiness).
@@ -128,12 +120,7 @@ impl Adapter {
         self.connected.load(Ordering::Acquire) && self.bus.is_connected()
     }
 
-    /// Publishes that failed since start.
-    pub fn publish_errors(&self) -> u64 {
-        self.publish_errors.load(Ordering::Relaxed)
-    }
-
-    pub fn request_timeout(&self) -> Duration {
+    pub(crate) fn request_timeout(&self) -> Duration {
         self.request_timeout
     }
 
@@ -196,7 +183,7 @@ impl Adapter {
     /// the bus can tell (an upper bound: a node subscribed through several
     /// targeted rooms counts once per room; when the bus cannot count, every
     /// live peer counts). 0 means no other node can hold a recipient.
-    pub async fn publish_broadcast(
+    pub(crate) async fn publish_broadcast(
         &self,
         nsp: &str,
         target: Target,
@@ -271,7 +258,7 @@ impl Adapter {
     /// kept) and this returns at once. A bus known to be down is an error
     /// (and `sent` is not called); otherwise `sent` is told once, when the
     /// bus has accepted every copy or failed one.
-    pub fn enqueue_broadcast(
+    pub(crate) fn enqueue_broadcast(
         &self,
         nsp: &str,
         target: Target,
@@ -312,7 +299,7 @@ impl Adapter {
     /// Sends `op` to every live node and gathers the answers, this node's
     /// included (computed by `local`). Finishes at the last expected answer
     /// or at the timeout; a node that dies meanwhile is reported missing.
-    pub async fn request<F>(
+    pub(crate) async fn request<F>(
         &self,
         nsp: &str,
         target: Target,
@@ -391,7 +378,7 @@ impl Adapter {
     }
 
     /// Publishes this node's heartbeat.
-    pub async fn heartbeat(&self, connections: u64, sockets: u64, hello: bool) {
+    pub(crate) async fn heartbeat(&self, connections: u64, sockets: u64, hello: bool) {
         let msg = BusMessage::Heartbeat(Heartbeat {
             node_id: self.node_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -412,7 +399,7 @@ impl Adapter {
     }
 
     /// Tells the others this node leaves (drain).
-    pub async fn goodbye(&self) {
+    pub(crate) async fn goodbye(&self) {
         let msg = BusMessage::Goodbye {
             node_id: self.node_id.clone(),
         };
@@ -422,7 +409,7 @@ impl Adapter {
     }
 
     /// This node and every live peer.
-    pub fn nodes(&self, connections: u64, sockets: u64) -> Vec<NodeInfo> {
+    pub(crate) fn nodes(&self, connections: u64, sockets: u64) -> Vec<NodeInfo> {
         let mut nodes = vec![NodeInfo {
             node_id: self.node_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -448,10 +435,6 @@ impl Adapter {
         if let Some(tx) = self.pending.lock().get(&resp.id) {
             let _ = tx.send(resp);
         }
-    }
-
-    pub fn heartbeat_interval(&self) -> Duration {
-        self.heartbeat_interval
     }
 }
 
@@ -524,7 +507,7 @@ impl Drop for PendingGuard<'_> {
 
 /// What the node does with messages from other nodes.
 #[async_trait::async_trait]
-pub trait Deliver: Send + Sync + 'static {
+pub(crate) trait Deliver: Send + Sync + 'static {
     /// Delivers a broadcast from another node to local sockets.
     fn deliver(&self, b: Broadcast);
     /// Answers a request from another node.
@@ -535,7 +518,7 @@ pub trait Deliver: Send + Sync + 'static {
 
 /// Runs the node's side of the cluster until `stop`: the bus events, the
 /// subscription reconciler and the heartbeat.
-pub async fn run(adapter: Arc<Adapter>, node: Arc<dyn Deliver>, stop: CancellationToken) {
+pub(crate) async fn run(adapter: Arc<Adapter>, node: Arc<dyn Deliver>, stop: CancellationToken) {
     let Some(mut events) = adapter.bus.take_events() else {
         tracing::error!("cluster bus events already taken");
         return;

@@ -100,7 +100,6 @@ impl LocalBus {
         if let Some(members) = channels.get(channel) {
             for (_, tx) in members {
                 let event = BusEvent::Message {
-                    channel: channel.to_owned(),
                     payload: payload.clone(),
                 };
                 if tx.try_send(event).is_err() {
@@ -216,8 +215,7 @@ mod tests {
         a.publish("other", Bytes::new()).await.unwrap();
         for i in 0..3u8 {
             match rx.recv().await.unwrap() {
-                BusEvent::Message { channel, payload } => {
-                    assert_eq!(channel, "c");
+                BusEvent::Message { payload } => {
                     assert_eq!(&payload[..], &[i]);
                 }
                 e => panic!("unexpected {e:?}"),

@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use super::BusError;
 
-pub use super::target::Target;
+pub(crate) use super::target::Target;
 
 /// A message on a bus channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum BusMessage {
+pub(crate) enum BusMessage {
     Broadcast(Broadcast),
     Request(Request),
     Response(Response),
@@ -24,50 +24,50 @@ pub enum BusMessage {
 impl BusMessage {
     /// The message's bytes on the bus; a message that cannot be encoded is
     /// an error, never an empty payload.
-    pub fn encode(&self) -> Result<Bytes, BusError> {
+    pub(crate) fn encode(&self) -> Result<Bytes, BusError> {
         postcard::to_stdvec(self)
             .map(Bytes::from)
             .map_err(|e| BusError::Encode(e.to_string()))
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(bytes)
     }
 }
 
 /// An emit to be delivered by the nodes receiving it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Broadcast {
-    pub origin: String,
-    pub nsp: String,
-    pub target: Target,
+pub(crate) struct Broadcast {
+    pub(crate) origin: String,
+    pub(crate) nsp: String,
+    pub(crate) target: Target,
     /// `target.rooms` then `target.socket_ids` form one ordered list of
     /// target names; these are the indices this copy is responsible for. A receiving node
     /// delivers to a local socket only when the first target name that
     /// selects the socket is one of these: each socket gets one copy.
     /// Empty for a whole-namespace emit.
-    pub responsible: Vec<u32>,
+    pub(crate) responsible: Vec<u32>,
     /// The Engine.IO text packet (`42...`), encoded once by the origin.
-    pub text: String,
-    pub attachments: Vec<Bytes>,
+    pub(crate) text: String,
+    pub(crate) attachments: Vec<Bytes>,
     /// Microseconds since the epoch when published (pub/sub lag).
-    pub sent_at_us: u64,
+    pub(crate) sent_at_us: u64,
     /// W3C trace context (`traceparent`, `tracestate`), when tracing.
-    pub trace: Vec<(String, String)>,
+    pub(crate) trace: Vec<(String, String)>,
 }
 
 /// A cluster-wide request; every node answers on the origin's node channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Request {
-    pub id: u64,
-    pub origin: String,
-    pub nsp: String,
-    pub target: Target,
-    pub op: Op,
+pub(crate) struct Request {
+    pub(crate) id: u64,
+    pub(crate) origin: String,
+    pub(crate) nsp: String,
+    pub(crate) target: Target,
+    pub(crate) op: Op,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Op {
+pub(crate) enum Op {
     FetchSockets,
     Join(Vec<String>),
     Leave(Vec<String>),
@@ -84,15 +84,15 @@ pub enum Op {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Response {
-    pub id: u64,
-    pub node_id: String,
-    pub body: Answer,
+pub(crate) struct Response {
+    pub(crate) id: u64,
+    pub(crate) node_id: String,
+    pub(crate) body: Answer,
 }
 
 /// One node's answer to a request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum Answer {
+pub(crate) enum Answer {
     Sockets(Vec<SocketInfo>),
     Count(u64),
     Rooms(Vec<(String, u64)>),
@@ -128,14 +128,14 @@ pub struct SocketAck {
 
 /// A node announcing itself (every heartbeat interval).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Heartbeat {
-    pub node_id: String,
-    pub version: String,
-    pub connections: u64,
-    pub sockets: u64,
-    pub started_at_ms: u64,
+pub(crate) struct Heartbeat {
+    pub(crate) node_id: String,
+    pub(crate) version: String,
+    pub(crate) connections: u64,
+    pub(crate) sockets: u64,
+    pub(crate) started_at_ms: u64,
     /// A new node asks everyone to announce themselves at once.
-    pub hello: bool,
+    pub(crate) hello: bool,
 }
 
 #[cfg(test)]

@@ -14,21 +14,20 @@
 //!   room lists, emit-with-ack), answered by every node;
 //! - `p:hb`: heartbeats, from which each node knows who is alive.
 
-pub mod adapter;
-pub mod local;
-pub mod message;
-pub mod redis;
-pub mod registry;
-pub mod subscriptions;
-pub mod target;
+pub(crate) mod adapter;
+pub(crate) mod local;
+pub(crate) mod message;
+pub(crate) mod redis;
+pub(crate) mod registry;
+pub(crate) mod subscriptions;
+pub(crate) mod target;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-pub use adapter::{Adapter, ClusterError, Gathered};
 pub use local::{LocalBroker, LocalBus};
-pub use registry::{NodeInfo, Registry};
-pub use subscriptions::{Held, SubscribeError, Subscriptions};
+pub(crate) use registry::{NodeInfo, Registry};
+pub(crate) use subscriptions::{Held, Subscriptions};
 pub use target::Target;
 
 /// A bus failure.
@@ -44,13 +43,13 @@ pub enum BusError {
 
 /// Told once what became of an enqueued message (see
 /// [`ClusterBus::enqueue`]).
-pub type Sent = Box<dyn FnOnce(Result<(), BusError>) + Send>;
+pub(crate) type Sent = Box<dyn FnOnce(Result<(), BusError>) + Send>;
 
 /// What a bus hands the node.
 #[derive(Debug)]
-pub enum BusEvent {
+pub(crate) enum BusEvent {
     /// A message on a subscribed channel (including the node's own).
-    Message { channel: String, payload: Bytes },
+    Message { payload: Bytes },
     /// The connection came back: every subscription must be made again.
     Reconnected,
     /// The connection is lost.
@@ -59,7 +58,7 @@ pub enum BusEvent {
 
 /// A publish/subscribe transport between nodes.
 #[async_trait::async_trait]
-pub trait ClusterBus: Send + Sync + 'static {
+pub(crate) trait ClusterBus: Send + Sync + 'static {
     /// Publishes `payload` to every subscriber of `channel`.
     async fn publish(&self, channel: &str, payload: Bytes) -> Result<(), BusError>;
     /// Publishes like [`ClusterBus::publish`] and says how many subscribers
@@ -108,7 +107,7 @@ pub struct Channels {
 }
 
 impl Channels {
-    pub fn new(prefix: &str) -> Self {
+    pub(crate) fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
         }
@@ -118,19 +117,19 @@ impl Channels {
         format!("{}:ns:{}:{}", self.prefix, nsp.len(), nsp)
     }
 
-    pub fn room(&self, nsp: &str, room: &str) -> String {
+    pub(crate) fn room(&self, nsp: &str, room: &str) -> String {
         format!("{}:room:{}:{}:{}", self.prefix, nsp.len(), nsp, room)
     }
 
-    pub fn node(&self, node_id: &str) -> String {
+    pub(crate) fn node(&self, node_id: &str) -> String {
         format!("{}:node:{}", self.prefix, node_id)
     }
 
-    pub fn requests(&self) -> String {
+    pub(crate) fn requests(&self) -> String {
         format!("{}:req", self.prefix)
     }
 
-    pub fn heartbeats(&self) -> String {
+    pub(crate) fn heartbeats(&self) -> String {
         format!("{}:hb", self.prefix)
     }
 }

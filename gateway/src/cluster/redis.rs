@@ -32,7 +32,7 @@ const SEND_BATCH: usize = 512;
 const SUBSCRIBER_BACKLOG: usize = 16_384;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub struct RedisBus {
+pub(crate) struct RedisBus {
     publisher: Client,
     subscriber: Client,
     sharded: bool,
@@ -90,7 +90,7 @@ impl RedisBus {
     /// Connects to `url` (`redis://`, `redis-sentinel://`, `redis-cluster://`).
     /// Returns once the connections are attempted; an unreachable Redis is
     /// not an error here (the node starts, reports not ready, and retries).
-    pub async fn connect(url: &str) -> Result<Self, BusError> {
+    pub(crate) async fn connect(url: &str) -> Result<Self, BusError> {
         let config = Config::from_url(url).map_err(unavailable)?;
         let sharded = matches!(config.server, ServerConfig::Clustered { .. });
         let publisher = client(&config)?;
@@ -123,10 +123,7 @@ impl RedisBus {
                         let Some(payload) = msg.value.into_bytes() else {
                             continue;
                         };
-                        let event = BusEvent::Message {
-                            channel: msg.channel.to_string(),
-                            payload,
-                        };
+                        let event = BusEvent::Message { payload };
                         if msg_tx.try_send(event).is_err() {
                             tracing::warn!("bus event queue full; message dropped");
                         }
@@ -180,15 +177,6 @@ impl RedisBus {
             .await
             .map(|_| ())
             .map_err(unavailable)
-    }
-
-    pub fn is_sharded(&self) -> bool {
-        self.sharded
-    }
-
-    /// A client for other commands (tests read `PUBSUB` state with it).
-    pub fn client(&self) -> &Client {
-        &self.publisher
     }
 }
 
@@ -341,6 +329,6 @@ async fn send_pipelined(client: Client, sharded: bool, mut outgoing: mpsc::Recei
 }
 
 /// Keeps the `Arc` type in one place for callers.
-pub async fn connect(url: &str) -> Result<Arc<dyn ClusterBus>, BusError> {
+pub(crate) async fn connect(url: &str) -> Result<Arc<dyn ClusterBus>, BusError> {
     Ok(Arc::new(RedisBus::connect(url).await?))
 }

@@ -21,7 +21,7 @@ pub struct NodeInfo {
     pub last_heartbeat_ms: u64,
 }
 
-pub struct Registry {
+pub(crate) struct Registry {
     timeout: Duration,
     nodes: Mutex<HashMap<String, (NodeInfo, Instant)>>,
 }
@@ -34,7 +34,7 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 impl Registry {
-    pub fn new(timeout: Duration) -> Self {
+    pub(crate) fn new(timeout: Duration) -> Self {
         Self {
             timeout,
             nodes: Mutex::new(HashMap::new()),
@@ -42,7 +42,7 @@ impl Registry {
     }
 
     /// Records a heartbeat; true when the node was not known.
-    pub fn seen(&self, hb: &Heartbeat) -> bool {
+    pub(crate) fn seen(&self, hb: &Heartbeat) -> bool {
         let info = NodeInfo {
             node_id: hb.node_id.clone(),
             version: hb.version.clone(),
@@ -57,19 +57,19 @@ impl Registry {
             .is_none()
     }
 
-    pub fn forget(&self, node_id: &str) {
+    pub(crate) fn forget(&self, node_id: &str) {
         self.nodes.lock().remove(node_id);
     }
 
     /// Live peers (this node excluded), dropping the expired ones.
-    pub fn alive(&self) -> Vec<NodeInfo> {
+    pub(crate) fn alive(&self) -> Vec<NodeInfo> {
         let mut nodes = self.nodes.lock();
         let now = Instant::now();
         nodes.retain(|_, (_, seen)| now.duration_since(*seen) < self.timeout);
         nodes.values().map(|(n, _)| n.clone()).collect()
     }
 
-    pub fn is_alive(&self, node_id: &str) -> bool {
+    pub(crate) fn is_alive(&self, node_id: &str) -> bool {
         self.nodes
             .lock()
             .get(node_id)

@@ -27,7 +27,7 @@ use crate::telemetry::{Metrics, RedisOp};
 
 /// Why a channel is not known to be subscribed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SubscribeError {
+pub(crate) enum SubscribeError {
     #[error("channel not wanted")]
     NotWanted,
     #[error("subscription not confirmed by the cluster bus within {0:?}")]
@@ -53,13 +53,13 @@ struct State {
 }
 
 #[derive(Default)]
-pub struct Subscriptions {
+pub(crate) struct Subscriptions {
     state: Mutex<State>,
     notify: Notify,
 }
 
 /// Keeps channels wanted while it lives (see [`Subscriptions::hold`]).
-pub struct Held {
+pub(crate) struct Held {
     subscriptions: Arc<Subscriptions>,
     channels: Vec<String>,
 }
@@ -73,12 +73,12 @@ impl Drop for Held {
 }
 
 impl Subscriptions {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// One more holder wants `channel`.
-    pub fn want(&self, channel: String) {
+    pub(crate) fn want(&self, channel: String) {
         let mut st = self.state.lock();
         let holders = st.wanted.entry(channel).or_insert(0);
         *holders += 1;
@@ -89,7 +89,7 @@ impl Subscriptions {
     }
 
     /// One holder of `channel` no longer wants it.
-    pub fn unwant(&self, channel: &str) {
+    pub(crate) fn unwant(&self, channel: &str) {
         let mut st = self.state.lock();
         let Some(holders) = st.wanted.get_mut(channel) else {
             return;
@@ -104,7 +104,7 @@ impl Subscriptions {
 
     /// Wants `channels` until the returned guard is dropped: a connecting
     /// socket holds its channels subscribed before it exists.
-    pub fn hold(self: &Arc<Self>, channels: Vec<String>) -> Held {
+    pub(crate) fn hold(self: &Arc<Self>, channels: Vec<String>) -> Held {
         for ch in &channels {
             self.want(ch.clone());
         }
@@ -114,23 +114,19 @@ impl Subscriptions {
         }
     }
 
-    pub fn is_active(&self, channel: &str) -> bool {
+    pub(crate) fn is_active(&self, channel: &str) -> bool {
         self.state.lock().active.contains(channel)
     }
 
-    /// Channels subscribed on the bus now.
-    pub fn active(&self) -> Vec<String> {
-        self.state.lock().active.iter().cloned().collect()
-    }
-
-    pub fn wanted_len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn wanted_len(&self) -> usize {
         self.state.lock().wanted.len()
     }
 
     /// Waits (at most `timeout`) until the bus confirmed `channel` on its
     /// current connection: from then on, every message published on it
     /// reaches this node while that connection lasts.
-    pub async fn wait_active(
+    pub(crate) async fn wait_active(
         &self,
         channel: &str,
         timeout: Duration,
@@ -155,7 +151,7 @@ impl Subscriptions {
 
     /// The bus connection was lost or replaced: nothing is subscribed any
     /// more, and confirmations under way are void.
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         let mut st = self.state.lock();
         st.active.clear();
         // `leaving` stays: an unsubscribe that failed with the connection
@@ -174,7 +170,7 @@ impl Subscriptions {
     }
 
     /// Makes the bus match the wanted set until `stop`; retries failures.
-    pub async fn reconcile(
+    pub(crate) async fn reconcile(
         self: Arc<Self>,
         bus: Arc<dyn ClusterBus>,
         metrics: Option<Arc<Metrics>>,

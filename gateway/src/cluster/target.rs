@@ -34,7 +34,7 @@ impl Target {
     }
 
     /// Whether it selects the whole namespace.
-    pub fn is_namespace(&self) -> bool {
+    pub(crate) fn is_namespace(&self) -> bool {
         self.rooms.is_empty() && self.socket_ids.is_empty()
     }
 

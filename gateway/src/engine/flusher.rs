@@ -28,15 +28,15 @@ use crate::protocol::engineio::Transport;
 /// Frames, bytes and write calls, counted once per pass.
 #[derive(Debug, Default)]
 pub(crate) struct Sent {
-    pub frames: u64,
-    pub bytes: u64,
-    pub writes: u64,
+    pub(crate) frames: u64,
+    pub(crate) bytes: u64,
+    pub(crate) writes: u64,
 }
 
 /// Queues that became pending during one broadcast, scheduled together
 /// (one lock of each shard per broadcast instead of one per recipient).
 #[derive(Default)]
-pub struct ScheduleBatch {
+pub(crate) struct ScheduleBatch {
     queues: Vec<(Arc<Shard>, Arc<OutboundQueue>)>,
 }
 
@@ -46,7 +46,7 @@ impl ScheduleBatch {
     }
 
     /// Hands every queue to its shard.
-    pub fn submit(mut self) {
+    pub(crate) fn submit(mut self) {
         while let Some((shard, _)) = self.queues.first() {
             let shard = shard.clone();
             let (mine, rest): (Vec<_>, Vec<_>) = self
@@ -60,7 +60,7 @@ impl ScheduleBatch {
 }
 
 /// One writer task and the queues scheduled on it.
-pub struct Shard {
+pub(crate) struct Shard {
     dirty: Mutex<Vec<Arc<OutboundQueue>>>,
     /// Shortest time between two passes.
     coalesce: Duration,
@@ -137,7 +137,7 @@ fn next_window(base: Duration, last_pass: Duration) -> Duration {
 }
 
 /// The shards of a node; tasks start on first use.
-pub struct Flusher {
+pub(crate) struct Flusher {
     shards: Box<[Arc<Shard>]>,
     next: AtomicUsize,
     started: OnceLock<()>,
@@ -146,7 +146,7 @@ pub struct Flusher {
 impl Flusher {
     /// `shards` writer tasks (at least one), each passing at most once per
     /// `coalesce` (longer while passes are long, see [`next_window`]).
-    pub fn new(shards: usize, coalesce: Duration) -> Self {
+    pub(crate) fn new(shards: usize, coalesce: Duration) -> Self {
         Self {
             shards: (0..shards.max(1))
                 .map(|_| {
@@ -165,7 +165,7 @@ impl Flusher {
 
     /// The shard of a new connection (round robin). Starts the tasks on the
     /// first call, which must come from inside the runtime.
-    pub fn shard(&self) -> Arc<Shard> {
+    pub(crate) fn shard(&self) -> Arc<Shard> {
         self.started.get_or_init(|| {
             for shard in self.shards.iter() {
                 tokio::spawn(shard.clone().run());
@@ -176,7 +176,7 @@ impl Flusher {
     }
 
     /// Ends the tasks (the node is gone).
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         for shard in self.shards.iter() {
             shard.stopped.store(true, Ordering::Release);
             shard.notify.notify_one();

@@ -10,11 +10,11 @@
 //! reader (the connection's own task). Polling requests run in their HTTP
 //! request tasks.
 
-pub mod flusher;
-pub mod polling;
-pub mod queue;
-pub mod session;
-pub mod websocket;
+pub(crate) mod flusher;
+pub(crate) mod polling;
+pub(crate) mod queue;
+pub(crate) mod session;
+pub(crate) mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,12 +28,12 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::protocol::engineio::Transport;
 use crate::reason::DisconnectReason;
-pub use queue::{Frame, OutboundQueue, PushError, QueueLimits};
+pub(crate) use queue::{Frame, PushError};
 pub use session::Session;
 
 /// The Socket.IO side of one Engine.IO session.
 #[async_trait::async_trait]
-pub trait Connection: Send + Sync {
+pub(crate) trait Connection: Send + Sync {
     /// A text message (the text after the Engine.IO `4`). An error closes the
     /// session with that reason.
     async fn on_message(&self, text: &str) -> Result<(), DisconnectReason>;
@@ -44,7 +44,7 @@ pub trait Connection: Send + Sync {
 }
 
 /// Creates the [`Connection`] of each new session.
-pub trait EngineHandler: Send + Sync + 'static {
+pub(crate) trait EngineHandler: Send + Sync + 'static {
     fn on_open(&self, session: &Arc<Session>) -> Arc<dyn Connection>;
 }
 
@@ -61,12 +61,11 @@ pub struct HandshakeInfo {
 /// Why a request could not open or reach a session: the documented HTTP 400
 /// errors of Engine.IO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineError {
+pub(crate) enum EngineError {
     UnknownTransport,
     UnknownSid,
     BadHandshakeMethod,
     BadRequest,
-    Forbidden,
     UnsupportedProtocolVersion,
     /// The node holds `limits.max_connections` sessions (HTTP 503).
     AtCapacity,
@@ -80,24 +79,23 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    pub fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         match self {
             Self::UnknownTransport => 0,
             Self::UnknownSid => 1,
             Self::BadHandshakeMethod => 2,
             Self::BadRequest | Self::PayloadTooLarge | Self::RequestTimeout => 3,
-            Self::Forbidden | Self::AtCapacity | Self::ShuttingDown => 4,
+            Self::AtCapacity | Self::ShuttingDown => 4,
             Self::UnsupportedProtocolVersion => 5,
         }
     }
 
-    pub fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Self::UnknownTransport => "Transport unknown",
             Self::UnknownSid => "Session ID unknown",
             Self::BadHandshakeMethod => "Bad handshake method",
             Self::BadRequest => "Bad request",
-            Self::Forbidden => "Forbidden",
             Self::UnsupportedProtocolVersion => "Unsupported protocol version",
             Self::AtCapacity => "Server at capacity",
             Self::ShuttingDown => "Server shutting down",
@@ -106,7 +104,7 @@ impl EngineError {
         }
     }
 
-    pub fn status(self) -> u16 {
+    pub(crate) fn status(self) -> u16 {
         match self {
             Self::AtCapacity | Self::ShuttingDown => 503,
             Self::PayloadTooLarge => 413,
@@ -137,7 +135,7 @@ impl Drop for Engine {
 }
 
 impl Engine {
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<Config>,
         handler: Arc<dyn EngineHandler>,
         keep_headers: bool,
@@ -161,11 +159,11 @@ impl Engine {
         }
     }
 
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
 
-    pub fn keep_headers(&self) -> bool {
+    pub(crate) fn keep_headers(&self) -> bool {
         self.keep_headers
     }
 
@@ -243,7 +241,7 @@ impl Engine {
     }
 
     /// Stops accepting sessions and closes every live one with `reason`.
-    pub fn close_all(&self, reason: DisconnectReason) {
+    pub(crate) fn close_all(&self, reason: DisconnectReason) {
         self.shutdown.cancel();
         let sessions: Vec<_> = self.sessions.read().values().cloned().collect();
         for s in sessions {
@@ -251,12 +249,12 @@ impl Engine {
         }
     }
 
-    pub fn is_shutting_down(&self) -> bool {
+    pub(crate) fn is_shutting_down(&self) -> bool {
         self.shutdown.is_cancelled()
     }
 
     /// Resolves when every session task has ended (after `close_all`).
-    pub async fn wait_closed(&self) {
+    pub(crate) async fn wait_closed(&self) {
         self.tracker.close();
         self.tracker.wait().await;
     }

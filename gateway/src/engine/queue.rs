@@ -40,7 +40,7 @@ use crate::telemetry::Metrics;
 /// One Engine.IO packet ready for the wire: text (`"42[...]"`, `"2"`) or a
 /// binary message. Cloning shares the bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame {
+pub(crate) enum Frame {
     Text(Utf8Bytes),
     Binary(Bytes),
     /// A complete WebSocket control frame (pong, close), written as is on
@@ -49,21 +49,17 @@ pub enum Frame {
 }
 
 impl Frame {
-    pub fn text(s: impl Into<String>) -> Self {
+    pub(crate) fn text(s: impl Into<String>) -> Self {
         Frame::Text(Utf8Bytes::from(s.into()))
     }
 
-    pub const fn text_static(s: &'static str) -> Self {
+    pub(crate) const fn text_static(s: &'static str) -> Self {
         Frame::Text(Utf8Bytes::from_static(s))
     }
 
     /// Payload length (the WebSocket header not counted).
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.payload().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     fn payload(&self) -> &[u8] {
@@ -86,7 +82,7 @@ impl Frame {
 
 /// Why a push failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum PushError {
+pub(crate) enum PushError {
     #[error("outbound queue full")]
     Full,
     #[error("connection closed")]
@@ -125,7 +121,7 @@ struct State {
 
 /// How a flush of the WebSocket backlog ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flush {
+pub(crate) enum Flush {
     /// Everything queued is written.
     Done,
     /// The socket takes no more for now: wait until it is writable.
@@ -136,13 +132,13 @@ pub enum Flush {
 
 /// The bounds of one outbound queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueLimits {
+pub(crate) struct QueueLimits {
     /// Frames queued at most.
-    pub frames: usize,
+    pub(crate) frames: usize,
     /// Payload bytes queued at most. An empty queue takes one unit (a
     /// packet and its attachments) of any size, so a single message larger
     /// than the bound is not by itself a slow consumer.
-    pub bytes: usize,
+    pub(crate) bytes: usize,
 }
 
 /// Bounded multi-producer, single-consumer frame queue.
@@ -159,7 +155,7 @@ const IDLE_KEEP: usize = 8;
 const WRITE_BATCH: usize = 32;
 
 impl OutboundQueue {
-    pub fn new(limits: QueueLimits) -> Self {
+    pub(crate) fn new(limits: QueueLimits) -> Self {
         Self {
             state: Mutex::new(State::default()),
             notify: Notify::new(),
@@ -170,7 +166,7 @@ impl OutboundQueue {
     /// Queues `frames` for this connection alone as one unit (a packet and
     /// its attachments stay together), or none of them. On WebSocket they
     /// are written at once unless the socket is full.
-    pub fn push_all(&self, frames: &[Frame]) -> Result<(), PushError> {
+    pub(crate) fn push_all(&self, frames: &[Frame]) -> Result<(), PushError> {
         let mut st = self.state.lock();
         self.admit(&mut st, frames)?;
         self.push_locked(&mut st, frames);
@@ -199,7 +195,7 @@ impl OutboundQueue {
     /// [`push_all`](Self::push_all) for one recipient of a broadcast: a
     /// WebSocket queue to schedule goes into `batch`, which the caller
     /// submits after the last recipient.
-    pub fn push_all_batched(
+    pub(crate) fn push_all_batched(
         self: &Arc<Self>,
         frames: &[Frame],
         batch: &mut ScheduleBatch,
@@ -220,14 +216,14 @@ impl OutboundQueue {
         Ok(())
     }
 
-    pub fn push(&self, frame: Frame) -> Result<(), PushError> {
+    pub(crate) fn push(&self, frame: Frame) -> Result<(), PushError> {
         self.push_all(std::slice::from_ref(&frame))
     }
 
     /// Queues the last frame of a closing connection (its close packet)
     /// regardless of the limits: the caller closes the queue right after,
     /// so this happens once per connection.
-    pub fn push_final(&self, frame: Frame) {
+    pub(crate) fn push_final(&self, frame: Frame) {
         let mut st = self.state.lock();
         if st.closed {
             return;
@@ -258,7 +254,7 @@ impl OutboundQueue {
     /// there (broadcasts through `shard`). Frames queued before, while
     /// polling, go first: the session's driver writes them once it learns
     /// of the upgrade.
-    pub fn attach_websocket(
+    pub(crate) fn attach_websocket(
         &self,
         socket: OwnedWriteHalf,
         shard: Arc<Shard>,
@@ -286,13 +282,13 @@ impl OutboundQueue {
     }
 
     /// The WebSocket write half, to wait until it is writable.
-    pub fn websocket(&self) -> Option<Arc<OwnedWriteHalf>> {
+    pub(crate) fn websocket(&self) -> Option<Arc<OwnedWriteHalf>> {
         self.state.lock().direct.as_ref().map(|d| d.socket.clone())
     }
 
     /// Writes the WebSocket backlog until it is gone or the socket is full
     /// (for the driver, which then waits until the socket is writable).
-    pub fn flush(&self) -> Flush {
+    pub(crate) fn flush(&self) -> Flush {
         flush_counted(&mut self.state.lock(), WriteVia::Tokio)
     }
 
@@ -309,7 +305,7 @@ impl OutboundQueue {
 
     /// Queues the WebSocket close frame with `code` (and `reason`, when not
     /// empty) after the backlog, once, and refuses everything after it.
-    pub fn push_ws_close(&self, code: u16, reason: &str) {
+    pub(crate) fn push_ws_close(&self, code: u16, reason: &str) {
         let mut st = self.state.lock();
         if st.broken || st.close_sent || st.direct.is_none() {
             return;
@@ -326,14 +322,14 @@ impl OutboundQueue {
 
     /// Drops the WebSocket write half (which shuts the socket's sending
     /// side down once the reader has let go too).
-    pub fn detach_websocket(&self) {
+    pub(crate) fn detach_websocket(&self) {
         let direct = self.state.lock().direct.take();
         drop(direct);
     }
 
     /// Moves every queued frame into `out` (which should be empty), for a
     /// polling GET.
-    pub fn drain_into(&self, out: &mut VecDeque<Frame>) {
+    pub(crate) fn drain_into(&self, out: &mut VecDeque<Frame>) {
         let mut st = self.state.lock();
         if st.frames.is_empty() {
             return;
@@ -349,7 +345,7 @@ impl OutboundQueue {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.state.lock().frames.is_empty()
     }
 
@@ -368,14 +364,15 @@ impl OutboundQueue {
         self.state.lock().blocked
     }
 
+    #[cfg(test)]
     /// Did the WebSocket fail under a write?
-    pub fn is_broken(&self) -> bool {
+    pub(crate) fn is_broken(&self) -> bool {
         self.state.lock().broken
     }
 
     /// Refuses further pushes and wakes the consumer. Frames already queued
     /// stay drainable (a close packet may be among them).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.state.lock().closed = true;
         self.notify.notify_one();
     }
@@ -383,13 +380,13 @@ impl OutboundQueue {
     /// Resolves once something was pushed since the last call (a permit is
     /// kept when nobody waits, so no wake-up is lost). On WebSocket: once a
     /// backlog formed, or the socket failed.
-    pub async fn notified(&self) {
+    pub(crate) async fn notified(&self) {
         self.notify.notified().await;
     }
 
     /// Wakes the consumer without pushing (for example when the transport
     /// changes under a pending poll).
-    pub fn wake(&self) {
+    pub(crate) fn wake(&self) {
         self.notify.notify_one();
     }
 }

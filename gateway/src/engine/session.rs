@@ -62,13 +62,13 @@ impl RateLimit {
 /// time, and whether an upgrade is under way.
 #[derive(Default)]
 pub(crate) struct PollState {
-    pub get_active: bool,
-    pub post_active: bool,
-    pub upgrading: bool,
+    pub(crate) get_active: bool,
+    pub(crate) post_active: bool,
+    pub(crate) upgrading: bool,
 }
 
 pub struct Session {
-    pub sid: Box<str>,
+    pub(crate) sid: Box<str>,
     /// What the node writes to the client; the layers above queue through
     /// [`Session::send`] and its kin.
     pub(super) queue: Arc<OutboundQueue>,
@@ -85,7 +85,7 @@ pub struct Session {
     pong_deadline: Mutex<Option<Instant>>,
     /// A namespace was connected (stops the connect timeout).
     connected: AtomicBool,
-    pub info: HandshakeInfo,
+    pub(crate) info: HandshakeInfo,
     pub(crate) poll: Mutex<PollState>,
     /// Tells the driver that an upgrade moved the session to WebSocket.
     /// A WebSocket was accepted to upgrade this session (see
@@ -150,7 +150,7 @@ impl Session {
     /// Queues `frames` (one packet and its attachments, kept together) for
     /// the client: written at once on WebSocket, taken by the next poll
     /// otherwise. `Full` means the client does not read (a slow consumer).
-    pub fn send(&self, frames: &[Frame]) -> Result<(), PushError> {
+    pub(crate) fn send(&self, frames: &[Frame]) -> Result<(), PushError> {
         self.queue.push_all(frames)
     }
 
@@ -178,7 +178,7 @@ impl Session {
     }
 
     /// Marks that a namespace is connected, which ends the connect timeout.
-    pub fn mark_connected(&self) {
+    pub(crate) fn mark_connected(&self) {
         self.connected.store(true, Ordering::Release);
     }
 
@@ -192,7 +192,7 @@ impl Session {
     }
 
     /// Resolves when the session closes.
-    pub async fn closed(&self) {
+    pub(crate) async fn closed(&self) {
         self.closed.cancelled().await
     }
 
@@ -227,7 +227,7 @@ impl Session {
     /// and never calls back into the Socket.IO layer: the driver does the
     /// cleanup, so this is safe to call while holding room or namespace
     /// locks (for example from a broadcast that found a full queue).
-    pub fn close(&self, reason: DisconnectReason) {
+    pub(crate) fn close(&self, reason: DisconnectReason) {
         if self.reason.set(reason).is_err() {
             return;
         }

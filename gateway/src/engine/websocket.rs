@@ -30,8 +30,8 @@ use crate::reason::DisconnectReason;
 /// An accepted WebSocket opening handshake: the `101` response to send and
 /// the connection to take over once it is sent.
 pub(crate) struct Accepted {
-    pub response: axum::response::Response,
-    pub upgrade: OnUpgrade,
+    pub(crate) response: axum::response::Response,
+    pub(crate) upgrade: OnUpgrade,
 }
 
 /// Checks the opening handshake of `parts` (RFC 6455 section 4.2.1).

@@ -9,6 +9,7 @@
 
 pub mod grpc;
 
+pub use crate::engine::HandshakeInfo;
 pub use crate::socketio::hooks::{
     ConnectDecision, ConnectRequest, Event, HookError, Hooks, NoHooks,
 };

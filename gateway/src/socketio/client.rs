@@ -33,7 +33,7 @@ struct Partial {
     attachments: Vec<Bytes>,
 }
 
-pub struct Client {
+pub(crate) struct Client {
     io: SocketIo,
     session: Weak<Session>,
     me: Weak<Client>,

@@ -6,11 +6,11 @@
 //! whatever the number of recipients, serves this node's sockets directly
 //! and hands the rest to the cluster adapter.
 
-pub mod client;
-pub mod hooks;
-pub mod namespace;
-pub mod payload;
-pub mod socket;
+pub(crate) mod client;
+pub(crate) mod hooks;
+pub(crate) mod namespace;
+pub(crate) mod payload;
+pub(crate) mod socket;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -26,7 +26,7 @@ use crate::ids::RoomNameError;
 use crate::telemetry::Metrics;
 use hooks::Hooks;
 use namespace::ChannelWatch;
-pub use namespace::{Joined, Namespace, Namespaces, Policy};
+pub(crate) use namespace::{Joined, Namespace, Namespaces, Policy};
 pub use payload::{Payload, PayloadError};
 pub use socket::{AckError, EmitError, PendingAck, Socket};
 use tokio_util::task::TaskTracker;
@@ -76,13 +76,13 @@ impl std::fmt::Debug for SocketIo {
 
 /// What a cluster-wide emit reached.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EmitReport {
+pub(crate) struct EmitReport {
     /// Local sockets the packet was queued for.
-    pub local: usize,
+    pub(crate) local: usize,
     /// Nodes the emit was handed to, this one included when it had a
     /// recipient: an upper bound (see [`Adapter::publish_broadcast`]); 0
     /// means that no socket anywhere could receive it.
-    pub nodes_reached: u64,
+    pub(crate) nodes_reached: u64,
 }
 
 /// The answers of a cluster-wide emit-with-ack.
@@ -112,7 +112,7 @@ fn socket_info(s: &Socket, node_id: &str) -> SocketInfo {
 }
 
 impl SocketIo {
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<Config>,
         node_id: String,
         hooks: Arc<dyn Hooks>,
@@ -160,7 +160,7 @@ impl SocketIo {
         &self.inner.namespaces
     }
 
-    pub fn hooks(&self) -> &Arc<dyn Hooks> {
+    pub(crate) fn hooks(&self) -> &Arc<dyn Hooks> {
         &self.inner.hooks
     }
 
@@ -206,7 +206,7 @@ impl SocketIo {
     }
 
     /// [`SocketIo::emit`], also telling how many nodes it reached.
-    pub async fn emit_counted(
+    pub(crate) async fn emit_counted(
         &self,
         nsp: &str,
         target: &Target,
@@ -235,7 +235,7 @@ impl SocketIo {
     /// waits on Redis). A bus known to be down is an error, after local
     /// delivery. Otherwise `sent` is told once whether the bus accepted the
     /// copies for the other nodes (at once when there are none).
-    pub fn emit_nowait(
+    pub(crate) fn emit_nowait(
         &self,
         nsp: &str,
         target: &Target,
@@ -263,7 +263,7 @@ impl SocketIo {
     }
 
     /// Delivers encoded frames to this node's selected sockets only.
-    pub fn emit_local(&self, nsp: &str, target: &Target, frames: &[Frame]) -> usize {
+    pub(crate) fn emit_local(&self, nsp: &str, target: &Target, frames: &[Frame]) -> usize {
         self.inner
             .namespaces
             .get(nsp)
@@ -626,7 +626,7 @@ impl SocketIo {
     }
 
     /// Runs the node's side of the cluster until `stop`.
-    pub async fn run_cluster(&self, stop: tokio_util::sync::CancellationToken) {
+    pub(crate) async fn run_cluster(&self, stop: tokio_util::sync::CancellationToken) {
         adapter::run(self.inner.adapter.clone(), Arc::new(self.clone()), stop).await;
     }
 }

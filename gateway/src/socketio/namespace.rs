@@ -24,17 +24,17 @@ use crate::telemetry::{Metrics, NamespaceMetrics};
 
 /// What clients of a namespace may do.
 #[derive(Debug)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// The configured name or pattern (the metrics label).
-    pub name: String,
+    pub(crate) name: String,
     matcher: NamespaceMatcher,
     join: GlobSet,
-    pub publish: bool,
-    pub jwt: Option<JwtVerifier>,
+    pub(crate) publish: bool,
+    pub(crate) jwt: Option<JwtVerifier>,
 }
 
 impl Policy {
-    pub fn new(cfg: &NamespaceConfig) -> Result<Self, ConfigError> {
+    pub(crate) fn new(cfg: &NamespaceConfig) -> Result<Self, ConfigError> {
         let mut join = GlobSetBuilder::new();
         for p in &cfg.join {
             join.add(Glob::new(p).map_err(|e| ConfigError::Invalid(e.to_string()))?);
@@ -56,26 +56,26 @@ impl Policy {
     }
 
     /// May a client join or leave `room` by itself?
-    pub fn may_join(&self, room: &str) -> bool {
+    pub(crate) fn may_join(&self, room: &str) -> bool {
         self.join.is_match(room)
     }
 }
 
 /// Subscribes the node to the channels its local membership needs.
 pub(crate) struct ChannelWatch {
-    pub subscriptions: Arc<Subscriptions>,
-    pub channels: Channels,
-    pub metrics: Arc<Metrics>,
+    pub(crate) subscriptions: Arc<Subscriptions>,
+    pub(crate) channels: Channels,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 type Members = HashMap<Arc<str>, Arc<Socket>>;
 
 /// A live namespace on this node.
 pub struct Namespace {
-    pub name: Arc<str>,
-    pub policy: Arc<Policy>,
+    pub(crate) name: Arc<str>,
+    pub(crate) policy: Arc<Policy>,
     /// The series of this namespace's policy.
-    pub metrics: Arc<NamespaceMetrics>,
+    pub(crate) metrics: Arc<NamespaceMetrics>,
     watch: Arc<ChannelWatch>,
     sockets: RwLock<Members>,
     rooms: RwLock<HashMap<Arc<str>, Members>>,
@@ -91,7 +91,7 @@ impl std::fmt::Debug for Namespace {
 
 /// Outcome of a join.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Joined {
+pub(crate) enum Joined {
     /// Newly joined; `first_local` when no other local socket was in the room.
     Yes {
         first_local: bool,
@@ -112,19 +112,15 @@ impl Namespace {
     }
 
     /// The node's metrics.
-    pub fn node_metrics(&self) -> &Metrics {
+    pub(crate) fn node_metrics(&self) -> &Metrics {
         &self.watch.metrics
     }
 
-    pub fn socket(&self, id: &str) -> Option<Arc<Socket>> {
+    pub(crate) fn socket(&self, id: &str) -> Option<Arc<Socket>> {
         self.sockets.read().get(id).cloned()
     }
 
-    pub fn sockets(&self) -> Vec<Arc<Socket>> {
-        self.sockets.read().values().cloned().collect()
-    }
-
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.sockets.read().len()
     }
 
@@ -138,7 +134,7 @@ impl Namespace {
 
     /// Adds `socket` to `room`. Lock order: the room map, then the socket's
     /// own room list.
-    pub fn join(
+    pub(crate) fn join(
         &self,
         socket: &Arc<Socket>,
         room: &str,
@@ -179,7 +175,7 @@ impl Namespace {
     }
 
     /// Removes `socket` from `room`; returns `Some(last_local)` when it was in it.
-    pub fn leave(&self, socket: &Socket, room: &str) -> Option<bool> {
+    pub(crate) fn leave(&self, socket: &Socket, room: &str) -> Option<bool> {
         let mut rooms = self.rooms.write();
         let mut own = socket.rooms_mut();
         let pos = own.iter().position(|r| &**r == room)?;
@@ -250,7 +246,7 @@ impl Namespace {
     }
 
     /// The local sockets `target` selects, each once.
-    pub fn select(&self, target: &Target) -> Vec<Arc<Socket>> {
+    pub(crate) fn select(&self, target: &Target) -> Vec<Arc<Socket>> {
         let mut out = Vec::new();
         self.for_each_target(target, None, |s| out.push(s.clone()));
         out
@@ -260,7 +256,7 @@ impl Namespace {
     /// a socket is visited only when the first target name selecting it is
     /// one of `only` (the copy of a cluster emit responsible for it). Holds
     /// the namespace's read locks: `f` must not block or re-enter.
-    pub fn for_each_target(
+    pub(crate) fn for_each_target(
         &self,
         target: &Target,
         only: Option<&[u32]>,
@@ -319,7 +315,7 @@ impl Namespace {
     /// Queues the encoded `frames` for every selected local socket; returns
     /// how many got them. A full queue disconnects that socket's connection
     /// as a slow consumer (or, for a volatile emit, skips it).
-    pub fn deliver(&self, target: &Target, only: Option<&[u32]>, frames: &[Frame]) -> usize {
+    pub(crate) fn deliver(&self, target: &Target, only: Option<&[u32]>, frames: &[Frame]) -> usize {
         let mut delivered = 0;
         let mut batch = ScheduleBatch::default();
         self.for_each_target(target, only, |s| {
@@ -358,7 +354,7 @@ impl Namespaces {
     }
 
     /// The policy of `name`: an exact declaration wins over a pattern.
-    pub fn policy(&self, name: &str) -> Option<Arc<Policy>> {
+    pub(crate) fn policy(&self, name: &str) -> Option<Arc<Policy>> {
         self.policies
             .iter()
             .find(|p| !p.matcher.is_pattern() && p.matcher.matches(name))
@@ -366,7 +362,7 @@ impl Namespaces {
             .cloned()
     }
 
-    pub fn policies(&self) -> &[Arc<Policy>] {
+    pub(crate) fn policies(&self) -> &[Arc<Policy>] {
         &self.policies
     }
 

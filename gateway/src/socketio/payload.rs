@@ -31,11 +31,6 @@ impl Payload {
             attachments: Vec::new(),
         }
     }
-
-    /// The arguments as JSON values (placeholders stay as objects).
-    pub fn values(&self) -> Vec<serde_json::Value> {
-        serde_json::from_str(&self.args).unwrap_or_default()
-    }
 }
 
 /// Errors building a packet from caller-supplied parts.
@@ -49,7 +44,7 @@ pub enum PayloadError {
 
 /// Checks a payload built by a backend before it is sent anywhere: a JSON
 /// array whose placeholders and attachments match one to one.
-pub fn validate(payload: &Payload) -> Result<(), PayloadError> {
+pub(crate) fn validate(payload: &Payload) -> Result<(), PayloadError> {
     // Valid JSON whose first token is `[` is an array; the placeholder
     // check parses the text (once) and tells whether it is valid.
     let json_whitespace = [' ', '\t', '\n', '\r'];
@@ -75,7 +70,7 @@ fn frames(text: String, attachments: &[Bytes]) -> Vec<Frame> {
 }
 
 /// `event(...args)` to namespace `nsp`, with an ack id when one is wanted.
-pub fn encode_event(
+pub(crate) fn encode_event(
     nsp: &str,
     event: &str,
     payload: &Payload,
@@ -103,7 +98,7 @@ pub fn encode_event(
 }
 
 /// The answer to the client's ack `id`.
-pub fn encode_ack(nsp: &str, id: u64, payload: &Payload) -> Vec<Frame> {
+pub(crate) fn encode_ack(nsp: &str, id: u64, payload: &Payload) -> Vec<Frame> {
     let kind = if payload.attachments.is_empty() {
         PacketKind::Ack
     } else {
@@ -123,7 +118,7 @@ pub fn encode_ack(nsp: &str, id: u64, payload: &Payload) -> Vec<Frame> {
 }
 
 /// A control packet (CONNECT reply, CONNECT_ERROR, DISCONNECT) with JSON data.
-pub fn encode_control(kind: PacketKind, nsp: &str, data: Option<&str>) -> Frame {
+pub(crate) fn encode_control(kind: PacketKind, nsp: &str, data: Option<&str>) -> Frame {
     let mut text = String::with_capacity(nsp.len() + data.map_or(0, str::len) + 4);
     text.push('4');
     socketio::encode_into(&mut text, kind, nsp, 0, None, data);
@@ -132,12 +127,12 @@ pub fn encode_control(kind: PacketKind, nsp: &str, data: Option<&str>) -> Frame 
 
 /// Bytes of client input (a namespace name, an event name) a reply echoes
 /// at most.
-pub const ECHO_MAX: usize = 128;
+pub(crate) const ECHO_MAX: usize = 128;
 
 /// `input` cut to at most [`ECHO_MAX`] bytes on a character boundary, for a
 /// reply that echoes it: what the node writes in answer to one client's
 /// input stays small whatever that input was.
-pub fn echoed(input: &str) -> &str {
+pub(crate) fn echoed(input: &str) -> &str {
     if input.len() <= ECHO_MAX {
         return input;
     }

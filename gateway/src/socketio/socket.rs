@@ -41,12 +41,12 @@ pub enum AckError {
 
 /// An application event queued for the hooks, in arrival order.
 pub(crate) struct InboundEvent {
-    pub event: String,
-    pub args: Payload,
-    pub ack: Option<u64>,
+    pub(crate) event: String,
+    pub(crate) args: Payload,
+    pub(crate) ack: Option<u64>,
     /// Position among the socket's application events (a dropped event
     /// leaves a gap).
-    pub sequence: u64,
+    pub(crate) sequence: u64,
 }
 
 /// What a socket's hook queue carries, in order.
@@ -170,11 +170,11 @@ impl Socket {
         self.id.clone()
     }
 
-    pub fn namespace(&self) -> &Arc<Namespace> {
+    pub(crate) fn namespace(&self) -> &Arc<Namespace> {
         &self.ns
     }
 
-    pub fn session(&self) -> &Arc<Session> {
+    pub(crate) fn session(&self) -> &Arc<Session> {
         &self.session
     }
 
@@ -186,19 +186,15 @@ impl Socket {
         self.data.lock().clone()
     }
 
-    pub fn set_data(&self, data: Option<serde_json::Value>) {
-        *self.data.lock() = data;
-    }
-
-    pub fn transport(&self) -> Transport {
+    pub(crate) fn transport(&self) -> Transport {
         self.session.transport()
     }
 
-    pub fn connected_at(&self) -> SystemTime {
+    pub(crate) fn connected_at(&self) -> SystemTime {
         self.connected_at
     }
 
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
     }
 
@@ -220,7 +216,11 @@ impl Socket {
     }
 
     /// Joins `room` (bounded by `max_rooms` including the own-id room).
-    pub fn join(self: &Arc<Self>, room: &str, max_rooms: usize) -> Result<Joined, &'static str> {
+    pub(crate) fn join(
+        self: &Arc<Self>,
+        room: &str,
+        max_rooms: usize,
+    ) -> Result<Joined, &'static str> {
         if !self.is_connected() {
             return Err("socket disconnected");
         }
@@ -228,7 +228,7 @@ impl Socket {
     }
 
     /// Leaves `room`; true when the socket was in it.
-    pub fn leave(&self, room: &str) -> bool {
+    pub(crate) fn leave(&self, room: &str) -> bool {
         self.ns.leave(self, room).is_some()
     }
 
@@ -255,7 +255,7 @@ impl Socket {
     }
 
     /// Emits `event(...args)` asking for an ack, and waits for it.
-    pub async fn emit_with_ack(
+    pub(crate) async fn emit_with_ack(
         &self,
         event: &str,
         args: &Payload,
@@ -286,7 +286,7 @@ impl Socket {
     }
 
     /// Answers the client's ack `id`.
-    pub fn ack(&self, id: u64, args: &Payload) -> Result<(), EmitError> {
+    pub(crate) fn ack(&self, id: u64, args: &Payload) -> Result<(), EmitError> {
         self.send_frames(&payload::encode_ack(&self.ns.name, id, args))
     }
 

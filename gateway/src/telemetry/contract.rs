@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::PrometheusRecorder;
 /// The phase of an HTTP request that timed out (`phase` label of
 /// `gateway_http_timeouts_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpPhase {
+pub(crate) enum HttpPhase {
     /// No complete request head within `server.request_head_timeout_ms`.
     RequestHead,
     /// A request body stalled for `server.request_body_timeout_ms`.
@@ -19,9 +19,9 @@ pub enum HttpPhase {
 }
 
 impl HttpPhase {
-    pub const ALL: [Self; 2] = [Self::RequestHead, Self::RequestBody];
+    pub(crate) const ALL: [Self; 2] = [Self::RequestHead, Self::RequestBody];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::RequestHead => "request_head",
             Self::RequestBody => "request_body",
@@ -40,31 +40,31 @@ pub mod names {
     pub const ROOMS: &str = "gateway_rooms";
     pub const PACKETS_RECEIVED: &str = "gateway_packets_received_total";
     pub const PACKETS_SENT: &str = "gateway_packets_sent_total";
-    pub const BYTES_RECEIVED: &str = "gateway_bytes_received_total";
+    pub(crate) const BYTES_RECEIVED: &str = "gateway_bytes_received_total";
     pub const BYTES_SENT: &str = "gateway_bytes_sent_total";
-    pub const WRITES: &str = "gateway_writes_total";
+    pub(crate) const WRITES: &str = "gateway_writes_total";
     pub const DELIVERIES: &str = "gateway_deliveries_total";
-    pub const SLOW_CONSUMER_DISCONNECTS: &str = "gateway_slow_consumer_disconnects_total";
-    pub const SLOW_CONSUMER_DROPS: &str = "gateway_slow_consumer_drops_total";
-    pub const BROADCAST_FANOUT: &str = "gateway_broadcast_fanout";
-    pub const REDIS_PUBLISHES: &str = "gateway_redis_publishes_total";
-    pub const REDIS_RECEIVES: &str = "gateway_redis_receives_total";
-    pub const REDIS_ERRORS: &str = "gateway_redis_errors_total";
+    pub(crate) const SLOW_CONSUMER_DISCONNECTS: &str = "gateway_slow_consumer_disconnects_total";
+    pub(crate) const SLOW_CONSUMER_DROPS: &str = "gateway_slow_consumer_drops_total";
+    pub(crate) const BROADCAST_FANOUT: &str = "gateway_broadcast_fanout";
+    pub(crate) const REDIS_PUBLISHES: &str = "gateway_redis_publishes_total";
+    pub(crate) const REDIS_RECEIVES: &str = "gateway_redis_receives_total";
+    pub(crate) const REDIS_ERRORS: &str = "gateway_redis_errors_total";
     pub const REDIS_SUBSCRIPTIONS: &str = "gateway_redis_subscriptions";
-    pub const REDIS_PUBSUB_LAG: &str = "gateway_redis_pubsub_lag_seconds";
+    pub(crate) const REDIS_PUBSUB_LAG: &str = "gateway_redis_pubsub_lag_seconds";
     pub const REDIS_CONNECTED: &str = "gateway_redis_connected";
-    pub const ADMIN_REQUESTS: &str = "gateway_admin_requests_total";
-    pub const ADMIN_DURATION: &str = "gateway_admin_request_duration_seconds";
-    pub const ADMIN_IN_FLIGHT: &str = "gateway_admin_in_flight";
-    pub const HOOK_REQUESTS: &str = "gateway_hook_requests_total";
-    pub const HOOK_DURATION: &str = "gateway_hook_duration_seconds";
-    pub const HOOK_IN_FLIGHT: &str = "gateway_hook_in_flight";
+    pub(crate) const ADMIN_REQUESTS: &str = "gateway_admin_requests_total";
+    pub(crate) const ADMIN_DURATION: &str = "gateway_admin_request_duration_seconds";
+    pub(crate) const ADMIN_IN_FLIGHT: &str = "gateway_admin_in_flight";
+    pub(crate) const HOOK_REQUESTS: &str = "gateway_hook_requests_total";
+    pub(crate) const HOOK_DURATION: &str = "gateway_hook_duration_seconds";
+    pub(crate) const HOOK_IN_FLIGHT: &str = "gateway_hook_in_flight";
     pub const DRAINING: &str = "gateway_draining";
     pub const CLUSTER_NODES: &str = "gateway_cluster_nodes";
-    pub const TCP_CONNECTIONS: &str = "gateway_tcp_connections";
-    pub const TCP_CONNECTIONS_REFUSED: &str = "gateway_tcp_connections_refused_total";
-    pub const ACCEPT_ERRORS: &str = "gateway_accept_errors_total";
-    pub const HTTP_TIMEOUTS: &str = "gateway_http_timeouts_total";
+    pub(crate) const TCP_CONNECTIONS: &str = "gateway_tcp_connections";
+    pub(crate) const TCP_CONNECTIONS_REFUSED: &str = "gateway_tcp_connections_refused_total";
+    pub(crate) const ACCEPT_ERRORS: &str = "gateway_accept_errors_total";
+    pub(crate) const HTTP_TIMEOUTS: &str = "gateway_http_timeouts_total";
 }
 
 /// Buckets of `gateway_broadcast_fanout` (recipients of one broadcast).
@@ -82,12 +82,12 @@ pub(super) const CALL_BUCKETS: &[f64] = &[
 ];
 
 /// The `namespace` label of connection attempts that matched no policy.
-pub const UNKNOWN_NAMESPACE: &str = "unknown";
+pub(crate) const UNKNOWN_NAMESPACE: &str = "unknown";
 
 /// Why a client could not connect to a namespace (`reason` label of
 /// `gateway_connect_errors_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ConnectErrorReason {
+pub(crate) enum ConnectErrorReason {
     /// No namespace policy matches (`Invalid namespace`).
     InvalidNamespace,
     /// `limits.max_namespaces_per_connection` reached.
@@ -107,7 +107,7 @@ pub enum ConnectErrorReason {
 }
 
 impl ConnectErrorReason {
-    pub const ALL: [Self; 7] = [
+    pub(crate) const ALL: [Self; 7] = [
         Self::InvalidNamespace,
         Self::TooManyNamespaces,
         Self::Unauthorized,
@@ -117,7 +117,7 @@ impl ConnectErrorReason {
         Self::ClusterUnavailable,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::InvalidNamespace => "invalid_namespace",
             Self::TooManyNamespaces => "too_many_namespaces",
@@ -132,7 +132,7 @@ impl ConnectErrorReason {
 
 /// A Redis operation (`op` label of `gateway_redis_errors_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RedisOp {
+pub(crate) enum RedisOp {
     Publish,
     Subscribe,
     Unsubscribe,
@@ -141,7 +141,7 @@ pub enum RedisOp {
 }
 
 impl RedisOp {
-    pub const ALL: [Self; 5] = [
+    pub(crate) const ALL: [Self; 5] = [
         Self::Publish,
         Self::Subscribe,
         Self::Unsubscribe,
@@ -149,7 +149,7 @@ impl RedisOp {
         Self::Heartbeat,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Publish => "publish",
             Self::Subscribe => "subscribe",
@@ -174,7 +174,7 @@ pub enum AdminMethod {
 }
 
 impl AdminMethod {
-    pub const ALL: [Self; 8] = [
+    pub(crate) const ALL: [Self; 8] = [
         Self::Emit,
         Self::EmitWithAck,
         Self::JoinRooms,
@@ -185,7 +185,7 @@ impl AdminMethod {
         Self::ClusterInfo,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Emit => "Emit",
             Self::EmitWithAck => "EmitWithAck",
@@ -200,7 +200,7 @@ impl AdminMethod {
 
     /// The method named `name`, or by the last segment of a gRPC path
     /// (`/socketio_gateway.admin.v1.Admin/Emit`).
-    pub fn parse(name: &str) -> Option<Self> {
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         let name = name.rsplit('/').next().unwrap_or(name);
         Self::ALL.into_iter().find(|m| m.as_str() == name)
     }
@@ -230,11 +230,6 @@ pub(super) const GRPC_OK: i32 = 0;
 pub(super) const GRPC_CANCELLED: i32 = 1;
 pub(super) const GRPC_UNKNOWN: i32 = 2;
 
-/// The label of gRPC status code `code` (`tonic::Code as i32`).
-pub fn grpc_code_name(code: i32) -> &'static str {
-    GRPC_CODES[grpc_code_index(code)]
-}
-
 pub(super) fn grpc_code_index(code: i32) -> usize {
     usize::try_from(code)
         .ok()
@@ -244,16 +239,16 @@ pub(super) fn grpc_code_index(code: i32) -> usize {
 
 /// A backend hook (`hook` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HookKind {
+pub(crate) enum HookKind {
     Connect,
     Event,
     Disconnect,
 }
 
 impl HookKind {
-    pub const ALL: [Self; 3] = [Self::Connect, Self::Event, Self::Disconnect];
+    pub(crate) const ALL: [Self; 3] = [Self::Connect, Self::Event, Self::Disconnect];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Connect => "connect",
             Self::Event => "event",
@@ -265,7 +260,7 @@ impl HookKind {
 /// How a hook call ended (`result` label; the alert counts everything but
 /// `ok` as an error). A refusal by the backend is an answer: `ok`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HookResult {
+pub(crate) enum HookResult {
     Ok,
     /// The backend answered with an error status.
     Error,
@@ -280,7 +275,7 @@ pub enum HookResult {
 }
 
 impl HookResult {
-    pub const ALL: [Self; 6] = [
+    pub(crate) const ALL: [Self; 6] = [
         Self::Ok,
         Self::Error,
         Self::Timeout,
@@ -289,7 +284,7 @@ impl HookResult {
         Self::Cancelled,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::Error => "error",

@@ -30,9 +30,9 @@ use parking_lot::RwLock;
 
 static METADATA: Metadata<'static> = Metadata::new("gateway", Level::INFO, Some(module_path!()));
 
-pub use super::contract::{
+pub(crate) use super::contract::{
     AdminMethod, ConnectErrorReason, HookKind, HookResult, HttpPhase, RedisOp, UNKNOWN_NAMESPACE,
-    grpc_code_name, names,
+    names,
 };
 use super::contract::{
     CALL_BUCKETS, FANOUT_BUCKETS, GRPC_CANCELLED, GRPC_CODES, GRPC_OK, LAG_BUCKETS, describe,
@@ -89,7 +89,7 @@ fn label(v: &'static str) -> SharedString {
 
 /// Traffic counters and the connection gauge of one transport.
 #[derive(Debug)]
-pub struct TransportMetrics {
+pub(crate) struct TransportMetrics {
     connections: Gauge,
     packets_received: Counter,
     packets_sent: Counter,
@@ -112,14 +112,14 @@ impl TransportMetrics {
     }
 
     /// `packets` Engine.IO packets of `bytes` bytes in total came in.
-    pub fn received(&self, packets: u64, bytes: u64) {
+    pub(crate) fn received(&self, packets: u64, bytes: u64) {
         self.packets_received.increment(packets);
         self.bytes_received.increment(bytes);
     }
 
     /// `packets` Engine.IO packets of `bytes` bytes in total went out in
     /// `writes` writes (count a written batch at once).
-    pub fn sent(&self, packets: u64, bytes: u64, writes: u64) {
+    pub(crate) fn sent(&self, packets: u64, bytes: u64, writes: u64) {
         self.packets_sent.increment(packets);
         self.bytes_sent.increment(bytes);
         self.writes.increment(writes);
@@ -129,8 +129,7 @@ impl TransportMetrics {
 /// The series of one namespace policy (`namespace` label). Get it once
 /// through [`Metrics::namespace`] and keep it beside the namespace.
 #[derive(Debug)]
-pub struct NamespaceMetrics {
-    name: Box<str>,
+pub(crate) struct NamespaceMetrics {
     sockets: Gauge,
     connects: Counter,
     connect_errors: [Counter; ConnectErrorReason::ALL.len()],
@@ -141,7 +140,6 @@ impl NamespaceMetrics {
     fn new(r: &Registrar<'_>, name: &str) -> Self {
         let ns = || -> SharedString { SharedString::from_owned(name.to_owned()) };
         Self {
-            name: name.into(),
             sockets: r.gauge(names::SOCKETS, vec![("namespace", ns())]),
             connects: r.counter(names::CONNECTS, vec![("namespace", ns())]),
             connect_errors: ConnectErrorReason::ALL.map(|reason| {
@@ -154,19 +152,14 @@ impl NamespaceMetrics {
         }
     }
 
-    /// The `namespace` label.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// A socket connected to the namespace.
-    pub fn connected(&self) {
+    pub(crate) fn connected(&self) {
         self.sockets.increment(1.0);
         self.connects.increment(1);
     }
 
     /// A connection attempt to the namespace was refused.
-    pub fn connect_error(&self, reason: ConnectErrorReason) {
+    pub(crate) fn connect_error(&self, reason: ConnectErrorReason) {
         let i = ConnectErrorReason::ALL
             .iter()
             .position(|r| *r == reason)
@@ -175,12 +168,12 @@ impl NamespaceMetrics {
     }
 
     /// `n` rooms of the namespace got their first local member.
-    pub fn rooms_added(&self, n: usize) {
+    pub(crate) fn rooms_added(&self, n: usize) {
         self.rooms.increment(n as f64);
     }
 
     /// `n` rooms of the namespace lost their last local member.
-    pub fn rooms_removed(&self, n: usize) {
+    pub(crate) fn rooms_removed(&self, n: usize) {
         self.rooms.decrement(n as f64);
     }
 }
@@ -236,7 +229,7 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// A fresh set of metrics with its own recorder. `namespaces` are the
     /// configured policy names, registered up front.
-    pub fn new<'a>(namespaces: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn new<'a>(namespaces: impl IntoIterator<Item = &'a str>) -> Self {
         let mut builder = PrometheusBuilder::new();
         for (name, buckets) in [
             (names::BROADCAST_FANOUT, FANOUT_BUCKETS),
@@ -326,7 +319,7 @@ impl Metrics {
     }
 
     /// Metrics for the namespaces of `config` (the default `/` when none).
-    pub fn for_config(config: &crate::config::Config) -> Self {
+    pub(crate) fn for_config(config: &crate::config::Config) -> Self {
         let names: Vec<String> = config
             .effective_namespaces()
             .into_iter()
@@ -346,32 +339,27 @@ impl Metrics {
         self.handle.render()
     }
 
-    /// The handle the `/metrics` endpoint renders from.
-    pub fn handle(&self) -> &PrometheusHandle {
-        &self.handle
-    }
-
     /// Folds recorded histogram samples into their buckets. Rendering does
     /// it too; the node runs it every few seconds so that samples do not
     /// pile up in memory when nobody scrapes.
-    pub fn run_upkeep(&self) {
+    pub(crate) fn run_upkeep(&self) {
         self.handle.run_upkeep();
     }
 
     // ---- Engine.IO connections and traffic ----
 
     /// The traffic counters of transport `t`.
-    pub fn transport(&self, t: Transport) -> &TransportMetrics {
+    pub(crate) fn transport(&self, t: Transport) -> &TransportMetrics {
         &self.transports[transport_index(t)]
     }
 
     /// An Engine.IO connection opened on `t`.
-    pub fn engine_opened(&self, t: Transport) {
+    pub(crate) fn engine_opened(&self, t: Transport) {
         self.transport(t).connections.increment(1.0);
     }
 
     /// A connection moved from polling to WebSocket.
-    pub fn engine_upgraded(&self) {
+    pub(crate) fn engine_upgraded(&self) {
         self.transport(Transport::Polling)
             .connections
             .decrement(1.0);
@@ -384,7 +372,7 @@ impl Metrics {
     /// consumers, and connect timeouts as connect errors (namespace
     /// `unknown`); the sockets it carried are counted by
     /// [`Metrics::socket_disconnected`].
-    pub fn engine_closed(&self, t: Transport, reason: DisconnectReason) {
+    pub(crate) fn engine_closed(&self, t: Transport, reason: DisconnectReason) {
         self.transport(t).connections.decrement(1.0);
         match reason {
             DisconnectReason::SlowConsumer => self.slow_consumer_disconnects.increment(1),
@@ -400,7 +388,7 @@ impl Metrics {
     /// The series of the namespace policy `policy_name` (the configured name
     /// or pattern, never a client-supplied name). Registered on first use;
     /// keep the handle.
-    pub fn namespace(&self, policy_name: &str) -> Arc<NamespaceMetrics> {
+    pub(crate) fn namespace(&self, policy_name: &str) -> Arc<NamespaceMetrics> {
         if let Some(m) = self.namespaces.read().get(policy_name) {
             return m.clone();
         }
@@ -414,13 +402,13 @@ impl Metrics {
 
     /// The series of connection attempts that matched no policy
     /// (`namespace="unknown"`), for [`ConnectErrorReason::InvalidNamespace`].
-    pub fn unknown_namespace(&self) -> &NamespaceMetrics {
+    pub(crate) fn unknown_namespace(&self) -> &NamespaceMetrics {
         &self.unknown_namespace
     }
 
     /// A socket of `ns` disconnected for `reason` (one per namespace socket:
     /// a connection closing with two sockets counts two).
-    pub fn socket_disconnected(&self, ns: &NamespaceMetrics, reason: DisconnectReason) {
+    pub(crate) fn socket_disconnected(&self, ns: &NamespaceMetrics, reason: DisconnectReason) {
         ns.sockets.decrement(1.0);
         self.disconnects[reason as usize].increment(1);
     }
@@ -428,19 +416,19 @@ impl Metrics {
     // ---- Delivery ----
 
     /// `n` messages were queued to local sockets (acks and single emits).
-    pub fn delivered(&self, n: u64) {
+    pub(crate) fn delivered(&self, n: u64) {
         self.deliveries.increment(n);
     }
 
     /// One broadcast reached `recipients` local sockets (also counted as
     /// deliveries).
-    pub fn broadcast(&self, recipients: usize) {
+    pub(crate) fn broadcast(&self, recipients: usize) {
         self.broadcast_fanout.record(recipients as f64);
         self.deliveries.increment(recipients as u64);
     }
 
     /// A volatile message was dropped for a socket whose queue was full.
-    pub fn slow_consumer_drop(&self) {
+    pub(crate) fn slow_consumer_drop(&self) {
         self.slow_consumer_drops.increment(1);
     }
 
@@ -456,20 +444,20 @@ impl Metrics {
     }
 
     /// The Redis connection went up or down (enables the series).
-    pub fn set_redis_connected(&self, up: bool) {
+    pub(crate) fn set_redis_connected(&self, up: bool) {
         self.enable_redis();
         if let Some(g) = self.redis_connected.get() {
             g.set(if up { 1.0 } else { 0.0 });
         }
     }
 
-    pub fn redis_published(&self) {
+    pub(crate) fn redis_published(&self) {
         self.redis_publishes.increment(1);
     }
 
     /// A message came from Redis; `lag` is the time since its publisher sent
     /// it, when the message says (see [`Metrics::lag_since_unix_micros`]).
-    pub fn redis_received(&self, lag: Option<Duration>) {
+    pub(crate) fn redis_received(&self, lag: Option<Duration>) {
         self.redis_receives.increment(1);
         if let Some(lag) = lag {
             self.redis_lag.record(lag.as_secs_f64());
@@ -479,24 +467,16 @@ impl Metrics {
     /// The delay since `sent_unix_micros` (the publisher's wall clock, in
     /// microseconds since the Unix epoch); zero when the clocks disagree
     /// the other way.
-    pub fn lag_since_unix_micros(sent_unix_micros: u64) -> Duration {
+    pub(crate) fn lag_since_unix_micros(sent_unix_micros: u64) -> Duration {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         now.saturating_sub(Duration::from_micros(sent_unix_micros))
     }
 
-    pub fn redis_error(&self, op: RedisOp) {
+    pub(crate) fn redis_error(&self, op: RedisOp) {
         let i = RedisOp::ALL.iter().position(|o| *o == op).unwrap_or(0);
         self.redis_errors[i].increment(1);
-    }
-
-    pub fn redis_subscribed(&self) {
-        self.redis_subscriptions.increment(1.0);
-    }
-
-    pub fn redis_unsubscribed(&self) {
-        self.redis_subscriptions.decrement(1.0);
     }
 
     pub fn set_redis_subscriptions(&self, n: usize) {
@@ -524,7 +504,7 @@ impl Metrics {
 
     /// Starts timing an admin call; [`AdminCall::finish`] records it. Dropped
     /// unfinished, it counts as `CANCELLED`.
-    pub fn admin_call(&self, method: AdminMethod) -> AdminCall<'_> {
+    pub(crate) fn admin_call(&self, method: AdminMethod) -> AdminCall<'_> {
         self.admin.in_flight.increment(1.0);
         AdminCall {
             metrics: self,
@@ -536,7 +516,7 @@ impl Metrics {
 
     /// Starts timing a hook call; [`HookCall::finish`] records it. Dropped
     /// unfinished, it counts as [`HookResult::Cancelled`].
-    pub fn hook_call(&self, hook: HookKind) -> HookCall<'_> {
+    pub(crate) fn hook_call(&self, hook: HookKind) -> HookCall<'_> {
         self.hooks.in_flight.increment(1.0);
         HookCall {
             metrics: self,
@@ -548,19 +528,19 @@ impl Metrics {
 
     // ---- Lifecycle and cluster ----
 
-    pub fn set_draining(&self, draining: bool) {
+    pub(crate) fn set_draining(&self, draining: bool) {
         self.draining.set(if draining { 1.0 } else { 0.0 });
     }
 
     /// Live nodes in the cluster registry, this one included (1 alone).
-    pub fn set_cluster_nodes(&self, n: usize) {
+    pub(crate) fn set_cluster_nodes(&self, n: usize) {
         self.cluster_nodes.set(n as f64);
     }
 
     // ---- Client listener ----
 
     /// A client TCP connection opened (`delta` 1) or closed (-1).
-    pub fn tcp_connections_changed(&self, delta: i64) {
+    pub(crate) fn tcp_connections_changed(&self, delta: i64) {
         if delta >= 0 {
             self.tcp_connections.increment(delta as f64);
         } else {
@@ -569,24 +549,24 @@ impl Metrics {
     }
 
     /// A client TCP connection was closed at accept, over the bound.
-    pub fn tcp_connection_refused(&self) {
+    pub(crate) fn tcp_connection_refused(&self) {
         self.tcp_connections_refused.increment(1);
     }
 
     /// An accept failed; `fd_exhausted` when for want of file descriptors.
-    pub fn accept_error(&self, fd_exhausted: bool) {
+    pub(crate) fn accept_error(&self, fd_exhausted: bool) {
         self.accept_errors[usize::from(!fd_exhausted)].increment(1);
     }
 
     /// An HTTP connection was closed for a request not sent in time.
-    pub fn http_timeout(&self, phase: HttpPhase) {
+    pub(crate) fn http_timeout(&self, phase: HttpPhase) {
         self.http_timeouts[phase as usize].increment(1);
     }
 }
 
 /// An admin call being timed (see [`Metrics::admin_call`]).
 #[must_use = "finish the call with its gRPC code"]
-pub struct AdminCall<'a> {
+pub(crate) struct AdminCall<'a> {
     metrics: &'a Metrics,
     method: AdminMethod,
     start: Instant,
@@ -595,7 +575,7 @@ pub struct AdminCall<'a> {
 
 impl AdminCall<'_> {
     /// Records the call with gRPC status `code` (`tonic::Code as i32`).
-    pub fn finish(mut self, code: i32) {
+    pub(crate) fn finish(mut self, code: i32) {
         self.record(code);
     }
 
@@ -622,7 +602,7 @@ impl Drop for AdminCall<'_> {
 
 /// A hook call being timed (see [`Metrics::hook_call`]).
 #[must_use = "finish the call with its result"]
-pub struct HookCall<'a> {
+pub(crate) struct HookCall<'a> {
     metrics: &'a Metrics,
     hook: HookKind,
     start: Instant,
@@ -630,7 +610,7 @@ pub struct HookCall<'a> {
 }
 
 impl HookCall<'_> {
-    pub fn finish(mut self, result: HookResult) {
+    pub(crate) fn finish(mut self, result: HookResult) {
         self.record(result);
     }
 
@@ -883,7 +863,6 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(value(&text, names::HOOK_IN_FLIGHT, &[]), Some(0.0));
-        assert_eq!(grpc_code_name(99), "UNKNOWN");
     }
 
     #[test]
@@ -892,9 +871,7 @@ mod tests {
         m.redis_published();
         m.redis_received(Some(Duration::from_millis(3)));
         m.redis_error(RedisOp::Subscribe);
-        m.redis_subscribed();
-        m.redis_subscribed();
-        m.redis_unsubscribed();
+        m.set_redis_subscriptions(1);
         let text = m.render();
         assert_eq!(value(&text, names::REDIS_PUBLISHES, &[]), Some(1.0));
         assert_eq!(value(&text, names::REDIS_RECEIVES, &[]), Some(1.0));

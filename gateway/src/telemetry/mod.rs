@@ -6,19 +6,19 @@
 //!   per node, every handle registered at startup, cheap updates on the hot
 //!   path; rendered by the operations port (`crate::ops`).
 //! - [`trace`]: the process's logs (text or JSON) and OpenTelemetry spans
-//!   exported over OTLP ([`init`]), span helpers for connections, admin and
-//!   hook calls and the cluster bus, and the W3C [`TraceContext`] that bus
-//!   messages carry across nodes.
+//!   exported over OTLP ([`init`]): one span per admin call
+//!   ([`admin_span`]), a child of the caller's W3C [`TraceContext`] when the
+//!   call carries one.
 
-pub mod contract;
+pub(crate) mod contract;
 pub mod metrics;
 pub mod trace;
 
-pub use metrics::{
-    AdminCall, AdminMethod, ConnectErrorReason, HookCall, HookKind, HookResult, HttpPhase, Metrics,
-    NamespaceMetrics, RedisOp, TransportMetrics,
+pub use contract::AdminMethod;
+pub use contract::names;
+pub use metrics::Metrics;
+pub(crate) use metrics::{
+    AdminCall, ConnectErrorReason, HookCall, HookKind, HookResult, HttpPhase, NamespaceMetrics,
+    RedisOp,
 };
-pub use trace::{
-    TelemetryError, TelemetryGuard, TraceContext, TracingOptions, admin_span, bus_publish_span,
-    bus_receive_span, connection_span, extract_context, hook_span, init, inject_context,
-};
+pub use trace::{TelemetryError, TelemetryGuard, TraceContext, TracingOptions, admin_span, init};

@@ -11,11 +11,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway::Engine;
+use gateway::Readiness;
 use gateway::admin::AdminStats;
 use gateway::cluster::LocalBus;
-use gateway::engine::Engine;
 use gateway::hooks::Hooks;
-use gateway::ops::Readiness;
 use gateway::{Config, Listeners, Node, RunError, SocketIo};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;

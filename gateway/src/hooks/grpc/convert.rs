@@ -9,7 +9,7 @@ use crate::reason::DisconnectReason;
 use crate::socketio::{Payload, payload};
 
 /// `DisconnectReason` as Socket.IO's server-side disconnect reason text.
-pub fn socketio_reason(reason: DisconnectReason) -> &'static str {
+pub(crate) fn socketio_reason(reason: DisconnectReason) -> &'static str {
     match reason {
         DisconnectReason::ClientDisconnect => "client namespace disconnect",
         DisconnectReason::ClientClose | DisconnectReason::TransportClose => "transport close",

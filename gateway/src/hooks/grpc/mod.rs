@@ -48,16 +48,16 @@ use crate::config::{Config, ConfigError, HooksConfig, NamespaceMatcher};
 use crate::reason::DisconnectReason;
 use crate::socketio::{Payload, Socket};
 use call::*;
-pub use convert::socketio_reason;
+pub(crate) use convert::socketio_reason;
 use convert::*;
-pub use stats::{HookCounts, HookStats, RpcCounts, RpcStats};
+pub(crate) use stats::{HookCounts, HookStats, RpcStats};
 
 /// Longest message of a backend's error status passed on to a client; longer
 /// ones are cut (at a character boundary).
 const MAX_CLIENT_MESSAGE: usize = 1024;
 
 /// Whether any namespace of `config` names a hooks backend.
-pub fn configured(config: &Config) -> bool {
+pub(crate) fn configured(config: &Config) -> bool {
     config.namespaces.iter().any(|ns| ns.hooks.is_some())
 }
 
@@ -209,7 +209,7 @@ impl GrpcHooks {
 
     /// [`GrpcHooks::from_config`] recording its calls in `metrics`: how a
     /// node wires the hooks its configuration names.
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         metrics: Arc<crate::telemetry::Metrics>,
     ) -> Result<Self, ConfigError> {
@@ -230,14 +230,9 @@ impl GrpcHooks {
         self.inner.stats.read()
     }
 
-    /// The counters themselves, for an exporter that reads them on scrape.
-    pub fn stats_handle(&self) -> Arc<HookStats> {
-        self.inner.stats.clone()
-    }
-
     /// Waits up to `grace` for the `OnDisconnect` calls still under way (at
     /// shutdown, after the sessions closed). True when all finished.
-    pub async fn drain(&self, grace: Duration) -> bool {
+    pub(crate) async fn drain(&self, grace: Duration) -> bool {
         let tasks = &self.inner.disconnects;
         tasks.close();
         let done = tokio::time::timeout(grace, tasks.wait()).await.is_ok();

@@ -9,7 +9,7 @@ use super::*;
 /// Counters of one rpc, next to the telemetry module's metrics
 /// (`gateway_hook_*`), for the hooks' own [`GrpcHooks::stats`].
 #[derive(Debug, Default)]
-pub struct RpcStats {
+pub(crate) struct RpcStats {
     calls: AtomicU64,
     ok: AtomicU64,
     pub(super) refused: AtomicU64,
@@ -77,10 +77,10 @@ impl RpcStats {
 
 /// Hook latency and errors, per rpc.
 #[derive(Debug, Default)]
-pub struct HookStats {
-    pub connect: RpcStats,
-    pub event: RpcStats,
-    pub disconnect: RpcStats,
+pub(crate) struct HookStats {
+    pub(crate) connect: RpcStats,
+    pub(crate) event: RpcStats,
+    pub(crate) disconnect: RpcStats,
 }
 
 /// A reading of [`HookStats`].
@@ -92,7 +92,7 @@ pub struct HookCounts {
 }
 
 impl HookStats {
-    pub fn read(&self) -> HookCounts {
+    pub(crate) fn read(&self) -> HookCounts {
         HookCounts {
             connect: self.connect.read(),
             event: self.event.read(),
