@@ -19,7 +19,7 @@ use support::eio::{
 };
 use support::node::{start, start_with};
 use support::raw::RawWs;
-use support::wait::{eventually, settle, within};
+use support::wait::{eventually, poll_parked, within};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -290,7 +290,7 @@ async fn polling_client_close_answers_the_pending_get_with_noop() {
         let poll = poll.clone();
         async move { poll.get().await }
     });
-    settle().await;
+    poll_parked(&node.engine, &poll.sid).await;
     poll.post_ok("1").await;
     let (status, body) = within("the pending GET", pending).await.unwrap();
     assert_eq!((status, body.as_str()), (200, "6"));
@@ -340,7 +340,7 @@ async fn upgrade_from_polling_to_websocket() {
         let poll = poll.clone();
         async move { poll.get().await }
     });
-    settle().await;
+    poll_parked(&node.engine, &poll.sid).await;
 
     let mut ws = ws_connect(&node.ws_url(&format!("EIO=4&transport=websocket&sid={}", poll.sid)))
         .await
@@ -464,7 +464,7 @@ async fn concurrent_polls_close_the_session() {
         let poll = poll.clone();
         async move { poll.get().await }
     });
-    settle().await;
+    poll_parked(&node.engine, &poll.sid).await;
     let (status, body) = poll.get().await;
     assert_eq!(status, 400, "second concurrent GET answered {body:?}");
     let (status, body) = within("the first GET", first).await.unwrap();
@@ -495,7 +495,7 @@ async fn a_cancelled_poll_closes_the_session() {
         let poll = poll.clone();
         async move { poll.get().await }
     });
-    settle().await;
+    poll_parked(&node.engine, &poll.sid).await;
     abandoned.abort();
     let _ = abandoned.await;
     // Without the close this GET would wait for the next ping (3 s) and

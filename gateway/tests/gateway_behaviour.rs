@@ -13,7 +13,7 @@ use gateway::socketio::{Payload, Target};
 use serde_json::{Value, json};
 use support::eio::{PollClient, WsClient, connect_reply_sid, nsp_prefix};
 use support::node::{TestNode, start_plain, start_with};
-use support::wait::{eventually, settle, within};
+use support::wait::{eventually, poll_parked, within};
 
 const SECRET: &str = "integration-test-secret";
 
@@ -558,7 +558,7 @@ async fn stopping_the_node_closes_every_session() {
         let poll = poll.clone();
         async move { poll.get().await }
     });
-    settle().await;
+    poll_parked(&engine, &poll.sid).await;
     node.stop().await;
     ws.expect_closed().await;
     let (status, body) = within("the pending GET", pending).await.unwrap();

@@ -16,9 +16,16 @@ use tokio_util::task::TaskTracker;
 
 use super::message::{Answer, Broadcast, BusMessage, Heartbeat, Op, Request, Response, Target};
 use super::registry::now_ms;
-use super::{BusError, BusEvent, Channels, ClusterBus, NodeInfo, Registry, Sent, Subscriptions};
+use super::{
+    BusError, BusEvent, Channels, ClusterBus, Held, NodeInfo, Registry, Sent, Subscriptions,
+};
 use crate::config::ClusterConfig;
 use crate::telemetry::{Metrics, RedisOp};
+
+/// How long a join waits for the node's subscription to the room channel
+/// before answering (so a publish from another node right after the answer
+/// is not missed); past it the join is undone and answered with an error.
+const SUBSCRIBE_WAIT: Duration = Duration::from_secs(5);
 
 /// A cluster operation that could not complete.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -118,6 +125,62 @@ impl Adapter {
     /// The bus is connected (readiness).
     pub fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire) && self.bus.is_connected()
+    }
+
+    /// Waits until the node receives other nodes' emits to `room` of `nsp`:
+    /// what must be true before a join is acknowledged. An error when the
+    /// bus is down or does not confirm the subscription in time.
+    pub(crate) async fn room_subscribed(&self, nsp: &str, room: &str) -> Result<(), BusError> {
+        // A socket's own-id room reaches it through its node's channel.
+        let channel = if crate::ids::is_socket_id_shape(room) {
+            self.channels.node(&self.node_id)
+        } else {
+            self.channels.room(nsp, room)
+        };
+        self.subscribed(&[channel]).await
+    }
+
+    /// Waits until the bus confirmed every one of `channels` (which must be
+    /// wanted), at most [`SUBSCRIBE_WAIT`]; at once an error while the bus
+    /// is known to be down.
+    pub(crate) async fn subscribed(&self, channels: &[String]) -> Result<(), BusError> {
+        if !self.bus.may_have_peers() {
+            return Ok(());
+        }
+        for channel in channels {
+            if !self.subscriptions.is_active(channel) && !self.is_connected() {
+                return Err(BusError::Unavailable("not connected".into()));
+            }
+            if let Err(e) = self
+                .subscriptions
+                .wait_active(channel, SUBSCRIBE_WAIT)
+                .await
+            {
+                tracing::warn!(channel, error = %e, "subscription not confirmed");
+                return Err(BusError::Unavailable(e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps `channels` subscribed while the guard lives.
+    pub(crate) fn hold(&self, channels: Vec<String>) -> Held {
+        self.subscriptions.hold(channels)
+    }
+
+    /// The bus channels a new socket of namespace `nsp` needs before its
+    /// CONNECT is answered: the namespace's (whole-namespace emits), this
+    /// node's (emits to the socket's own id) and its initial rooms'.
+    pub(crate) fn connect_channels(&self, nsp: &str, rooms: &[String]) -> Vec<String> {
+        let channels = &self.channels;
+        let mut out = vec![channels.namespace(nsp), channels.node(&self.node_id)];
+        out.extend(
+            rooms
+                .iter()
+                .filter(|r| !crate::ids::is_socket_id_shape(r))
+                .map(|r| channels.room(nsp, r)),
+        );
+        out
     }
 
     pub(crate) fn request_timeout(&self) -> Duration {

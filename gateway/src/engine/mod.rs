@@ -31,6 +31,35 @@ use crate::reason::DisconnectReason;
 pub(crate) use queue::{Frame, PushError};
 pub use session::Session;
 
+/// The same encoded frames sent to many sessions: each recipient's queue
+/// gets them as [`Session::send`] would, and the WebSocket writes are
+/// scheduled together when the broadcast is dropped (one lock of each
+/// writer shard per broadcast instead of one per recipient).
+pub(crate) struct Broadcast<'a> {
+    frames: &'a [Frame],
+    batch: flusher::ScheduleBatch,
+}
+
+impl<'a> Broadcast<'a> {
+    pub(crate) fn new(frames: &'a [Frame]) -> Self {
+        Self {
+            frames,
+            batch: flusher::ScheduleBatch::default(),
+        }
+    }
+
+    /// Queues the frames for `session`; on error nothing was queued.
+    pub(crate) fn send(&mut self, session: &Session) -> Result<(), PushError> {
+        session.queue.push_all_batched(self.frames, &mut self.batch)
+    }
+}
+
+impl Drop for Broadcast<'_> {
+    fn drop(&mut self) {
+        std::mem::take(&mut self.batch).submit();
+    }
+}
+
 /// The Socket.IO side of one Engine.IO session.
 #[async_trait::async_trait]
 pub(crate) trait Connection: Send + Sync {

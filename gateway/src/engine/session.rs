@@ -154,20 +154,16 @@ impl Session {
         self.queue.push_all(frames)
     }
 
-    /// [`Session::send`] for one recipient of a broadcast: the WebSocket
-    /// write is scheduled in `batch`, which the caller submits once.
-    pub(crate) fn send_batched(
-        &self,
-        frames: &[Frame],
-        batch: &mut super::flusher::ScheduleBatch,
-    ) -> Result<(), PushError> {
-        self.queue.push_all_batched(frames, batch)
-    }
-
     /// The outbound queue's state (frames and bytes waiting, whether the
     /// socket is full), read-only.
     pub fn queue(&self) -> &OutboundQueue {
         &self.queue
+    }
+
+    /// Whether a long-polling GET is being answered (parked until there is
+    /// something to send): a client may not send a second one meanwhile.
+    pub fn has_pending_poll(&self) -> bool {
+        self.poll.lock().get_active
     }
 
     pub fn transport(&self) -> Transport {

@@ -302,10 +302,10 @@ impl Client {
         // time is a refusal the client hears.
         let max_rooms = self.io.config().limits.max_rooms_per_socket;
         rooms.truncate(max_rooms);
-        let channels = self.io.connect_channels(nsp, &rooms);
-        let _held = self.io.hold_channels(channels.clone());
+        let channels = self.io.adapter().connect_channels(nsp, &rooms);
+        let _held = self.io.adapter().hold(channels.clone());
         if self.io.adapter().is_connected()
-            && let Err(e) = self.io.subscribed(&channels).await
+            && let Err(e) = self.io.adapter().subscribed(&channels).await
         {
             let why = (Some(&*policy), ConnectErrorReason::ClusterUnavailable);
             self.refuse(&session, nsp, why, &e.to_string(), None);
@@ -483,7 +483,12 @@ impl Client {
                     Ok(Joined::Already) => false,
                     Err(e) => return err_ack(e),
                 };
-                match self.io.room_subscribed(socket.namespace(), &room).await {
+                match self
+                    .io
+                    .adapter()
+                    .room_subscribed(&socket.namespace().name, &room)
+                    .await
+                {
                     Ok(()) => ok_ack(),
                     Err(e) => {
                         if fresh {

@@ -17,8 +17,7 @@ use crate::auth::JwtVerifier;
 use crate::cluster::target::Name;
 use crate::cluster::{Channels, Subscriptions, Target};
 use crate::config::{Config, ConfigError, NamespaceConfig, NamespaceMatcher};
-use crate::engine::flusher::ScheduleBatch;
-use crate::engine::{Frame, PushError};
+use crate::engine::{Broadcast, Frame, PushError};
 use crate::reason::DisconnectReason;
 use crate::telemetry::{Metrics, NamespaceMetrics};
 
@@ -317,16 +316,14 @@ impl Namespace {
     /// as a slow consumer (or, for a volatile emit, skips it).
     pub(crate) fn deliver(&self, target: &Target, only: Option<&[u32]>, frames: &[Frame]) -> usize {
         let mut delivered = 0;
-        let mut batch = ScheduleBatch::default();
-        self.for_each_target(target, only, |s| {
-            match s.session().send_batched(frames, &mut batch) {
-                Ok(()) => delivered += 1,
-                Err(PushError::Full) if target.volatile => self.watch.metrics.slow_consumer_drop(),
-                Err(PushError::Full) => s.session().close(DisconnectReason::SlowConsumer),
-                Err(PushError::Closed) => {}
-            }
+        let mut broadcast = Broadcast::new(frames);
+        self.for_each_target(target, only, |s| match broadcast.send(s.session()) {
+            Ok(()) => delivered += 1,
+            Err(PushError::Full) if target.volatile => self.watch.metrics.slow_consumer_drop(),
+            Err(PushError::Full) => s.session().close(DisconnectReason::SlowConsumer),
+            Err(PushError::Closed) => {}
         });
-        batch.submit();
+        drop(broadcast); // schedules the writes
         self.watch.metrics.broadcast(delivered);
         delivered
     }

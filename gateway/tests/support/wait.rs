@@ -1,6 +1,5 @@
 //! Waiting without sleeping: a condition polled until it holds, a future
-//! bounded in time, both failing the test loudly at a deadline. A fixed
-//! pause exists once, [`settle`], for the one ordering no API shows.
+//! bounded in time, both failing the test loudly at a deadline.
 
 use std::future::Future;
 use std::time::Duration;
@@ -64,10 +63,12 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
-/// A short pause that only orders two requests of one client: "this GET is
-/// pending at the node before that request is sent". Nothing the node
-/// exposes says a long-poll is parked, so this is the one fixed pause left;
-/// never an assertion.
-pub async fn settle() {
-    tokio::time::sleep(Duration::from_millis(100)).await;
+/// Waits until the session `sid` of `engine` has a long-polling GET parked,
+/// to order two requests of one client ("this GET is pending at the node
+/// before that request is sent").
+pub async fn poll_parked(engine: &gateway::Engine, sid: &str) {
+    eventually("a long-polling GET parked at the node", || {
+        engine.get(sid).is_some_and(|s| s.has_pending_poll())
+    })
+    .await;
 }
