@@ -878,7 +878,7 @@ impl Config {
             ));
         }
         if let Some(id) = &self.cluster.node_id
-            && !crate::ids::is_valid_node_id(id)
+            && crate::ids::NodeId::parse(id).is_none()
         {
             return Err(invalid(format!(
                 "cluster.node_id {id:?} must be {} characters of [A-Za-z0-9_-]",

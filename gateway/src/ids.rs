@@ -7,6 +7,7 @@
 //! node without a per-socket subscription.
 
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
 /// Length of a node id, the prefix of every socket id.
 pub(crate) const NODE_ID_LEN: usize = 6;
@@ -22,15 +23,66 @@ fn random_chars(out: &mut String, n: usize) {
     }
 }
 
-/// A fresh random node id.
-pub(crate) fn new_node_id() -> String {
-    let mut s = String::with_capacity(NODE_ID_LEN);
-    random_chars(&mut s, NODE_ID_LEN);
-    s
+/// A node's id: [`NODE_ID_LEN`] characters of the id alphabet, the prefix
+/// of every socket id the node hands out. A type of its own so that a node
+/// id is never taken for a socket id, a room or a namespace (all strings of
+/// the same alphabet); on the bus and in the API it is its text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct NodeId([u8; NODE_ID_LEN]);
+
+impl NodeId {
+    /// A fresh random node id.
+    pub(crate) fn random() -> Self {
+        let mut rng = rand::rng();
+        Self(std::array::from_fn(|_| ALPHABET[rng.random_range(0..64)]))
+    }
+
+    /// `s` as a node id, when it has the shape of one.
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        let bytes: [u8; NODE_ID_LEN] = s.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| ALPHABET.contains(b))
+            .then_some(Self(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only alphabet bytes (ASCII) are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
-pub(crate) fn is_valid_node_id(id: &str) -> bool {
-    id.len() == NODE_ID_LEN && id.bytes().all(|b| ALPHABET.contains(&b))
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NodeId({})", self.as_str())
+    }
+}
+
+impl TryFrom<String> for NodeId {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s).ok_or_else(|| format!("{s:?} is not a node id"))
+    }
+}
+
+impl From<NodeId> for String {
+    fn from(id: NodeId) -> String {
+        id.as_str().to_owned()
+    }
+}
+
+impl PartialEq<str> for NodeId {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
 }
 
 /// A fresh Engine.IO session id.
@@ -40,11 +92,11 @@ pub(crate) fn new_session_id() -> String {
     s
 }
 
-/// A fresh socket id naming `node_id` as its holder.
-pub(crate) fn new_socket_id(node_id: &str) -> String {
+/// A fresh socket id naming `node` as its holder.
+pub(crate) fn new_socket_id(node: NodeId) -> String {
     let mut s = String::with_capacity(ID_LEN);
-    s.push_str(node_id);
-    random_chars(&mut s, ID_LEN - node_id.len());
+    s.push_str(node.as_str());
+    random_chars(&mut s, ID_LEN - NODE_ID_LEN);
     s
 }
 
@@ -55,12 +107,11 @@ pub(crate) fn is_socket_id_shape(s: &str) -> bool {
 }
 
 /// The node that holds `socket_id`, when the id has the gateway's shape.
-pub(crate) fn node_of(socket_id: &str) -> Option<&str> {
+pub(crate) fn node_of(socket_id: &str) -> Option<NodeId> {
     if !is_socket_id_shape(socket_id) {
         return None;
     }
-    let node = socket_id.get(..NODE_ID_LEN)?;
-    is_valid_node_id(node).then_some(node)
+    NodeId::parse(socket_id.get(..NODE_ID_LEN)?)
 }
 
 /// Why a room name is refused.
@@ -107,14 +158,18 @@ mod tests {
 
     #[test]
     fn socket_ids_name_their_node() {
-        let node = new_node_id();
-        assert!(is_valid_node_id(&node));
-        let id = new_socket_id(&node);
+        let node = NodeId::random();
+        assert_eq!(NodeId::parse(node.as_str()), Some(node));
+        let id = new_socket_id(node);
         assert_eq!(id.len(), ID_LEN);
-        assert_eq!(node_of(&id), Some(node.as_str()));
-        assert_ne!(new_socket_id(&node), id);
+        assert_eq!(node_of(&id), Some(node));
+        assert_ne!(new_socket_id(node), id);
         assert_eq!(node_of("short"), None);
         assert_eq!(node_of("ééééééééé0"), None);
+        assert_eq!(NodeId::parse("toolongid"), None);
+        assert_eq!(NodeId::parse("bad id"), None);
+        let text: String = node.into();
+        assert_eq!(NodeId::try_from(text), Ok(node));
     }
 
     #[test]
@@ -125,7 +180,7 @@ mod tests {
             Err(RoomNameError::TooLong { len: 9, max: 8 })
         );
         assert_eq!(check_room_name("eight-ok", 8), Ok(()));
-        let id = new_socket_id(&new_node_id());
+        let id = new_socket_id(NodeId::random());
         assert_eq!(check_room_name(&id, 256), Ok(()), "a socket's own room");
         assert_eq!(
             check_joinable_room(&id, 256),

@@ -65,6 +65,7 @@ use tokio_util::task::TaskTracker;
 pub use config::Config;
 pub use engine::{Engine, HandshakeInfo, Session};
 use hooks::{Hooks, NoHooks};
+pub use ids::NodeId;
 pub use ops::Readiness;
 use reason::DisconnectReason;
 pub use socketio::SocketIo;
@@ -230,11 +231,13 @@ impl Node {
             }
             None => Arc::new(NoHooks),
         };
+        // Checked by `Config::validate`.
         let node_id = config
             .cluster
             .node_id
-            .clone()
-            .unwrap_or_else(ids::new_node_id);
+            .as_deref()
+            .and_then(ids::NodeId::parse)
+            .unwrap_or_else(ids::NodeId::random);
         let tasks = TaskTracker::new();
         let io = SocketIo::new(
             config.clone(),

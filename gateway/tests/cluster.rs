@@ -358,7 +358,7 @@ async fn node_killed_mid_request() {
     });
     a.answer_next_ack(json!(1)).await;
     // b's node vanishes without a goodbye before b answers.
-    let n2_id = n2.io.node_id().to_owned();
+    let n2_id = n2.io.node_id();
     n2.kill();
     let report = asking.await.unwrap();
     assert_eq!(report.acks.len(), 1);

@@ -15,6 +15,7 @@ use tonic::Status;
 use crate::cluster::adapter::ClusterError;
 use crate::cluster::message::{SocketAck, SocketInfo};
 use crate::cluster::{BusError, NodeInfo};
+use crate::ids::NodeId;
 use crate::protocol::socketio::RESERVED_EVENTS;
 use crate::socketio::{OpError, Payload, PayloadError, SocketIo, Target, payload};
 
@@ -232,7 +233,7 @@ pub(crate) fn socket_info(s: SocketInfo) -> pb::SocketInfo {
         namespace: s.nsp,
         rooms: s.rooms,
         user_id: s.user_id.unwrap_or_default(),
-        node_id: s.node_id,
+        node_id: s.node_id.into(),
         transport: s.transport,
         connected_at: Some(timestamp_ms(s.connected_at_ms)),
         data: s.data.unwrap_or_default(),
@@ -251,7 +252,7 @@ pub(crate) fn socket_ack(a: SocketAck) -> pb::SocketAck {
 
 pub(crate) fn node_info(n: NodeInfo) -> pb::NodeInfo {
     pb::NodeInfo {
-        node_id: n.node_id,
+        node_id: n.node_id.into(),
         version: n.version,
         connections: saturate(n.connections),
         sockets: saturate(n.sockets),
@@ -265,10 +266,10 @@ pub(crate) fn saturate(n: u64) -> u32 {
 }
 
 /// Sorted, without duplicates.
-pub(crate) fn node_ids(mut ids: Vec<String>) -> Vec<String> {
+pub(crate) fn node_ids(mut ids: Vec<NodeId>) -> Vec<String> {
     ids.sort();
     ids.dedup();
-    ids
+    ids.into_iter().map(String::from).collect()
 }
 
 #[cfg(test)]
@@ -292,8 +293,12 @@ mod tests {
     #[test]
     fn node_ids_are_sorted_once() {
         assert_eq!(
-            node_ids(vec!["b".into(), "a".into(), "b".into()]),
-            vec!["a".to_owned(), "b".to_owned()]
+            node_ids(
+                ["b", "a", "b"]
+                    .map(|n| NodeId::parse(&n.repeat(6)).unwrap())
+                    .to_vec()
+            ),
+            vec!["aaaaaa".to_owned(), "bbbbbb".to_owned()]
         );
     }
 }

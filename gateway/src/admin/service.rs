@@ -260,9 +260,9 @@ impl AdminService {
 
     fn handle_cluster_info(&self) -> pb::ClusterInfoResponse {
         let mut nodes = self.io.nodes();
-        nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        nodes.sort_by_key(|n| n.node_id);
         pb::ClusterInfoResponse {
-            answering_node_id: self.io.node_id().to_owned(),
+            answering_node_id: self.io.node_id().to_string(),
             nodes: nodes.into_iter().map(convert::node_info).collect(),
         }
     }

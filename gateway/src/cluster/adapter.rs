@@ -20,6 +20,7 @@ use super::{
     BusError, BusEvent, Channels, ClusterBus, Held, NodeInfo, Registry, Sent, Subscriptions,
 };
 use crate::config::ClusterConfig;
+use crate::ids::NodeId;
 use crate::telemetry::{Metrics, RedisOp};
 
 /// How long a join waits for the node's subscription to the room channel
@@ -40,13 +41,13 @@ pub enum ClusterError {
 #[derive(Debug)]
 pub(crate) struct Gathered {
     /// One answer per node that answered, this node's first.
-    pub(crate) answers: Vec<(String, Answer)>,
+    pub(crate) answers: Vec<(NodeId, Answer)>,
     /// Nodes that did not answer: silent until the timeout, or gone.
-    pub(crate) missing: Vec<String>,
+    pub(crate) missing: Vec<NodeId>,
 }
 
 pub struct Adapter {
-    node_id: String,
+    node_id: NodeId,
     bus: Arc<dyn ClusterBus>,
     pub(crate) channels: Channels,
     pub(crate) subscriptions: Arc<Subscriptions>,
@@ -83,7 +84,7 @@ fn now_us() -> u64 {
 
 impl Adapter {
     pub(crate) fn new(
-        node_id: String,
+        node_id: NodeId,
         bus: Arc<dyn ClusterBus>,
         cfg: &ClusterConfig,
         metrics: Arc<Metrics>,
@@ -133,7 +134,7 @@ impl Adapter {
     pub(crate) async fn room_subscribed(&self, nsp: &str, room: &str) -> Result<(), BusError> {
         // A socket's own-id room reaches it through its node's channel.
         let channel = if crate::ids::is_socket_id_shape(room) {
-            self.channels.node(&self.node_id)
+            self.channels.node(self.node_id)
         } else {
             self.channels.room(nsp, room)
         };
@@ -173,7 +174,7 @@ impl Adapter {
     /// node's (emits to the socket's own id) and its initial rooms'.
     pub(crate) fn connect_channels(&self, nsp: &str, rooms: &[String]) -> Vec<String> {
         let channels = &self.channels;
-        let mut out = vec![channels.namespace(nsp), channels.node(&self.node_id)];
+        let mut out = vec![channels.namespace(nsp), channels.node(self.node_id)];
         out.extend(
             rooms
                 .iter()
@@ -212,7 +213,7 @@ impl Adapter {
     /// The message of an emit, before its copies are told apart.
     fn broadcast(&self, nsp: &str, target: Target, text: &str, attachments: &[Bytes]) -> Broadcast {
         Broadcast {
-            origin: self.node_id.clone(),
+            origin: self.node_id,
             nsp: nsp.to_owned(),
             target,
             responsible: Vec::new(),
@@ -291,7 +292,7 @@ impl Adapter {
         if target.is_namespace() {
             copies.push((self.channels.namespace(nsp), Vec::new()));
         } else {
-            let mut by_node: HashMap<&str, Vec<u32>> = HashMap::new();
+            let mut by_node: HashMap<NodeId, Vec<u32>> = HashMap::new();
             for (i, room) in target.rooms.iter().enumerate() {
                 match crate::ids::node_of(room) {
                     // A socket's own-id room lives on the socket's node.
@@ -379,7 +380,7 @@ impl Adapter {
         if self.bus.may_have_peers() && !self.bus.is_connected() {
             return Err(BusError::Unavailable("not connected".into()).into());
         }
-        let peers: HashSet<String> = self
+        let peers: HashSet<NodeId> = self
             .registry
             .alive()
             .into_iter()
@@ -387,7 +388,7 @@ impl Adapter {
             .collect();
         if peers.is_empty() {
             return Ok(Gathered {
-                answers: vec![(self.node_id.clone(), local.await)],
+                answers: vec![(self.node_id, local.await)],
                 missing: Vec::new(),
             });
         }
@@ -397,7 +398,7 @@ impl Adapter {
         let _guard = PendingGuard { adapter: self, id };
         let msg = BusMessage::Request(Request {
             id,
-            origin: self.node_id.clone(),
+            origin: self.node_id,
             nsp: nsp.to_owned(),
             target,
             op,
@@ -422,9 +423,9 @@ impl Adapter {
                     _ = check.tick() => {
                         // Nodes that died mid-request are not waited for.
                         waiting.retain(|n| {
-                            let alive = self.registry.is_alive(n);
+                            let alive = self.registry.is_alive(*n);
                             if !alive {
-                                dead.push(n.clone());
+                                dead.push(*n);
                             }
                             alive
                         });
@@ -436,14 +437,14 @@ impl Adapter {
             (answers, dead)
         };
         let (mine, (mut answers, missing)) = tokio::join!(local, remote);
-        answers.insert(0, (self.node_id.clone(), mine));
+        answers.insert(0, (self.node_id, mine));
         Ok(Gathered { answers, missing })
     }
 
     /// Publishes this node's heartbeat.
     pub(crate) async fn heartbeat(&self, connections: u64, sockets: u64, hello: bool) {
         let msg = BusMessage::Heartbeat(Heartbeat {
-            node_id: self.node_id.clone(),
+            node_id: self.node_id,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             connections,
             sockets,
@@ -464,7 +465,7 @@ impl Adapter {
     /// Tells the others this node leaves (drain).
     pub(crate) async fn goodbye(&self) {
         let msg = BusMessage::Goodbye {
-            node_id: self.node_id.clone(),
+            node_id: self.node_id,
         };
         if let Ok(bytes) = msg.encode() {
             let _ = self.bus.publish(&self.channels.heartbeats(), bytes).await;
@@ -474,7 +475,7 @@ impl Adapter {
     /// This node and every live peer.
     pub(crate) fn nodes(&self, connections: u64, sockets: u64) -> Vec<NodeInfo> {
         let mut nodes = vec![NodeInfo {
-            node_id: self.node_id.clone(),
+            node_id: self.node_id,
             version: env!("CARGO_PKG_VERSION").to_owned(),
             connections,
             sockets,
@@ -485,10 +486,10 @@ impl Adapter {
         nodes
     }
 
-    pub(crate) async fn respond(&self, origin: &str, id: u64, body: Answer) {
+    pub(crate) async fn respond(&self, origin: NodeId, id: u64, body: Answer) {
         let msg = BusMessage::Response(Response {
             id,
-            node_id: self.node_id.clone(),
+            node_id: self.node_id,
             body,
         });
         let _ = self.publish(&self.channels.node(origin), &msg).await;
@@ -587,7 +588,7 @@ pub(crate) async fn run(adapter: Arc<Adapter>, node: Arc<dyn Deliver>, stop: Can
         return;
     };
     let fixed = vec![
-        adapter.channels.node(&adapter.node_id),
+        adapter.channels.node(adapter.node_id),
         adapter.channels.requests(),
         adapter.channels.heartbeats(),
     ];
@@ -686,9 +687,9 @@ async fn handle(adapter: &Arc<Adapter>, node: &Arc<dyn Deliver>, msg: BusMessage
             // Requests may wait (emit-with-ack): answer off the event loop.
             let tasks = adapter.tasks.clone();
             tasks.spawn(async move {
-                let (origin, id) = (req.origin.clone(), req.id);
+                let (origin, id) = (req.origin, req.id);
                 let body = node.answer(req).await;
-                adapter.respond(&origin, id, body).await;
+                adapter.respond(origin, id, body).await;
             });
         }
         BusMessage::Response(resp) => adapter.on_response(resp),
@@ -702,7 +703,7 @@ async fn handle(adapter: &Arc<Adapter>, node: &Arc<dyn Deliver>, msg: BusMessage
                 adapter.heartbeat(c, s, false).await;
             }
         }
-        BusMessage::Goodbye { node_id } => adapter.registry.forget(&node_id),
+        BusMessage::Goodbye { node_id } => adapter.registry.forget(node_id),
     }
 }
 
@@ -712,11 +713,11 @@ mod tests {
     use crate::cluster::LocalBroker;
     use crate::cluster::target::Name;
     use crate::config::ClusterConfig;
-    use crate::ids::{new_node_id, new_socket_id};
+    use crate::ids::new_socket_id;
 
-    fn adapter(node_id: &str) -> Adapter {
+    fn adapter(node_id: NodeId) -> Adapter {
         Adapter::new(
-            node_id.to_owned(),
+            node_id,
             Arc::new(LocalBroker::new().connect()),
             &ClusterConfig::default(),
             Arc::new(Metrics::new(["/"])),
@@ -733,14 +734,14 @@ mod tests {
 
     #[test]
     fn a_whole_namespace_emit_is_one_copy_on_the_namespace_channel() {
-        let a = adapter(&new_node_id());
+        let a = adapter(NodeId::random());
         let copies = a.copies("/chat", &Target::default());
         assert_eq!(copies, vec![(a.channels.namespace("/chat"), vec![])]);
     }
 
     #[test]
     fn each_room_is_its_own_copy_responsible_for_its_index() {
-        let a = adapter(&new_node_id());
+        let a = adapter(NodeId::random());
         let target = Target {
             rooms: vec!["r1".into(), "r2".into()],
             except_rooms: vec!["muted".into()],
@@ -760,23 +761,23 @@ mod tests {
     /// for; this node's own ids were served locally and make no copy.
     #[test]
     fn socket_ids_make_one_copy_per_other_node() {
-        let (me, n1, n2) = (new_node_id(), new_node_id(), new_node_id());
-        let a = adapter(&me);
+        let (me, n1, n2) = (NodeId::random(), NodeId::random(), NodeId::random());
+        let a = adapter(me);
         let target = Target {
             rooms: vec![
                 "lobby".into(),
-                new_socket_id(&n1), // own-id room of a socket on n1
-                new_socket_id(&me), // a local socket's own-id room
+                new_socket_id(n1), // own-id room of a socket on n1
+                new_socket_id(me), // a local socket's own-id room
             ],
-            socket_ids: vec![new_socket_id(&n2), new_socket_id(&n1), new_socket_id(&me)],
+            socket_ids: vec![new_socket_id(n2), new_socket_id(n1), new_socket_id(me)],
             ..Target::default()
         };
         assert_eq!(
             sorted(a.copies("/", &target)),
             sorted(vec![
                 (a.channels.room("/", "lobby"), vec![0]),
-                (a.channels.node(&n1), vec![1, 4]),
-                (a.channels.node(&n2), vec![3]),
+                (a.channels.node(n1), vec![1, 4]),
+                (a.channels.node(n2), vec![3]),
             ])
         );
     }
@@ -787,16 +788,16 @@ mod tests {
     /// socket matches, so no socket gets the same emit twice.
     #[test]
     fn every_remote_target_name_has_exactly_one_responsible_copy() {
-        let me = new_node_id();
-        let others: Vec<String> = (0..3).map(|_| new_node_id()).collect();
-        let a = adapter(&me);
+        let me = NodeId::random();
+        let others: Vec<NodeId> = (0..3).map(|_| NodeId::random()).collect();
+        let a = adapter(me);
         let mut target = Target::default();
         for i in 0..6 {
             target.rooms.push(format!("room-{i}"));
         }
         for node in others.iter().chain([&me]) {
-            target.rooms.push(new_socket_id(node));
-            target.socket_ids.push(new_socket_id(node));
+            target.rooms.push(new_socket_id(*node));
+            target.socket_ids.push(new_socket_id(*node));
         }
         let copies = a.copies("/", &target);
         let mut owners = vec![0u32; target.names()];
@@ -809,7 +810,7 @@ mod tests {
             let name = match target.name(i).expect("index within the target") {
                 Name::Room(r) | Name::Id(r) => r,
             };
-            let local = crate::ids::node_of(name) == Some(me.as_str());
+            let local = crate::ids::node_of(name) == Some(me);
             let expected = u32::from(!local);
             assert_eq!(*count, expected, "target name {i}");
         }

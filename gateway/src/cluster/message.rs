@@ -5,6 +5,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::BusError;
+use crate::ids::NodeId;
 
 pub(crate) use super::target::Target;
 
@@ -17,7 +18,7 @@ pub(crate) enum BusMessage {
     Heartbeat(Heartbeat),
     /// The node is leaving (drain): forget it now rather than at timeout.
     Goodbye {
-        node_id: String,
+        node_id: NodeId,
     },
 }
 
@@ -38,7 +39,7 @@ impl BusMessage {
 /// An emit to be delivered by the nodes receiving it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Broadcast {
-    pub(crate) origin: String,
+    pub(crate) origin: NodeId,
     pub(crate) nsp: String,
     pub(crate) target: Target,
     /// `target.rooms` then `target.socket_ids` form one ordered list of
@@ -52,7 +53,8 @@ pub(crate) struct Broadcast {
     pub(crate) attachments: Vec<Bytes>,
     /// Microseconds since the epoch when published (pub/sub lag).
     pub(crate) sent_at_us: u64,
-    /// W3C trace context (`traceparent`, `tracestate`), when tracing.
+    /// Reserved for a trace context; always empty (kept so that nodes of
+    /// different versions still read each other's messages).
     pub(crate) trace: Vec<(String, String)>,
 }
 
@@ -60,7 +62,7 @@ pub(crate) struct Broadcast {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Request {
     pub(crate) id: u64,
-    pub(crate) origin: String,
+    pub(crate) origin: NodeId,
     pub(crate) nsp: String,
     pub(crate) target: Target,
     pub(crate) op: Op,
@@ -86,7 +88,7 @@ pub(crate) enum Op {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Response {
     pub(crate) id: u64,
-    pub(crate) node_id: String,
+    pub(crate) node_id: NodeId,
     pub(crate) body: Answer,
 }
 
@@ -112,7 +114,7 @@ pub struct SocketInfo {
     pub nsp: String,
     pub rooms: Vec<String>,
     pub user_id: Option<String>,
-    pub node_id: String,
+    pub node_id: NodeId,
     pub transport: String,
     pub connected_at_ms: u64,
     /// Attached data as JSON text.
@@ -129,7 +131,7 @@ pub struct SocketAck {
 /// A node announcing itself (every heartbeat interval).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Heartbeat {
-    pub(crate) node_id: String,
+    pub(crate) node_id: NodeId,
     pub(crate) version: String,
     pub(crate) connections: u64,
     pub(crate) sockets: u64,
@@ -145,7 +147,7 @@ mod tests {
     #[test]
     fn round_trips_and_rejects_garbage() {
         let m = BusMessage::Broadcast(Broadcast {
-            origin: "node01".into(),
+            origin: NodeId::parse("node01").unwrap(),
             nsp: "/".into(),
             target: Target::room("a").except("x"),
             responsible: vec![0],

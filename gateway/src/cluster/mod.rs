@@ -23,6 +23,8 @@ pub(crate) mod subscriptions;
 pub(crate) mod target;
 
 use bytes::Bytes;
+
+use crate::ids::NodeId;
 use tokio::sync::mpsc;
 
 pub use local::{LocalBroker, LocalBus};
@@ -121,7 +123,7 @@ impl Channels {
         format!("{}:room:{}:{}:{}", self.prefix, nsp.len(), nsp, room)
     }
 
-    pub(crate) fn node(&self, node_id: &str) -> String {
+    pub(crate) fn node(&self, node_id: NodeId) -> String {
         format!("{}:node:{}", self.prefix, node_id)
     }
 
@@ -144,6 +146,6 @@ mod tests {
         assert_ne!(c.room("/a:b", "c"), c.room("/a", "b:c"));
         assert_eq!(c.room("/", "r"), "p:room:1:/:r");
         assert_eq!(c.namespace("/chat"), "p:ns:5:/chat");
-        assert_eq!(c.node("abcdef"), "p:node:abcdef");
+        assert_eq!(c.node(NodeId::parse("abcdef").unwrap()), "p:node:abcdef");
     }
 }

@@ -8,11 +8,12 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::message::Heartbeat;
+use crate::ids::NodeId;
 
 /// A live node as the registry knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
-    pub node_id: String,
+    pub node_id: NodeId,
     pub version: String,
     pub connections: u64,
     pub sockets: u64,
@@ -23,7 +24,7 @@ pub struct NodeInfo {
 
 pub(crate) struct Registry {
     timeout: Duration,
-    nodes: Mutex<HashMap<String, (NodeInfo, Instant)>>,
+    nodes: Mutex<HashMap<NodeId, (NodeInfo, Instant)>>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -44,7 +45,7 @@ impl Registry {
     /// Records a heartbeat; true when the node was not known.
     pub(crate) fn seen(&self, hb: &Heartbeat) -> bool {
         let info = NodeInfo {
-            node_id: hb.node_id.clone(),
+            node_id: hb.node_id,
             version: hb.version.clone(),
             connections: hb.connections,
             sockets: hb.sockets,
@@ -53,12 +54,12 @@ impl Registry {
         };
         self.nodes
             .lock()
-            .insert(hb.node_id.clone(), (info, Instant::now()))
+            .insert(hb.node_id, (info, Instant::now()))
             .is_none()
     }
 
-    pub(crate) fn forget(&self, node_id: &str) {
-        self.nodes.lock().remove(node_id);
+    pub(crate) fn forget(&self, node_id: NodeId) {
+        self.nodes.lock().remove(&node_id);
     }
 
     /// Live peers (this node excluded), dropping the expired ones.
@@ -69,10 +70,10 @@ impl Registry {
         nodes.values().map(|(n, _)| n.clone()).collect()
     }
 
-    pub(crate) fn is_alive(&self, node_id: &str) -> bool {
+    pub(crate) fn is_alive(&self, node_id: NodeId) -> bool {
         self.nodes
             .lock()
-            .get(node_id)
+            .get(&node_id)
             .is_some_and(|(_, seen)| seen.elapsed() < self.timeout)
     }
 }

@@ -22,6 +22,7 @@ use crate::cluster::message::{Answer, Broadcast, Request};
 use crate::cluster::{ClusterBus, NodeInfo, Sent};
 use crate::config::{Config, ConfigError};
 use crate::engine::{Connection, EngineHandler, Frame, Session};
+use crate::ids::NodeId;
 use crate::telemetry::Metrics;
 use hooks::Hooks;
 use namespace::ChannelWatch;
@@ -44,7 +45,7 @@ pub enum OpError {
 
 struct Inner {
     config: Arc<Config>,
-    node_id: String,
+    node_id: NodeId,
     namespaces: Namespaces,
     hooks: Arc<dyn Hooks>,
     adapter: Arc<Adapter>,
@@ -83,14 +84,14 @@ pub(crate) struct EmitReport {
 impl SocketIo {
     pub(crate) fn new(
         config: Arc<Config>,
-        node_id: String,
+        node_id: NodeId,
         hooks: Arc<dyn Hooks>,
         bus: Arc<dyn ClusterBus>,
         metrics: Arc<Metrics>,
         tasks: TaskTracker,
     ) -> Result<Self, ConfigError> {
         let adapter = Arc::new(Adapter::new(
-            node_id.clone(),
+            node_id,
             bus,
             &config.cluster,
             metrics.clone(),
@@ -121,8 +122,8 @@ impl SocketIo {
         &self.inner.config
     }
 
-    pub fn node_id(&self) -> &str {
-        &self.inner.node_id
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
     }
 
     pub fn namespaces(&self) -> &Namespaces {

@@ -12,7 +12,7 @@ use super::{OpError, Socket, SocketIo, Target};
 use crate::cluster::BusError;
 use crate::cluster::adapter::{ClusterError, Gathered};
 use crate::cluster::message::{Answer, Op, SocketAck, SocketInfo};
-use crate::ids::RoomNameError;
+use crate::ids::{NodeId, RoomNameError};
 
 /// The answers of a cluster-wide emit-with-ack.
 #[derive(Debug, Default)]
@@ -20,16 +20,16 @@ pub struct AckReport {
     pub acks: Vec<SocketAck>,
     pub timed_out: Vec<String>,
     /// Nodes that did not answer.
-    pub missing_nodes: Vec<String>,
+    pub missing_nodes: Vec<NodeId>,
 }
 
-fn socket_info(s: &Socket, node_id: &str) -> SocketInfo {
+fn socket_info(s: &Socket, node_id: NodeId) -> SocketInfo {
     SocketInfo {
         id: s.id().to_owned(),
         nsp: s.namespace().name.to_string(),
         rooms: s.rooms(),
         user_id: s.user_id().map(str::to_owned),
-        node_id: node_id.to_owned(),
+        node_id,
         transport: s.transport().as_str().to_owned(),
         connected_at_ms: s
             .connected_at()
@@ -61,7 +61,7 @@ impl SocketIo {
         &self,
         nsp: &str,
         target: &Target,
-    ) -> Result<(Vec<SocketInfo>, Vec<String>), OpError> {
+    ) -> Result<(Vec<SocketInfo>, Vec<NodeId>), OpError> {
         let timeout = self.inner.adapter.request_timeout();
         let g = self.request(nsp, target, Op::FetchSockets, timeout).await?;
         let mut out = Vec::new();
@@ -79,7 +79,7 @@ impl SocketIo {
         nsp: &str,
         target: &Target,
         rooms: Vec<String>,
-    ) -> Result<(u64, Vec<String>), OpError> {
+    ) -> Result<(u64, Vec<NodeId>), OpError> {
         self.membership(nsp, target, rooms, Op::Join).await
     }
 
@@ -89,7 +89,7 @@ impl SocketIo {
         nsp: &str,
         target: &Target,
         rooms: Vec<String>,
-    ) -> Result<(u64, Vec<String>), OpError> {
+    ) -> Result<(u64, Vec<NodeId>), OpError> {
         self.membership(nsp, target, rooms, Op::Leave).await
     }
 
@@ -99,7 +99,7 @@ impl SocketIo {
         target: &Target,
         rooms: Vec<String>,
         op: fn(Vec<String>) -> Op,
-    ) -> Result<(u64, Vec<String>), OpError> {
+    ) -> Result<(u64, Vec<NodeId>), OpError> {
         self.check_rooms(&rooms)?;
         let timeout = self.inner.adapter.request_timeout();
         let g = self.request(nsp, target, op(rooms), timeout).await?;
@@ -121,7 +121,7 @@ impl SocketIo {
         nsp: &str,
         target: &Target,
         close: bool,
-    ) -> Result<(u64, Vec<String>), OpError> {
+    ) -> Result<(u64, Vec<NodeId>), OpError> {
         let timeout = self.inner.adapter.request_timeout();
         let g = self
             .request(nsp, target, Op::Disconnect { close }, timeout)
@@ -133,7 +133,7 @@ impl SocketIo {
     pub async fn list_rooms(
         &self,
         nsp: &str,
-    ) -> Result<(Vec<(String, u64)>, Vec<String>), OpError> {
+    ) -> Result<(Vec<(String, u64)>, Vec<NodeId>), OpError> {
         let timeout = self.inner.adapter.request_timeout();
         let g = self
             .request(nsp, &Target::default(), Op::ListRooms, timeout)
@@ -309,7 +309,7 @@ impl SocketIo {
     }
 }
 
-fn sum_counts(answers: &[(String, Answer)]) -> u64 {
+fn sum_counts(answers: &[(NodeId, Answer)]) -> u64 {
     answers
         .iter()
         .map(|(_, a)| match a {

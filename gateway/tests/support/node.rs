@@ -215,7 +215,7 @@ impl TestNode {
     }
 
     pub fn node_id(&self) -> String {
-        self.io.node_id().to_owned()
+        self.io.node_id().to_string()
     }
 
     /// Live nodes this node knows, itself included.

@@ -317,8 +317,8 @@ impl Hooks for GrpcHooks {
             query: parse_query(&req.handshake.query),
             remote_addr: req.handshake.remote.to_string(),
             node_id: crate::ids::node_of(req.socket_id)
-                .unwrap_or_default()
-                .to_owned(),
+                .map(String::from)
+                .unwrap_or_default(),
             user_id: req.user_id.unwrap_or_default().to_owned(),
         };
         let stats = self.stats_of(Rpc::Connect);
