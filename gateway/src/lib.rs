@@ -18,7 +18,8 @@
 //! - [`telemetry`]: metrics names and the recorder, logs and traces set-up;
 //! - read-only views for tests and tools: [`Engine`] and [`Session`] (the
 //!   Engine.IO sessions), [`Readiness`];
-//! - [`admin`] and [`reason`]: admin call counts and disconnect reasons.
+//! - [`reason`]: why sockets disconnect; [`RunError`] (and [`AdminError`]):
+//!   why a node could not start or stopped serving.
 //!
 //! Inside, from the wire inwards: `protocol` (codec), `accept` (the accept
 //! loop, bounds on open TCP connections, request head and body timeouts),
@@ -39,7 +40,7 @@
 #![allow(rustdoc::private_intra_doc_links)]
 
 mod accept;
-pub mod admin;
+mod admin;
 mod auth;
 pub mod cluster;
 pub mod config;
@@ -62,6 +63,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use admin::AdminError;
 pub use config::Config;
 pub use engine::{Engine, HandshakeInfo, Session};
 use hooks::{Hooks, NoHooks};
@@ -80,7 +82,7 @@ pub enum RunError {
     #[error(transparent)]
     Bus(#[from] cluster::BusError),
     #[error(transparent)]
-    Admin(#[from] admin::AdminError),
+    Admin(#[from] AdminError),
 }
 
 /// The sockets a node serves on, bound by the caller (port 0 in tests).
@@ -140,7 +142,6 @@ pub struct Node {
     metrics: Arc<telemetry::Metrics>,
     readiness: ops::Readiness,
     tasks: TaskTracker,
-    admin_stats: Arc<admin::AdminStats>,
 }
 
 /// How a [`Node`] is made: from its configuration, with its bus and hooks
@@ -258,15 +259,9 @@ impl Node {
             keep_headers,
             metrics.clone(),
         ));
-        let admin_stats = Arc::new(admin::AdminStats::new());
         // Built here, served only when given a listener: a TLS identity
         // that does not load stops the start.
-        let admin = admin::AdminApi::new(
-            io.clone(),
-            &config.admin,
-            admin_stats.clone(),
-            metrics.clone(),
-        )?;
+        let admin = admin::AdminApi::new(io.clone(), &config.admin, metrics.clone())?;
         Ok(Self {
             config,
             io,
@@ -275,7 +270,6 @@ impl Node {
             metrics,
             readiness: ops::Readiness::new(),
             tasks,
-            admin_stats,
         })
     }
 
@@ -307,11 +301,6 @@ impl Node {
     /// the like on it.
     pub fn tasks(&self) -> &TaskTracker {
         &self.tasks
-    }
-
-    /// Admin calls served by this node, by method and status code.
-    pub fn admin_stats(&self) -> &Arc<admin::AdminStats> {
-        &self.admin_stats
     }
 
     /// Serves until `shutdown` resolves, then drains: `/readyz` fails at

@@ -1,5 +1,6 @@
 //! The gRPC hooks end to end: a real tonic backend, a real node on port 0
-//! with `GrpcHooks`, and a raw Socket.IO client over WebSocket.
+//! with `GrpcHooks`, and a raw Socket.IO client over WebSocket. What the
+//! node counted is read from its metrics.
 
 mod hooks_support;
 mod support;
@@ -8,7 +9,6 @@ use std::time::Duration;
 
 use hooks_support::{Backend, Call, start_node};
 use support::eio::WsClient;
-use support::metrics::value;
 use support::wait::eventually;
 use tokio::time::Instant;
 
@@ -39,7 +39,7 @@ fn json(text: &str) -> serde_json::Value {
 #[tokio::test]
 async fn admission_allowed_with_user_rooms_data_and_the_handshake() {
     let backend = Backend::start().await;
-    let (node, hooks) = start_node(&chat_config(&backend, "timeout_ms = 3000")).await;
+    let node = start_node(&chat_config(&backend, "timeout_ms = 3000")).await;
 
     let (mut client, _) = WsClient::open_with(
         &node,
@@ -94,15 +94,19 @@ async fn admission_allowed_with_user_rooms_data_and_the_handshake() {
     client.connect_ns("/", None).await;
     assert_eq!(backend.state.connects().len(), 1);
 
-    let stats = hooks.stats();
-    assert_eq!((stats.connect.calls, stats.connect.ok), (1, 1));
+    let hooks = node.hook_series();
+    assert_eq!(
+        (hooks.total("connect"), hooks.calls("connect", "ok")),
+        (1, 1),
+        "{hooks:?}"
+    );
     node.stop().await;
 }
 
 #[tokio::test]
 async fn admission_refused_gives_connect_error_and_keeps_the_connection() {
     let backend = Backend::start().await;
-    let (node, hooks) = start_node(&chat_config(&backend, "")).await;
+    let node = start_node(&chat_config(&backend, "")).await;
 
     let (mut client, _) = WsClient::open(&node).await;
     let refused = client.try_connect_ns("/chat", Some(r#"{"name":""}"#)).await;
@@ -125,8 +129,9 @@ async fn admission_refused_gives_connect_error_and_keeps_the_connection() {
     // The connection is still there for other namespaces, and for a retry.
     client.connect_ns("/", None).await;
     client.connect_ns("/chat", Some(r#"{"name":"bob"}"#)).await;
-    let stats = hooks.stats();
-    assert_eq!((stats.connect.calls, stats.connect.refused), (3, 2));
+    let hooks = node.hook_series();
+    assert_eq!(hooks.total("connect"), 3, "{hooks:?}");
+    assert_eq!(node.refused_connects("/chat"), 2);
     // A refused socket never connected: no OnDisconnect for it.
     client.leave("/chat").await;
     eventually("the disconnect of bob", || {
@@ -139,7 +144,7 @@ async fn admission_refused_gives_connect_error_and_keeps_the_connection() {
 #[tokio::test]
 async fn events_reach_the_backend_in_order_and_acks_come_back() {
     let backend = Backend::start().await;
-    let (node, hooks) = start_node(&chat_config(&backend, "")).await;
+    let node = start_node(&chat_config(&backend, "")).await;
     let (mut client, _) = WsClient::open(&node).await;
     let sid = client
         .connect_ns("/chat", Some(r#"{"name":"alice"}"#))
@@ -213,27 +218,22 @@ async fn events_reach_the_backend_in_order_and_acks_come_back() {
         serde_json::json!([{ "seq": 65, "event": "chat" }])
     );
 
-    let stats = hooks.stats().event;
-    assert_eq!(stats.calls, 65);
-    // The same calls in the node's Prometheus series.
-    let text = node.io.metrics().render();
-    let count = |result: &str| {
-        value(
-            &text,
-            "gateway_hook_requests_total",
-            &[("hook", "event"), ("result", result)],
-        )
-    };
-    assert_eq!(count("ok") + count("error") + count("unavailable"), 65.0);
-    assert_eq!(count("error"), 1.0);
-    assert_eq!((stats.failed, stats.unavailable, stats.retries), (1, 1, 0));
+    let hooks = node.hook_series();
+    assert_eq!(hooks.total("event"), 65, "{hooks:?}");
+    let count = |result: &str| hooks.calls("event", result);
+    assert_eq!(count("ok") + count("error") + count("unavailable"), 65);
+    assert_eq!(
+        (count("error"), count("unavailable"), hooks.retries("event")),
+        (1, 1, 0),
+        "{hooks:?}"
+    );
     node.stop().await;
 }
 
 #[tokio::test]
 async fn disconnects_report_the_reason_after_the_last_event() {
     let backend = Backend::start().await;
-    let (node, _) = start_node(&chat_config(&backend, "")).await;
+    let node = start_node(&chat_config(&backend, "")).await;
 
     // The client leaves the namespace.
     let (mut client, _) = WsClient::open(&node).await;
@@ -294,7 +294,7 @@ async fn disconnects_report_the_reason_after_the_last_event() {
 #[tokio::test]
 async fn a_stopped_backend_gives_clear_errors_and_nothing_hangs() {
     let mut backend = Backend::start().await;
-    let (node, hooks) = start_node(&chat_config(&backend, "timeout_ms = 2000")).await;
+    let node = start_node(&chat_config(&backend, "timeout_ms = 2000")).await;
     let (mut client, _) = WsClient::open(&node).await;
     let sid = client
         .connect_ns("/chat", Some(r#"{"name":"alice"}"#))
@@ -331,13 +331,20 @@ async fn a_stopped_backend_gives_clear_errors_and_nothing_hangs() {
         started.elapsed()
     );
     // Never reached the backend: retried once.
-    let stats = hooks.stats();
+    let hooks = node.hook_series();
     assert_eq!(
-        (stats.connect.unavailable, stats.connect.retries),
+        (
+            hooks.calls("connect", "unavailable"),
+            hooks.retries("connect")
+        ),
         (1, 1),
-        "{stats:?}"
+        "{hooks:?}"
     );
-    assert_eq!((stats.event.unavailable, stats.event.retries), (1, 0));
+    assert_eq!(
+        (hooks.calls("event", "unavailable"), hooks.retries("event")),
+        (1, 0),
+        "{hooks:?}"
+    );
 
     // The socket still works for what does not need the backend.
     client.emit("/chat", "$join", r#"["room"]"#, Some(2)).await;
@@ -346,17 +353,17 @@ async fn a_stopped_backend_gives_clear_errors_and_nothing_hangs() {
     // Its departure is reported, fails, and is counted.
     client.close().await;
     eventually("the failed OnDisconnect is counted", || {
-        hooks.stats().disconnect.unavailable == 1
+        node.hook_series().calls("disconnect", "unavailable") == 1
     })
     .await;
-    assert_eq!(hooks.stats().disconnect.retries, 1);
+    assert_eq!(node.hook_series().retries("disconnect"), 1);
     node.stop().await;
 }
 
 #[tokio::test]
 async fn a_slow_backend_is_cut_off_at_the_deadline() {
     let backend = Backend::start().await;
-    let (node, hooks) = start_node(&chat_config(&backend, "timeout_ms = 300")).await;
+    let node = start_node(&chat_config(&backend, "timeout_ms = 300")).await;
     let (mut client, _) = WsClient::open(&node).await;
     client
         .connect_ns("/chat", Some(r#"{"name":"alice"}"#))
@@ -395,13 +402,16 @@ async fn a_slow_backend_is_cut_off_at_the_deadline() {
     );
     assert!(started.elapsed() < Duration::from_millis(1500));
 
-    let stats = hooks.stats();
+    let hooks = node.hook_series();
     assert_eq!(
-        (stats.event.timeout, stats.connect.timeout),
+        (
+            hooks.calls("event", "timeout"),
+            hooks.calls("connect", "timeout")
+        ),
         (1, 1),
-        "{stats:?}"
+        "{hooks:?}"
     );
-    assert_eq!(stats.connect.retries, 0, "a timeout is not retried");
+    assert_eq!(hooks.retries("connect"), 0, "a timeout is not retried");
     node.stop().await;
 }
 
@@ -410,7 +420,7 @@ async fn calls_in_flight_are_bounded() {
     let backend = Backend::start().await;
     // Two namespaces share the backend and its single slot; `/fast` has a
     // deadline shorter than the backend's answers.
-    let (node, hooks) = start_node(&format!(
+    let node = start_node(&format!(
         r#"
         [[namespaces]]
         name = "/slow"
@@ -479,8 +489,15 @@ async fn calls_in_flight_are_bounded() {
     assert_eq!(ack[0]["event"], "chat", "{ack}");
 
     assert_eq!(backend.state.max_in_flight(), 1);
-    let stats = hooks.stats().event;
-    assert_eq!((stats.ok, stats.busy), (4, 1), "{stats:?}");
+    let hooks = node.hook_series();
+    assert_eq!(
+        (
+            hooks.calls("event", "ok"),
+            hooks.calls("event", "overloaded")
+        ),
+        (4, 1),
+        "{hooks:?}"
+    );
     assert_eq!(
         backend.state.events().len(),
         4,

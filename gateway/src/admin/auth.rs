@@ -5,7 +5,7 @@
 //! A call carries `authorization: Bearer <token>`; the token is compared in
 //! constant time (only its length can be told from the timing). A missing or
 //! wrong token is answered `UNAUTHENTICATED` without reaching the service,
-//! and counted in the admin stats.
+//! and counted in the admin metrics.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -16,22 +16,20 @@ use subtle::ConstantTimeEq;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 
-use super::stats::{AdminStats, method_of_path};
+use super::call::method_of_path;
 use crate::telemetry::Metrics;
 
 /// The layer; without a token it lets every call through.
 #[derive(Clone)]
 pub(crate) struct AuthLayer {
     token: Option<Arc<[u8]>>,
-    stats: Arc<AdminStats>,
     metrics: Arc<Metrics>,
 }
 
 impl AuthLayer {
-    pub(crate) fn new(token: Option<&str>, stats: Arc<AdminStats>, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(token: Option<&str>, metrics: Arc<Metrics>) -> Self {
         Self {
             token: token.map(|t| Arc::from(t.as_bytes())),
-            stats,
             metrics,
         }
     }
@@ -44,7 +42,6 @@ impl<S> Layer<S> for AuthLayer {
         Auth {
             inner,
             token: self.token.clone(),
-            stats: self.stats.clone(),
             metrics: self.metrics.clone(),
         }
     }
@@ -55,7 +52,6 @@ impl<S> Layer<S> for AuthLayer {
 pub(crate) struct Auth<S> {
     inner: S,
     token: Option<Arc<[u8]>>,
-    stats: Arc<AdminStats>,
     metrics: Arc<Metrics>,
 }
 
@@ -97,8 +93,6 @@ where
             Ok(()) => Either::Right(self.inner.call(request)),
             Err(message) => {
                 if let Some(method) = method_of_path(request.uri().path()) {
-                    self.stats
-                        .record(method, Code::Unauthenticated, Default::default());
                     self.metrics
                         .admin_call(method)
                         .finish(Code::Unauthenticated as i32);

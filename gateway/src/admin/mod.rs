@@ -10,18 +10,19 @@
 //! - [`deadline`]: the client's `grpc-timeout` (`DEADLINE_EXCEEDED`);
 //! - [`auth`]: the bearer token (`UNAUTHENTICATED`), a tower layer in front
 //!   of every service on the port, reflection included;
-//! - [`stats`]: calls counted by method and status code (and the Prometheus
-//!   admin metrics, and a span per call, through [`crate::telemetry`]).
+//! - [`call`]: every call counted by method and status code, and timed, in
+//!   the node's metrics (through [`crate::telemetry`], which also opens a
+//!   span per call).
 //!
 //! [`AdminApi::serve`] runs the port: the admin service, gRPC reflection
 //! (v1 and v1alpha, so `grpcurl` needs no `.proto` files), the token check,
 //! and TLS when `[admin] tls_cert`/`tls_key` are set.
 
 pub(crate) mod auth;
+pub(crate) mod call;
 pub(crate) mod convert;
 pub(crate) mod deadline;
 pub(crate) mod service;
-pub(crate) mod stats;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -35,7 +36,6 @@ use crate::config::AdminConfig;
 use crate::socketio::SocketIo;
 use crate::telemetry::Metrics;
 pub(crate) use service::AdminService;
-pub use stats::{AdminMethod, AdminStats};
 
 /// Why the admin port could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -95,24 +95,21 @@ pub(crate) struct AdminApi {
     service: AdminService,
     token: Option<String>,
     tls: Option<ServerTlsConfig>,
-    stats: Arc<AdminStats>,
     metrics: Arc<Metrics>,
 }
 
 impl AdminApi {
     /// The admin API of the node whose Socket.IO server is `io`, counting
-    /// its calls in `stats` and `metrics`.
+    /// its calls in `metrics`.
     pub(crate) fn new(
         io: SocketIo,
         cfg: &AdminConfig,
-        stats: Arc<AdminStats>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, AdminError> {
         Ok(Self {
-            service: AdminService::new(io, stats.clone(), metrics.clone()),
+            service: AdminService::new(io, metrics.clone()),
             token: cfg.token.clone(),
             tls: tls_config(cfg)?,
-            stats,
             metrics,
         })
     }
@@ -139,11 +136,7 @@ impl AdminApi {
         }
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         server
-            .layer(auth::AuthLayer::new(
-                self.token.as_deref(),
-                self.stats,
-                self.metrics,
-            ))
+            .layer(auth::AuthLayer::new(self.token.as_deref(), self.metrics))
             .add_service(AdminServer::new(self.service))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

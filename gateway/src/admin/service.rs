@@ -1,6 +1,7 @@
 //! The admin rpcs over the node's [`SocketIo`]: each checks its request,
 //! runs the cluster-wide operation within the client's deadline, and
-//! answers; every call is counted in [`AdminStats`].
+//! answers; every call is counted and timed in the node's metrics
+//! (through [`Call`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -12,11 +13,11 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
+use super::call::Call;
 use super::convert::{self, op_status, saturate};
 use super::deadline::Deadline;
-use super::stats::{AdminMethod, AdminStats, Call};
 use crate::socketio::{SocketIo, Target};
-use crate::telemetry::{self, Metrics, TraceContext};
+use crate::telemetry::{self, AdminMethod, Metrics, TraceContext};
 
 /// What a cluster-wide request did when the bus failed: it is published
 /// before this node acts, so nobody acted.
@@ -26,7 +27,6 @@ const NOTHING_DONE: &str = "no node acted on the request, this one included";
 #[derive(Clone)]
 pub(crate) struct AdminService {
     io: SocketIo,
-    stats: Arc<AdminStats>,
     metrics: Arc<Metrics>,
 }
 
@@ -43,8 +43,8 @@ fn trace_context(metadata: &MetadataMap) -> Option<TraceContext> {
 }
 
 impl AdminService {
-    pub(crate) fn new(io: SocketIo, stats: Arc<AdminStats>, metrics: Arc<Metrics>) -> Self {
-        Self { io, stats, metrics }
+    pub(crate) fn new(io: SocketIo, metrics: Arc<Metrics>) -> Self {
+        Self { io, metrics }
     }
 
     /// Runs one rpc's `body` in its span (a child of the caller's trace),
@@ -55,7 +55,7 @@ impl AdminService {
         metadata: &MetadataMap,
         body: impl Future<Output = Result<T, Status>>,
     ) -> Result<Response<T>, Status> {
-        let call = Call::start(&self.stats, &self.metrics, method);
+        let call = Call::start(&self.metrics, method);
         let span = telemetry::admin_span(method);
         if let Some(parent) = trace_context(metadata) {
             parent.set_as_parent_of(&span);

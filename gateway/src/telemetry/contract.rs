@@ -59,6 +59,7 @@ pub mod names {
     pub(crate) const HOOK_REQUESTS: &str = "gateway_hook_requests_total";
     pub(crate) const HOOK_DURATION: &str = "gateway_hook_duration_seconds";
     pub(crate) const HOOK_IN_FLIGHT: &str = "gateway_hook_in_flight";
+    pub(crate) const HOOK_RETRIES: &str = "gateway_hook_retries_total";
     pub const DRAINING: &str = "gateway_draining";
     pub const CLUSTER_NODES: &str = "gateway_cluster_nodes";
     pub(crate) const TCP_CONNECTIONS: &str = "gateway_tcp_connections";
@@ -298,7 +299,7 @@ impl HookResult {
 
 pub(super) fn describe(r: &PrometheusRecorder) {
     use names::*;
-    let help: [(&'static str, &'static str); 34] = [
+    let help: [(&'static str, &'static str); 35] = [
         (BUILD_INFO, "Build of this node; always 1"),
         (ENGINE_CONNECTIONS, "Open Engine.IO connections"),
         (SOCKETS, "Connected Socket.IO sockets"),
@@ -339,6 +340,10 @@ pub(super) fn describe(r: &PrometheusRecorder) {
         (HOOK_REQUESTS, "Hook calls by hook and result"),
         (HOOK_DURATION, "Hook call duration"),
         (HOOK_IN_FLIGHT, "Hook calls in progress"),
+        (
+            HOOK_RETRIES,
+            "Hook calls sent a second time: the first attempt never reached the backend",
+        ),
         (DRAINING, "1 while the node drains before exiting"),
         (
             CLUSTER_NODES,

@@ -189,6 +189,7 @@ struct HookMetrics {
     requests: [[Counter; HookResult::ALL.len()]; HookKind::ALL.len()],
     duration: [Histogram; HookKind::ALL.len()],
     in_flight: Gauge,
+    retries: [Counter; HookKind::ALL.len()],
 }
 
 /// Every metric of one node, and the recorder that renders them.
@@ -272,6 +273,8 @@ impl Metrics {
             duration: HookKind::ALL
                 .map(|h| r.histogram(names::HOOK_DURATION, vec![("hook", label(h.as_str()))])),
             in_flight: r.gauge(names::HOOK_IN_FLIGHT, vec![]),
+            retries: HookKind::ALL
+                .map(|h| r.counter(names::HOOK_RETRIES, vec![("hook", label(h.as_str()))])),
         };
         let mut by_name = HashMap::new();
         for name in namespaces {
@@ -614,16 +617,26 @@ impl HookCall<'_> {
         self.record(result);
     }
 
+    /// The call is sent a second time, its first attempt having never
+    /// reached the backend (`gateway_hook_retries_total`).
+    pub(crate) fn retried(&self) {
+        self.metrics.hooks.retries[self.hook_index()].increment(1);
+    }
+
+    fn hook_index(&self) -> usize {
+        HookKind::ALL
+            .iter()
+            .position(|x| *x == self.hook)
+            .unwrap_or(0)
+    }
+
     fn record(&mut self, result: HookResult) {
         if std::mem::replace(&mut self.done, true) {
             return;
         }
         let m = self.metrics;
         m.hooks.in_flight.decrement(1.0);
-        let h = HookKind::ALL
-            .iter()
-            .position(|x| *x == self.hook)
-            .unwrap_or(0);
+        let h = self.hook_index();
         let r = HookResult::ALL
             .iter()
             .position(|x| *x == result)
@@ -863,6 +876,42 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(value(&text, names::HOOK_IN_FLIGHT, &[]), Some(0.0));
+    }
+
+    #[test]
+    fn hook_retries_by_hook() {
+        let m = metrics();
+        let text = m.render();
+        for hook in HookKind::ALL {
+            assert_eq!(
+                value(&text, names::HOOK_RETRIES, &[("hook", hook.as_str())]),
+                Some(0.0),
+                "{hook:?} registered at start-up"
+            );
+        }
+        let call = m.hook_call(HookKind::Connect);
+        call.retried();
+        call.finish(HookResult::Unavailable);
+        let call = m.hook_call(HookKind::Disconnect);
+        call.retried();
+        call.finish(HookResult::Ok);
+        m.hook_call(HookKind::Connect).finish(HookResult::Ok);
+        let text = m.render();
+        let retries = |hook: &str| value(&text, names::HOOK_RETRIES, &[("hook", hook)]);
+        assert_eq!(retries("connect"), Some(1.0));
+        assert_eq!(retries("event"), Some(0.0));
+        assert_eq!(retries("disconnect"), Some(1.0));
+        assert_eq!(sum(&text, names::HOOK_RETRIES), 2.0);
+        // A retried call is counted once, with the result of its last attempt.
+        let connects = |result: &str| {
+            value(
+                &text,
+                names::HOOK_REQUESTS,
+                &[("hook", "connect"), ("result", result)],
+            )
+        };
+        assert_eq!(connects("unavailable"), Some(1.0));
+        assert_eq!(connects("ok"), Some(1.0));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What the admin API tests add to the shared harness: the configuration of
-//! their nodes, and admin clients (with or without a token, with or without
-//! TLS) for a node started with `.admin()`.
+//! their nodes, admin clients (with or without a token, with or without
+//! TLS) for a node started with `.admin()`, and the node's count of admin
+//! calls.
 
 use gateway::Config;
 use gateway_proto::admin::v1::admin_client::AdminClient;
@@ -62,6 +63,17 @@ pub fn config(extra: &str) -> Config {
 
 // Methods of the shared test node that only the admin tests need.
 impl TestNode {
+    /// Admin calls of `method` (`"Emit"`) that ended with `code`
+    /// (`"INVALID_ARGUMENT"`), as the node's
+    /// `gateway_admin_requests_total{method,code}` counts them.
+    pub fn admin_calls(&self, method: &str, code: &str) -> u64 {
+        let calls = self.metric(
+            "gateway_admin_requests_total",
+            &[("method", method), ("code", code)],
+        );
+        calls as u64
+    }
+
     /// A plaintext admin client with the node's own token (if any).
     pub async fn admin(&self) -> Admin {
         self.admin_with(self.io.config().admin.token.clone().as_deref())

@@ -1,13 +1,13 @@
 //! What the hooks tests run against besides the shared harness: a hooks
 //! backend (a real tonic server on `127.0.0.1:0` that records every call),
-//! and a node whose namespaces call it through [`GrpcHooks`].
+//! a node whose namespaces call it through the gRPC hooks client its
+//! configuration names, and that node's hook series.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use gateway::hooks::grpc::GrpcHooks;
 use gateway_proto::common::v1::Payload;
 use gateway_proto::hooks::v1::hooks_server::{Hooks, HooksServer};
 use gateway_proto::hooks::v1::{
@@ -23,20 +23,75 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::support::node::{TestNode, config};
+use crate::support::scrape;
 use crate::support::wait::DEADLINE;
 
-/// A node on `127.0.0.1:0` with `toml` as its configuration and the
-/// [`GrpcHooks`] it names, wired as the binary wires them.
-pub async fn start_node(toml: &str) -> (TestNode, Arc<GrpcHooks>) {
-    let config = config(toml);
-    let hooks = Arc::new(GrpcHooks::from_config(&config).expect("hooks configuration"));
-    let attach = hooks.clone();
-    let node = TestNode::builder(config)
-        .hooks(hooks.clone())
-        .before_serve(move |node| attach.attach_metrics(node.metrics().clone()))
-        .start()
-        .await;
-    (node, hooks)
+/// A node on `127.0.0.1:0` with `toml` as its configuration and the gRPC
+/// hooks it names, wired as the binary wires them.
+pub async fn start_node(toml: &str) -> TestNode {
+    TestNode::builder(config(toml)).start().await
+}
+
+// ---------------------------------------------------------------------------
+// The node's hook series
+
+/// One reading of a node's hook series: `gateway_hook_requests_total
+/// {hook,result}` and `gateway_hook_retries_total{hook}`, with `hook` one
+/// of `connect`, `event`, `disconnect`. Shown as those lines of the
+/// rendering.
+pub struct HookSeries(String);
+
+impl HookSeries {
+    /// Calls of `hook` that ended with `result` (`ok`, `error`, `timeout`,
+    /// `unavailable`, `overloaded`, `cancelled`); a refusal is `ok`.
+    pub fn calls(&self, hook: &str, result: &str) -> u64 {
+        let labels = [("hook", hook), ("result", result)];
+        scrape::value(&self.0, "gateway_hook_requests_total", &labels).unwrap_or(0.0) as u64
+    }
+
+    /// Every call of `hook`, whatever its result (a retry is the same call).
+    pub fn total(&self, hook: &str) -> u64 {
+        let sum: f64 = scrape::series(&self.0)
+            .filter(|s| s.name == "gateway_hook_requests_total")
+            .filter(|s| s.labels.iter().any(|(k, v)| *k == "hook" && v == hook))
+            .map(|s| s.value)
+            .sum();
+        sum as u64
+    }
+
+    /// Calls of `hook` sent a second time.
+    pub fn retries(&self, hook: &str) -> u64 {
+        let labels = [("hook", hook)];
+        scrape::value(&self.0, "gateway_hook_retries_total", &labels).unwrap_or(0.0) as u64
+    }
+}
+
+impl std::fmt::Debug for HookSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for line in self.0.lines() {
+            if line.starts_with("gateway_hook_requests_total")
+                || line.starts_with("gateway_hook_retries_total")
+            {
+                writeln!(f, "{line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// Methods of the shared test node that only the hooks tests need.
+impl TestNode {
+    /// The node's hook series now.
+    pub fn hook_series(&self) -> HookSeries {
+        HookSeries(self.io.metrics().render())
+    }
+
+    /// Namespace connections to `namespace` the connect hook refused
+    /// (`gateway_connect_errors_total{namespace,reason="refused"}`).
+    pub fn refused_connects(&self, namespace: &str) -> u64 {
+        let labels = [("namespace", namespace), ("reason", "refused")];
+        self.metric("gateway_connect_errors_total", &labels) as u64
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use gateway::Engine;
 use gateway::Readiness;
-use gateway::admin::AdminStats;
 use gateway::cluster::LocalBus;
 use gateway::hooks::Hooks;
 use gateway::{Config, Listeners, Node, RunError, SocketIo};
@@ -57,11 +56,7 @@ pub struct NodeBuilder {
     bus: Option<Arc<LocalBus>>,
     admin: bool,
     ops: bool,
-    before_serve: Option<BeforeServe>,
 }
-
-/// What runs on a built node before it serves.
-type BeforeServe = Box<dyn FnOnce(&Node) + Send>;
 
 impl NodeBuilder {
     /// In-process application hooks instead of the configured ones (by
@@ -91,13 +86,6 @@ impl NodeBuilder {
         self
     }
 
-    /// Runs `f` on the built node before it serves (as the binary attaches
-    /// the hooks' metrics).
-    pub fn before_serve(mut self, f: impl FnOnce(&Node) + Send + 'static) -> Self {
-        self.before_serve = Some(Box::new(f));
-        self
-    }
-
     /// Builds the node and serves it; fails the test when the configuration
     /// is invalid or the bus unreachable.
     pub async fn start(self) -> TestNode {
@@ -113,9 +101,6 @@ impl NodeBuilder {
             .connect()
             .await
             .expect("a valid configuration and a reachable bus");
-        if let Some(f) = self.before_serve {
-            f(&node);
-        }
         let client = bind().await;
         let addr = client.local_addr().expect("local address");
         let mut listeners = Listeners::new(client);
@@ -135,7 +120,6 @@ impl NodeBuilder {
         let engine = node.engine().clone();
         let readiness = node.readiness().clone();
         let tasks = node.tasks().clone();
-        let admin_stats = node.admin_stats().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(node.serve(listeners, async move {
             let _ = stopped.await;
@@ -146,7 +130,6 @@ impl NodeBuilder {
             engine,
             readiness,
             tasks,
-            admin_stats,
             admin_addr,
             ops_addr,
             bus: self.bus,
@@ -170,7 +153,6 @@ pub struct TestNode {
     pub readiness: Readiness,
     /// In-flight work a drain waits for.
     pub tasks: TaskTracker,
-    pub admin_stats: Arc<AdminStats>,
     admin_addr: Option<SocketAddr>,
     ops_addr: Option<SocketAddr>,
     bus: Option<Arc<LocalBus>>,
@@ -190,7 +172,6 @@ impl TestNode {
             bus: None,
             admin: false,
             ops: false,
-            before_serve: None,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::error::Error as _;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gateway_proto::hooks::v1::hooks_client::HooksClient;
@@ -15,6 +15,7 @@ use tonic::{Code, Status};
 
 use super::*;
 use crate::config::{ConfigError, HooksConfig, hooks_endpoint};
+use crate::telemetry::HookCall;
 
 /// One backend: its channel and its bound on calls in flight.
 pub(super) struct Backend {
@@ -90,14 +91,6 @@ impl Rpc {
     /// backend, and never for events.
     pub(super) fn retry_once(self) -> bool {
         !matches!(self, Rpc::Event)
-    }
-
-    pub(super) fn stats(self, stats: &HookStats) -> &RpcStats {
-        match self {
-            Rpc::Connect => &stats.connect,
-            Rpc::Event => &stats.event,
-            Rpc::Disconnect => &stats.disconnect,
-        }
     }
 }
 
@@ -191,14 +184,14 @@ impl CallError {
 
 /// Makes one call through `backend` within `deadline`: waits for a free slot,
 /// then calls (twice at most, when `rpc` may be retried and the first
-/// attempt never reached the backend).
+/// attempt never reached the backend; a retry is counted on `observed`).
 pub(super) async fn call<Req, Resp, F, Fut>(
     backend: &Backend,
     rpc: Rpc,
     deadline: Instant,
     mut request: Req,
     mut send: F,
-    retries: &AtomicU64,
+    observed: Option<&HookCall<'_>>,
 ) -> Result<Resp, CallError>
 where
     Req: Clone + Default,
@@ -229,7 +222,9 @@ where
             Ok(Err(status)) if may_retry && never_reached(&status) => {
                 tracing::debug!(url = %backend.url, rpc = rpc.name(), error = %describe(&status),
                     "hooks backend not reached, retrying once");
-                retries.fetch_add(1, Ordering::Relaxed);
+                if let Some(observed) = observed {
+                    observed.retried();
+                }
                 may_retry = false;
             }
             Ok(Err(status)) => return Err(CallError::Status(status)),

@@ -19,23 +19,21 @@
 //! - `OnDisconnect` as fire and forget: spawned, tracked, drained at shutdown
 //!   ([`GrpcHooks::drain`]);
 //! - the node's hook metrics (`gateway_hook_requests_total`,
-//!   `gateway_hook_duration_seconds`, `gateway_hook_in_flight`), and
-//!   per-rpc counters ([`HookStats`]) that tests read.
+//!   `gateway_hook_duration_seconds`, `gateway_hook_in_flight`,
+//!   `gateway_hook_retries_total`), once attached.
 //!
 //! The order of one socket's events is kept by the caller (the socket's
 //! event queue hands [`Hooks::on_event`] one event at a time).
 //!
 //! Files: `mod.rs` (configuration to routes, the [`Hooks`] implementation),
 //! `call.rs` (a backend and one call: deadline, retry, failure mapping),
-//! `convert.rs` (protobuf messages), `stats.rs` (per-rpc counters).
+//! `convert.rs` (protobuf messages).
 
 mod call;
 mod convert;
-mod stats;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gateway_proto::hooks::v1 as pb;
@@ -50,7 +48,6 @@ use crate::socketio::{Payload, Socket};
 use call::*;
 pub(crate) use convert::socketio_reason;
 use convert::*;
-pub(crate) use stats::{HookCounts, HookStats, RpcStats};
 
 /// Longest message of a backend's error status passed on to a client; longer
 /// ones are cut (at a character boundary).
@@ -84,28 +81,23 @@ struct Route {
 struct Inner {
     routes: Vec<Route>,
     max_room_name: usize,
-    stats: Arc<HookStats>,
     disconnects: TaskTracker,
     /// The node's Prometheus series, once attached.
     metrics: std::sync::OnceLock<Arc<crate::telemetry::Metrics>>,
 }
 
-/// Counts a finished call wherever calls are counted: the per-rpc counters,
-/// the node's metrics, and the backend's failing / answering-again log.
+/// Counts a finished call wherever calls are counted: the node's metrics,
+/// and the backend's failing / answering-again log.
 fn record<T>(
     rpc: Rpc,
-    stats: &RpcStats,
     observed: Option<crate::telemetry::HookCall<'_>>,
     backend: &Backend,
-    started: Instant,
     result: &Result<T, HookError>,
 ) {
-    let outcome = result.as_ref().map(|_| ());
-    stats.record(started.elapsed(), outcome);
     if let Some(call) = observed {
         call.finish(hook_result(result));
     }
-    backend.note(rpc.name(), outcome);
+    backend.note(rpc.name(), result.as_ref().map(|_| ()));
 }
 
 /// The Prometheus result label of a hook call's outcome.
@@ -200,7 +192,6 @@ impl GrpcHooks {
             inner: Arc::new(Inner {
                 routes,
                 max_room_name: config.limits.max_room_name,
-                stats: Arc::new(HookStats::default()),
                 disconnects: TaskTracker::new(),
                 metrics: std::sync::OnceLock::new(),
             }),
@@ -220,14 +211,9 @@ impl GrpcHooks {
 
     /// Records hook calls in the node's metrics from now on
     /// (`gateway_hook_requests_total`, `gateway_hook_duration_seconds`,
-    /// `gateway_hook_in_flight`).
+    /// `gateway_hook_in_flight`, `gateway_hook_retries_total`).
     pub fn attach_metrics(&self, metrics: Arc<crate::telemetry::Metrics>) {
         let _ = self.inner.metrics.set(metrics);
-    }
-
-    /// Hook latency and error counters.
-    pub fn stats(&self) -> HookCounts {
-        self.inner.stats.read()
     }
 
     /// Waits up to `grace` for the `OnDisconnect` calls still under way (at
@@ -250,10 +236,6 @@ impl GrpcHooks {
             .find(|r| r.name == namespace)
             .or_else(|| routes.iter().find(|r| r.matcher.matches(namespace)))
             .and_then(|r| r.hooks.as_ref())
-    }
-
-    fn stats_of(&self, rpc: Rpc) -> &RpcStats {
-        rpc.stats(&self.inner.stats)
     }
 }
 
@@ -321,7 +303,6 @@ impl Hooks for GrpcHooks {
                 .unwrap_or_default(),
             user_id: req.user_id.unwrap_or_default().to_owned(),
         };
-        let stats = self.stats_of(Rpc::Connect);
         let metrics = self.inner.metrics.get().cloned();
         let observed = metrics.as_ref().map(|m| m.hook_call(Rpc::Connect.kind()));
         let result = call(
@@ -330,22 +311,12 @@ impl Hooks for GrpcHooks {
             started + hooks.connect_deadline,
             request,
             |mut client, r| async move { client.on_connect(r).await },
-            &stats.retries,
+            observed.as_ref(),
         )
         .await
         .map_err(|e| e.into_hook_error(false))
         .and_then(|r| self.decision(r).map_err(HookError::Unavailable));
-        record(
-            Rpc::Connect,
-            stats,
-            observed,
-            &hooks.backend,
-            started,
-            &result,
-        );
-        if let Ok(ConnectDecision::Refuse { .. }) = &result {
-            stats.refused.fetch_add(1, Ordering::Relaxed);
-        }
+        record(Rpc::Connect, observed, &hooks.backend, &result);
         result
     }
 
@@ -370,7 +341,6 @@ impl Hooks for GrpcHooks {
             // The proto numbers a socket's events from 1.
             sequence: event.sequence.saturating_add(1),
         };
-        let stats = self.stats_of(Rpc::Event);
         let metrics = self.inner.metrics.get().cloned();
         let observed = metrics.as_ref().map(|m| m.hook_call(Rpc::Event.kind()));
         let result = call(
@@ -379,7 +349,7 @@ impl Hooks for GrpcHooks {
             started + hooks.timeout,
             request,
             |mut client, r| async move { client.on_event(r).await },
-            &stats.retries,
+            observed.as_ref(),
         )
         .await
         .map_err(|e| e.into_hook_error(true))
@@ -389,14 +359,7 @@ impl Hooks for GrpcHooks {
                 .map_err(HookError::Unavailable),
             _ => Ok(None),
         });
-        record(
-            Rpc::Event,
-            stats,
-            observed,
-            &hooks.backend,
-            started,
-            &result,
-        );
+        record(Rpc::Event, observed, &hooks.backend, &result);
         result
     }
 
@@ -411,33 +374,24 @@ impl Hooks for GrpcHooks {
             user_id: socket.user_id().unwrap_or_default().to_owned(),
             reason: socketio_reason(reason).to_owned(),
         };
-        let stats = self.inner.stats.clone();
         let started = Instant::now();
         let metrics = self.inner.metrics.get().cloned();
         self.inner.disconnects.spawn(async move {
             let observed = metrics
                 .as_ref()
                 .map(|m| m.hook_call(Rpc::Disconnect.kind()));
-            let stats = Rpc::Disconnect.stats(&stats);
             let result = call(
                 &hooks.backend,
                 Rpc::Disconnect,
                 started + hooks.timeout,
                 request,
                 |mut client, r| async move { client.on_disconnect(r).await },
-                &stats.retries,
+                observed.as_ref(),
             )
             .await
             .map(|_| ())
             .map_err(|e| e.into_hook_error(false));
-            record(
-                Rpc::Disconnect,
-                stats,
-                observed,
-                &hooks.backend,
-                started,
-                &result,
-            );
+            record(Rpc::Disconnect, observed, &hooks.backend, &result);
         });
     }
 
