@@ -18,7 +18,7 @@ use super::message::{Answer, Broadcast, BusMessage, Heartbeat, Op, Request, Resp
 use super::registry::now_ms;
 use super::{BusError, BusEvent, Channels, ClusterBus, NodeInfo, Registry, Sent, Subscriptions};
 use crate::config::ClusterConfig;
-use crate::telemetry::{Metrics, RedisOp};
+use crate::telemetry::{ErrorChain, Metrics, RedisOp};
 
 /// A cluster operation that could not complete.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -141,7 +141,7 @@ impl Adapter {
                 if let Some(m) = &self.metrics {
                     m.redis_error(RedisOp::Publish);
                 }
-                tracing::warn!(channel, error = %e, "cluster publish failed");
+                tracing::warn!(channel, error = %ErrorChain(e), "cluster publish failed");
             }
         }
     }
@@ -314,7 +314,10 @@ impl Adapter {
         // heartbeats stop arriving too): answering for this node alone would
         // pass for the whole cluster.
         if self.bus.may_have_peers() && !self.bus.is_connected() {
-            return Err(BusError::Unavailable("not connected".into()).into());
+            return Err(BusError::NotConnected {
+                bus: self.bus.kind(),
+            }
+            .into());
         }
         let peers: HashSet<String> = self
             .registry

@@ -23,7 +23,7 @@ use crate::cluster::{BusError, ClusterBus, Held, NodeInfo, Sent};
 use crate::config::{Config, ConfigError};
 use crate::engine::{Connection, EngineHandler, Frame, Session};
 use crate::ids::RoomNameError;
-use crate::telemetry::Metrics;
+use crate::telemetry::{ErrorChain, Metrics};
 use hooks::Hooks;
 use namespace::ChannelWatch;
 pub(crate) use namespace::{Joined, Namespace, Namespaces, Policy};
@@ -293,7 +293,9 @@ impl SocketIo {
         }
         for channel in channels {
             if !adapter.subscriptions.is_active(channel) && !adapter.is_connected() {
-                return Err(BusError::Unavailable("not connected".into()));
+                return Err(BusError::NotConnected {
+                    bus: adapter.bus().kind(),
+                });
             }
             if let Err(e) = adapter
                 .subscriptions
@@ -301,7 +303,7 @@ impl SocketIo {
                 .await
             {
                 tracing::warn!(channel, error = %e, "subscription not confirmed");
-                return Err(BusError::Unavailable(e.to_string()));
+                return Err(BusError::NotConfirmed(e));
             }
         }
         Ok(())
@@ -395,8 +397,11 @@ impl SocketIo {
             Answer::Unavailable(why) => Some((node, why)),
             _ => None,
         }) {
-            let why = format!("node {node}: {why}");
-            return Err(ClusterError::Bus(BusError::Unavailable(why)).into());
+            let e = BusError::Peer {
+                node: node.clone(),
+                reason: why.clone(),
+            };
+            return Err(ClusterError::Bus(e).into());
         }
         Ok((sum_counts(&g.answers), g.missing))
     }
@@ -535,7 +540,11 @@ impl SocketIo {
                                     s.leave(r);
                                 }
                             }
-                            return Answer::Unavailable(format!("room {room:?}: {e}"));
+                            // Only text crosses the bus: the whole chain.
+                            return Answer::Unavailable(format!(
+                                "room {room:?}: {}",
+                                ErrorChain(&e)
+                            ));
                         }
                     }
                 }
