@@ -16,7 +16,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::config::{JwtAlgorithm, JwtConfig};
+use crate::config::{ConfigError, JwtAlgorithm, JwtConfig, JwtKey, unusable};
 
 /// Why a token was not accepted; the text is what the client reads in its
 /// CONNECT_ERROR.
@@ -30,8 +30,51 @@ pub(crate) enum AuthError {
     /// unreachable, too slow, too large or not a key set).
     #[error("cannot verify token: signing keys unavailable")]
     KeysUnavailable,
-    #[error("bad key configuration: {0}")]
-    Key(String),
+}
+
+/// Why a namespace's verifier could not be built: its `[namespaces.jwt]`
+/// values, or the key they name. A configuration error of the namespace
+/// (see the `From` impl).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum KeyError {
+    /// The values do not fit together ([`JwtConfig::validate`]).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot read `public_key_file` {path:?}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the {algorithm:?} public key is not a usable PEM key")]
+    Pem {
+        algorithm: Algorithm,
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    #[error("`jwks_url` {url:?} is not a URL")]
+    JwksUrl {
+        url: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("`jwks_url` {url:?} must be an http:// or https:// URL")]
+    JwksScheme { url: String },
+    #[error("`jwks_timeout_ms` and `jwks_max_bytes` must be positive")]
+    JwksLimits,
+    #[error("the JWKS HTTP client cannot be built")]
+    JwksClient(#[source] reqwest::Error),
+}
+
+/// The error of the namespace's `jwt` table (to be placed in its namespace
+/// with [`ConfigError::in_namespace`]).
+impl From<KeyError> for ConfigError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::Config(e) => e,
+            e => unusable("jwt", "no verification key", e),
+        }
+    }
 }
 
 /// What a valid token grants.
@@ -73,50 +116,35 @@ impl std::fmt::Debug for JwtVerifier {
 impl JwtVerifier {
     /// Checks `config` and builds the verifier: reads a key file if one is
     /// named, but fetches nothing (see [`JwtVerifier::start`]).
-    pub(crate) fn new(config: &JwtConfig) -> Result<Self, AuthError> {
-        config.validate().map_err(AuthError::Key)?;
+    pub(crate) fn new(config: &JwtConfig) -> Result<Self, KeyError> {
         let algorithm = match config.algorithm {
             JwtAlgorithm::HS256 => Algorithm::HS256,
             JwtAlgorithm::RS256 => Algorithm::RS256,
             JwtAlgorithm::ES256 => Algorithm::ES256,
         };
-        let keys = match algorithm {
-            Algorithm::HS256 => {
-                let secret = config.secret.as_deref().unwrap_or_default();
-                Keys::Fixed(DecodingKey::from_secret(secret.as_bytes()))
+        // The configuration decides which key the algorithm takes.
+        let keys = match config.key()? {
+            JwtKey::Secret(secret) => Keys::Fixed(DecodingKey::from_secret(secret.as_bytes())),
+            JwtKey::PublicKey(pem) => Keys::Fixed(key_from_pem(algorithm, pem)?),
+            JwtKey::PublicKeyFile(path) => {
+                let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                Keys::Fixed(key_from_pem(algorithm, &pem)?)
             }
-            _ => {
-                match (
-                    &config.public_key,
-                    &config.public_key_file,
-                    &config.jwks_url,
-                ) {
-                    (Some(pem), None, None) => Keys::Fixed(key_from_pem(algorithm, pem)?),
-                    (None, Some(path), None) => {
-                        let pem = std::fs::read_to_string(path)
-                            .map_err(|e| AuthError::Key(format!("{path}: {e}")))?;
-                        Keys::Fixed(key_from_pem(algorithm, &pem)?)
-                    }
-                    (None, None, Some(url)) => Keys::Jwks(Arc::new(jwks::JwksCache::new(
-                        url,
-                        algorithm,
-                        jwks::Limits {
-                            timeout: Duration::from_millis(config.jwks_timeout_ms),
-                            max_bytes: config.jwks_max_bytes,
-                            min_refresh_interval: Duration::from_millis(
-                                config.jwks_min_refresh_interval_ms,
-                            ),
-                            max_age: Duration::from_millis(config.jwks_max_age_ms),
-                        },
-                    )?)),
-                    _ => {
-                        return Err(AuthError::Key(format!(
-                            "{algorithm:?} needs exactly one of `public_key`, \
-                             `public_key_file` or `jwks_url`"
-                        )));
-                    }
-                }
-            }
+            JwtKey::Jwks(url) => Keys::Jwks(Arc::new(jwks::JwksCache::new(
+                url,
+                algorithm,
+                jwks::Limits {
+                    timeout: Duration::from_millis(config.jwks_timeout_ms),
+                    max_bytes: config.jwks_max_bytes,
+                    min_refresh_interval: Duration::from_millis(
+                        config.jwks_min_refresh_interval_ms,
+                    ),
+                    max_age: Duration::from_millis(config.jwks_max_age_ms),
+                },
+            )?)),
         };
         let mut validation = Validation::new(algorithm);
         validation.required_spec_claims = ["exp".to_owned()].into_iter().collect();
@@ -140,7 +168,7 @@ impl JwtVerifier {
     /// [`JwtVerifier::new`], then, for a JWKS, the first fetch in the
     /// background (when called inside a Tokio runtime; otherwise the first
     /// CONNECT fetches). A node starts even if its identity provider is down.
-    pub(crate) fn start(config: &JwtConfig) -> Result<Self, AuthError> {
+    pub(crate) fn start(config: &JwtConfig) -> Result<Self, KeyError> {
         let verifier = Self::new(config)?;
         if let Keys::Jwks(cache) = &verifier.keys {
             cache.prefetch();
@@ -199,12 +227,12 @@ impl JwtVerifier {
     }
 }
 
-fn key_from_pem(algorithm: Algorithm, pem: &str) -> Result<DecodingKey, AuthError> {
+fn key_from_pem(algorithm: Algorithm, pem: &str) -> Result<DecodingKey, KeyError> {
     let key = match algorithm {
         Algorithm::ES256 => DecodingKey::from_ec_pem(pem.as_bytes()),
         _ => DecodingKey::from_rsa_pem(pem.as_bytes()),
     };
-    key.map_err(|e| AuthError::Key(format!("{algorithm:?} public key: {e}")))
+    key.map_err(|source| KeyError::Pem { algorithm, source })
 }
 
 #[cfg(test)]
@@ -302,7 +330,10 @@ mod tests {
         let mut config = JwtConfig::new(JwtAlgorithm::HS256);
         config.secret = Some("k".into());
         config.leeway_secs = crate::config::MAX_JWT_LEEWAY_SECS + 1;
-        assert!(matches!(JwtVerifier::new(&config), Err(AuthError::Key(_))));
+        assert!(matches!(
+            JwtVerifier::new(&config),
+            Err(KeyError::Config(ConfigError::Invalid { .. }))
+        ));
     }
 
     #[tokio::test]
@@ -442,12 +473,63 @@ mod tests {
             config.public_key = pem.map(Into::into);
             config.jwks_url = url.map(Into::into);
             assert!(
-                matches!(JwtVerifier::new(&config), Err(AuthError::Key(_))),
+                JwtVerifier::new(&config).is_err(),
                 "accepted {algorithm:?} secret={secret:?} pem={pem:?} url={url:?}"
             );
         }
         let mut config = JwtConfig::new(JwtAlgorithm::RS256);
         config.jwks_url = Some("https://idp.example/.well-known/jwks.json".into());
         JwtVerifier::new(&config).unwrap();
+    }
+
+    /// The configuration decides which key an algorithm takes; the verifier
+    /// gives the same answer, never a second opinion.
+    #[test]
+    fn the_verifier_refuses_what_validation_refuses_with_the_same_error() {
+        let mut config = JwtConfig::new(JwtAlgorithm::ES256);
+        config.public_key = Some("pem".into());
+        config.jwks_url = Some("https://idp.example/jwks".into());
+        let validated = config.validate().unwrap_err().to_string();
+        let built = JwtVerifier::new(&config).unwrap_err();
+        assert!(matches!(built, KeyError::Config(_)), "{built:?}");
+        assert_eq!(built.to_string(), validated);
+        assert!(validated.contains("needs exactly one of"), "{validated}");
+    }
+
+    #[test]
+    fn a_key_that_does_not_load_keeps_why_as_its_source() {
+        use std::error::Error as _;
+        let mut missing = JwtConfig::new(JwtAlgorithm::RS256);
+        missing.public_key_file = Some("/nonexistent/key.pem".into());
+        let mut not_pem = JwtConfig::new(JwtAlgorithm::ES256);
+        not_pem.public_key = Some("not a pem".into());
+        let mut not_url = JwtConfig::new(JwtAlgorithm::ES256);
+        not_url.jwks_url = Some("not a url".into());
+        let cases = [
+            (
+                missing,
+                "cannot read `public_key_file` \"/nonexistent/key.pem\"",
+            ),
+            (not_pem, "the ES256 public key is not a usable PEM key"),
+            (not_url, "`jwks_url` \"not a url\" is not a URL"),
+        ];
+        for (config, message) in cases {
+            let e = JwtVerifier::new(&config).unwrap_err();
+            assert_eq!(e.to_string(), message);
+            assert!(e.source().is_some(), "{e}: no source");
+            // As the namespace's configuration error, under its name.
+            let e = ConfigError::from(e).in_namespace("/a");
+            assert_eq!(
+                e.to_string(),
+                "invalid configuration: namespace \"/a\": jwt: no verification key"
+            );
+            let key_error = e.source().unwrap();
+            assert_eq!(key_error.to_string(), message);
+            assert!(key_error.source().is_some(), "{message}: no source");
+        }
+        let mut missing = JwtConfig::new(JwtAlgorithm::RS256);
+        missing.public_key_file = Some("/nonexistent/key.pem".into());
+        let e = JwtVerifier::new(&missing).unwrap_err();
+        assert!(e.source().unwrap().is::<std::io::Error>());
     }
 }

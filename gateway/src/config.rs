@@ -23,19 +23,77 @@ use tonic::transport::Endpoint;
 /// Engine.IO protocol.
 pub use crate::protocol::engineio::Transport;
 
-/// Errors found while loading or validating the configuration.
+/// Errors found while loading or validating the configuration. The message
+/// names the setting; an error beneath it (a parser's, a file's) is its
+/// [`source`](std::error::Error::source).
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file or the environment could not be parsed into the schema.
-    #[error("cannot load configuration: {0}")]
+    #[error("cannot load configuration")]
     Load(#[from] Box<figment::Error>),
     /// A value is out of its allowed range or inconsistent with another.
-    #[error("invalid configuration: {0}")]
-    Invalid(String),
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid {
+        /// The setting as the file names it (`server.path`); a namespace's
+        /// settings are prefixed with it (`namespace "/chat": jwt`).
+        key: String,
+        reason: String,
+    },
+    /// A value that does not parse, or names something that cannot be
+    /// loaded (a key file, a URL): the error that says why is the source.
+    #[error("invalid configuration: {key}: {reason}")]
+    Unusable {
+        /// As in [`ConfigError::Invalid`].
+        key: String,
+        reason: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
-fn invalid(msg: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid(msg.into())
+impl ConfigError {
+    /// The same error, about a setting of namespace `name`.
+    pub(crate) fn in_namespace(self, name: &str) -> Self {
+        let prefix = |key: String| format!("namespace {name:?}: {key}");
+        match self {
+            Self::Invalid { key, reason } => Self::Invalid {
+                key: prefix(key),
+                reason,
+            },
+            Self::Unusable {
+                key,
+                reason,
+                source,
+            } => Self::Unusable {
+                key: prefix(key),
+                reason,
+                source,
+            },
+            e @ Self::Load(_) => e,
+        }
+    }
+}
+
+/// `key` is set to a value that is out of range or inconsistent.
+pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// `key` is set to a value that cannot be used, for the reason `source`
+/// gives.
+pub(crate) fn unusable(
+    key: impl Into<String>,
+    reason: impl Into<String>,
+    source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> ConfigError {
+    ConfigError::Unusable {
+        key: key.into(),
+        reason: reason.into(),
+        source: source.into(),
+    }
 }
 
 /// The whole configuration of a node.
@@ -401,28 +459,41 @@ impl AdminConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(token) = &self.token {
             if token.is_empty() {
-                return Err(invalid("admin.token must not be empty when set"));
+                return Err(invalid("admin.token", "must not be empty when set"));
             }
             if !token.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(invalid(
-                    "admin.token must be printable ASCII without spaces (it travels in an HTTP header)",
+                    "admin.token",
+                    "must be printable ASCII without spaces (it travels in an HTTP header)",
                 ));
             }
         } else if !self.listen.ip().is_loopback() {
-            return Err(invalid(format!(
-                "admin.listen {} is not a loopback address: without admin.token \
-                 (GATEWAY_ADMIN__TOKEN) the admin API listens on localhost only",
-                self.listen
-            )));
-        }
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid(
-                "admin.tls_cert and admin.tls_key must be set together",
+                "admin.listen",
+                format!(
+                    "{} is not a loopback address: without admin.token \
+                     (GATEWAY_ADMIN__TOKEN) the admin API listens on localhost only",
+                    self.listen
+                ),
             ));
         }
         // The certificate and key files are read (and checked) by the admin
         // API as the node is built.
-        Ok(())
+        self.tls_files().map(drop)
+    }
+
+    /// The certificate and key files of the admin API's TLS identity, `None`
+    /// for plaintext; an error when only one is set. Decides for
+    /// [`AdminConfig::validate`] and for the admin API that loads them.
+    pub(crate) fn tls_files(&self) -> Result<Option<(&Path, &Path)>, ConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some((cert, key))),
+            _ => Err(invalid(
+                "admin.tls_cert, admin.tls_key",
+                "must be set together",
+            )),
+        }
     }
 }
 
@@ -512,16 +583,18 @@ impl HooksConfig {
         Duration::from_millis(self.timeout_ms)
     }
 
-    /// Checks the values of one table; the message names the bad key.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks the values of one table; the error names the bad key
+    /// (`hooks.url`), to be placed in its namespace
+    /// ([`ConfigError::in_namespace`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
         hooks_endpoint(&self.url)?;
         if self.timeout_ms == 0 || self.timeout_ms > 3_600_000 {
-            return Err("timeout_ms must be between 1 and 3600000".into());
+            return Err(invalid("hooks.timeout_ms", "must be between 1 and 3600000"));
         }
         if self.max_in_flight == 0 || self.max_in_flight > Semaphore::MAX_PERMITS {
-            return Err(format!(
-                "max_in_flight must be between 1 and {}",
-                Semaphore::MAX_PERMITS
+            return Err(invalid(
+                "hooks.max_in_flight",
+                format!("must be between 1 and {}", Semaphore::MAX_PERMITS),
             ));
         }
         Ok(())
@@ -529,25 +602,28 @@ impl HooksConfig {
 }
 
 /// Parses a backend url into an endpoint; only `http://host[:port]`.
-pub(crate) fn hooks_endpoint(url: &str) -> Result<Endpoint, String> {
+pub(crate) fn hooks_endpoint(url: &str) -> Result<Endpoint, ConfigError> {
+    const KEY: &str = "hooks.url";
     let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| format!("url {url:?} is not a valid URI: {e}"))?;
+        .map_err(|e| unusable(KEY, format!("{url:?} is not a valid URI"), e))?;
     let uri = endpoint.uri();
     match uri.scheme_str() {
         Some("http") => {}
         Some("https") => {
-            return Err(format!(
-                "url {url:?}: TLS to hooks backends is not supported yet, use http://"
+            return Err(invalid(
+                KEY,
+                format!("{url:?}: TLS to hooks backends is not supported yet, use http://"),
             ));
         }
-        _ => return Err(format!("url {url:?} must start with http://")),
+        _ => return Err(invalid(KEY, format!("{url:?} must start with http://"))),
     }
     if uri.host().is_none_or(str::is_empty) {
-        return Err(format!("url {url:?} has no host"));
+        return Err(invalid(KEY, format!("{url:?} has no host")));
     }
     if uri.path() != "/" && !uri.path().is_empty() {
-        return Err(format!(
-            "url {url:?} must not have a path (the service path is fixed)"
+        return Err(invalid(
+            KEY,
+            format!("{url:?} must not have a path (the service path is fixed)"),
         ));
     }
     Ok(endpoint)
@@ -555,17 +631,20 @@ pub(crate) fn hooks_endpoint(url: &str) -> Result<Endpoint, String> {
 
 /// Checks what spans namespaces: those naming the same backend share its
 /// bound on calls in flight, so they must agree on it.
-pub(crate) fn validate_backends(namespaces: &[NamespaceConfig]) -> Result<(), String> {
+pub(crate) fn validate_backends(namespaces: &[NamespaceConfig]) -> Result<(), ConfigError> {
     let mut bounds: HashMap<&str, (&str, usize)> = HashMap::new();
     for ns in namespaces {
         let Some(hooks) = &ns.hooks else { continue };
         match bounds.get(hooks.url.as_str()) {
             Some(&(other, bound)) if bound != hooks.max_in_flight => {
-                return Err(format!(
-                    "namespaces {other:?} and {:?} name the hooks backend {:?} with different \
-                     max_in_flight ({bound} and {}); it bounds the backend as a whole, so give \
-                     them the same value",
-                    ns.name, hooks.url, hooks.max_in_flight
+                return Err(invalid(
+                    "hooks.max_in_flight",
+                    format!(
+                        "namespaces {other:?} and {:?} name the hooks backend {:?} with \
+                         different max_in_flight ({bound} and {}); it bounds the backend as a \
+                         whole, so give them the same value",
+                        ns.name, hooks.url, hooks.max_in_flight
+                    ),
                 ));
             }
             Some(_) => {}
@@ -635,38 +714,83 @@ pub struct JwtConfig {
 /// The most clock skew `leeway_secs` may allow.
 pub const MAX_JWT_LEEWAY_SECS: u64 = 600;
 
+/// Where a namespace's verification key comes from: the one key setting
+/// its algorithm takes (see [`JwtConfig::key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JwtKey<'a> {
+    /// HS256: the shared `secret`.
+    Secret(&'a str),
+    /// RS256, ES256: `public_key`, a PEM public key.
+    PublicKey(&'a str),
+    /// RS256, ES256: `public_key_file`, the path of a PEM public key.
+    PublicKeyFile(&'a str),
+    /// RS256, ES256: `jwks_url`, the URL of a JSON Web Key Set.
+    Jwks(&'a str),
+}
+
 impl JwtConfig {
     /// Checks which keys are given for the algorithm and the other values;
     /// the keys themselves are parsed (and a key file read) by the
-    /// namespace's verifier as the node is built.
-    pub fn validate(&self) -> Result<(), String> {
-        let public = [&self.public_key, &self.public_key_file, &self.jwks_url]
-            .iter()
-            .filter(|k| k.is_some())
-            .count();
-        match self.algorithm {
+    /// namespace's verifier as the node is built. The error names the
+    /// table (`jwt`), to be placed in its namespace
+    /// ([`ConfigError::in_namespace`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.key().map(drop)
+    }
+
+    /// Checks the values like [`JwtConfig::validate`] and says where the
+    /// key comes from: the one place that decides which key settings fit
+    /// the algorithm, for the validation and for the verifier.
+    pub(crate) fn key(&self) -> Result<JwtKey<'_>, ConfigError> {
+        const KEY: &str = "jwt";
+        let key = match self.algorithm {
             JwtAlgorithm::HS256 => {
-                if public > 0 {
-                    return Err("HS256 takes only `secret` (no public key, no `jwks_url`)".into());
+                if self.public_key.is_some()
+                    || self.public_key_file.is_some()
+                    || self.jwks_url.is_some()
+                {
+                    return Err(invalid(
+                        KEY,
+                        "HS256 takes only `secret` (no public key, no `jwks_url`)",
+                    ));
                 }
-                if self.secret.as_deref().is_none_or(str::is_empty) {
-                    return Err("HS256 needs `secret`".into());
+                match self.secret.as_deref() {
+                    Some(secret) if !secret.is_empty() => JwtKey::Secret(secret),
+                    _ => return Err(invalid(KEY, "HS256 needs `secret`")),
                 }
             }
             algorithm => {
                 if self.secret.is_some() {
-                    return Err(format!("{algorithm:?} takes a public key, not `secret`"));
-                }
-                if public != 1 {
-                    return Err(format!(
-                        "{algorithm:?} needs exactly one of `public_key`, \
-                         `public_key_file` or `jwks_url`"
+                    return Err(invalid(
+                        KEY,
+                        format!("{algorithm:?} takes a public key, not `secret`"),
                     ));
                 }
+                match (
+                    self.public_key.as_deref(),
+                    self.public_key_file.as_deref(),
+                    self.jwks_url.as_deref(),
+                ) {
+                    (Some(pem), None, None) => JwtKey::PublicKey(pem),
+                    (None, Some(path), None) => JwtKey::PublicKeyFile(path),
+                    (None, None, Some(url)) => JwtKey::Jwks(url),
+                    _ => {
+                        return Err(invalid(
+                            KEY,
+                            format!(
+                                "{algorithm:?} needs exactly one of `public_key`, \
+                                 `public_key_file` or `jwks_url`"
+                            ),
+                        ));
+                    }
+                }
             }
-        }
+        };
         if self.leeway_secs > MAX_JWT_LEEWAY_SECS {
-            return Err(format!("`leeway_secs` is at most {MAX_JWT_LEEWAY_SECS}"));
+            return Err(invalid(
+                KEY,
+                format!("`leeway_secs` is at most {MAX_JWT_LEEWAY_SECS}"),
+            ));
         }
         if self
             .audience
@@ -674,9 +798,12 @@ impl JwtConfig {
             .chain(&self.issuer)
             .any(String::is_empty)
         {
-            return Err("`audience` and `issuer` entries must not be empty".into());
+            return Err(invalid(
+                KEY,
+                "`audience` and `issuer` entries must not be empty",
+            ));
         }
-        Ok(())
+        Ok(key)
     }
 
     /// A configuration for `algorithm` with every other field at its default.
@@ -748,12 +875,13 @@ pub enum NamespaceMatcher {
 
 impl NamespaceMatcher {
     pub fn new(name: &str) -> Result<Self, ConfigError> {
+        let key = || format!("namespace {name:?}");
         if !name.starts_with('/') {
-            return Err(invalid(format!("namespace {name:?} must start with '/'")));
+            return Err(invalid(key(), "must start with '/'"));
         }
         if name.contains(['*', '?', '[', '{']) {
             let glob =
-                Glob::new(name).map_err(|e| invalid(format!("namespace pattern {name:?}: {e}")))?;
+                Glob::new(name).map_err(|e| unusable(key(), "not a valid glob pattern", e))?;
             Ok(Self::Pattern(glob.compile_matcher()))
         } else {
             Ok(Self::Exact(name.to_owned()))
@@ -770,6 +898,17 @@ impl NamespaceMatcher {
     pub fn is_pattern(&self) -> bool {
         matches!(self, Self::Pattern(_))
     }
+}
+
+/// Compiles a pattern of a namespace's `join` list.
+pub(crate) fn join_pattern(pattern: &str) -> Result<Glob, ConfigError> {
+    Glob::new(pattern).map_err(|e| {
+        unusable(
+            "join",
+            format!("{pattern:?} is not a valid glob pattern"),
+            e,
+        )
+    })
 }
 
 impl Config {
@@ -819,11 +958,12 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.server;
         if !s.path.starts_with('/') {
-            return Err(invalid("server.path must start with '/'"));
+            return Err(invalid("server.path", "must start with '/'"));
         }
         if s.transports.is_empty() {
             return Err(invalid(
-                "server.transports must name at least one transport",
+                "server.transports",
+                "must name at least one transport",
             ));
         }
         for (name, v) in [
@@ -835,19 +975,20 @@ impl Config {
             ("server.request_body_timeout_ms", s.request_body_timeout_ms),
         ] {
             if v == 0 || v > 3_600_000 {
-                return Err(invalid(format!("{name} must be between 1 and 3600000")));
+                return Err(invalid(name, "must be between 1 and 3600000"));
             }
         }
         if s.max_payload < 16 || s.max_payload > 256 * 1024 * 1024 {
             return Err(invalid(
-                "server.max_payload must be between 16 and 268435456",
+                "server.max_payload",
+                "must be between 16 and 268435456",
             ));
         }
         if s.write_coalesce_ms > 1000 {
-            return Err(invalid("server.write_coalesce_ms must be at most 1000"));
+            return Err(invalid("server.write_coalesce_ms", "must be at most 1000"));
         }
         if s.ws_read_buffer < 64 {
-            return Err(invalid("server.ws_read_buffer must be at least 64"));
+            return Err(invalid("server.ws_read_buffer", "must be at least 64"));
         }
         let l = &self.limits;
         for (name, v) in [
@@ -864,40 +1005,47 @@ impl Config {
             ("limits.max_tcp_connections", l.tcp_connections()),
         ] {
             if v == 0 {
-                return Err(invalid(format!("{name} must be at least 1")));
+                return Err(invalid(name, "must be at least 1"));
             }
         }
         if (l.outbound_queue_bytes as u64) < s.max_payload {
             return Err(invalid(
-                "limits.outbound_queue_bytes must be at least server.max_payload",
+                "limits.outbound_queue_bytes",
+                "must be at least server.max_payload",
             ));
         }
         if l.rate_limit_per_sec > 0 && l.rate_limit_burst == 0 {
             return Err(invalid(
-                "limits.rate_limit_burst must be at least 1 when the rate limit is on",
+                "limits.rate_limit_burst",
+                "must be at least 1 when the rate limit is on",
             ));
         }
         if let Some(id) = &self.cluster.node_id
             && crate::ids::NodeId::parse(id).is_none()
         {
-            return Err(invalid(format!(
-                "cluster.node_id {id:?} must be {} characters of [A-Za-z0-9_-]",
-                crate::ids::NODE_ID_LEN
-            )));
+            return Err(invalid(
+                "cluster.node_id",
+                format!(
+                    "{id:?} must be {} characters of [A-Za-z0-9_-]",
+                    crate::ids::NODE_ID_LEN
+                ),
+            ));
         }
         let c = &self.cluster;
         if c.channel_prefix.is_empty() || c.channel_prefix.contains(char::is_whitespace) {
             return Err(invalid(
-                "cluster.channel_prefix must be non-empty, without spaces",
+                "cluster.channel_prefix",
+                "must be non-empty, without spaces",
             ));
         }
         if c.heartbeat_interval_ms == 0 || c.node_timeout_ms <= c.heartbeat_interval_ms {
             return Err(invalid(
-                "cluster.node_timeout_ms must be greater than cluster.heartbeat_interval_ms (> 0)",
+                "cluster.node_timeout_ms",
+                "must be greater than cluster.heartbeat_interval_ms (> 0)",
             ));
         }
         if c.request_timeout_ms == 0 {
-            return Err(invalid("cluster.request_timeout_ms must be at least 1"));
+            return Err(invalid("cluster.request_timeout_ms", "must be at least 1"));
         }
         if let Some(url) = &c.redis_url {
             let known = [
@@ -908,42 +1056,35 @@ impl Config {
                 "valkey://",
             ];
             if !known.iter().any(|p| url.starts_with(p)) {
-                return Err(invalid(format!(
-                    "cluster.redis_url {url:?} must start with one of {known:?}"
-                )));
+                return Err(invalid(
+                    "cluster.redis_url",
+                    format!("{url:?} must start with one of {known:?}"),
+                ));
             }
         }
         self.validate_operations()?;
         let mut seen = std::collections::HashSet::new();
         for ns in &self.namespaces {
             if !seen.insert(ns.name.as_str()) {
-                return Err(invalid(format!(
-                    "namespace {:?} is declared twice",
-                    ns.name
-                )));
+                return Err(invalid(
+                    format!("namespace {:?}", ns.name),
+                    "declared twice",
+                ));
             }
             NamespaceMatcher::new(&ns.name)?;
             for pattern in &ns.join {
-                Glob::new(pattern).map_err(|e| {
-                    invalid(format!(
-                        "namespace {:?}: join pattern {pattern:?}: {e}",
-                        ns.name
-                    ))
-                })?;
+                join_pattern(pattern).map_err(|e| e.in_namespace(&ns.name))?;
             }
             // JWT keys are parsed (a key file read) by the namespace's
             // policy as the node is built.
             if let Some(jwt) = &ns.jwt {
-                jwt.validate()
-                    .map_err(|e| invalid(format!("namespace {:?}: jwt: {e}", ns.name)))?;
+                jwt.validate().map_err(|e| e.in_namespace(&ns.name))?;
             }
             if let Some(hooks) = &ns.hooks {
-                hooks
-                    .validate()
-                    .map_err(|e| invalid(format!("namespace {:?}: hooks: {e}", ns.name)))?;
+                hooks.validate().map_err(|e| e.in_namespace(&ns.name))?;
             }
         }
-        validate_backends(&self.namespaces).map_err(invalid)?;
+        validate_backends(&self.namespaces)?;
         Ok(())
     }
 }
@@ -953,23 +1094,35 @@ impl Config {
     fn validate_operations(&self) -> Result<(), ConfigError> {
         let sd = &self.shutdown;
         if sd.grace_period_ms > 3_600_000 {
-            return Err(invalid("shutdown.grace_period_ms must be at most 3600000"));
+            return Err(invalid(
+                "shutdown.grace_period_ms",
+                "must be at most 3600000",
+            ));
         }
         if sd.drain_delay_ms > 3_600_000 {
-            return Err(invalid("shutdown.drain_delay_ms must be at most 3600000"));
+            return Err(invalid(
+                "shutdown.drain_delay_ms",
+                "must be at most 3600000",
+            ));
         }
         let t = &self.telemetry;
-        tracing_subscriber::EnvFilter::try_new(&t.log_level)
-            .map_err(|e| invalid(format!("telemetry.log_level {:?}: {e}", t.log_level)))?;
+        tracing_subscriber::EnvFilter::try_new(&t.log_level).map_err(|e| {
+            unusable(
+                "telemetry.log_level",
+                format!("{:?} is not a log filter", t.log_level),
+                e,
+            )
+        })?;
         if let Some(endpoint) = &t.otlp_endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {
-            return Err(invalid(format!(
-                "telemetry.otlp_endpoint {endpoint:?} must start with http:// or https://"
-            )));
+            return Err(invalid(
+                "telemetry.otlp_endpoint",
+                format!("{endpoint:?} must start with http:// or https://"),
+            ));
         }
         if t.service_name.as_deref().is_some_and(str::is_empty) {
-            return Err(invalid("telemetry.service_name must not be empty"));
+            return Err(invalid("telemetry.service_name", "must not be empty"));
         }
         self.admin.validate()?;
         for (name, addr) in [
@@ -980,14 +1133,14 @@ impl Config {
                 && addr.port() != 0
                 && addr == self.server.listen
             {
-                return Err(invalid(format!("{name} must differ from server.listen")));
+                return Err(invalid(name, "must differ from server.listen"));
             }
         }
         if let Some(ops) = self.ops.listen
             && ops.port() != 0
             && ops == self.admin.listen
         {
-            return Err(invalid("ops.listen must differ from admin.listen"));
+            return Err(invalid("ops.listen", "must differ from admin.listen"));
         }
         Ok(())
     }
@@ -1061,6 +1214,61 @@ mod tests {
             assert!(c.validate().is_err(), "accepted: {text}");
         }
         assert!(Config::from_toml("[server]\nnope = 1").is_err());
+    }
+
+    #[test]
+    fn an_error_names_the_setting_and_keeps_what_it_wraps() {
+        use std::error::Error as _;
+        let validate = |text: &str| Config::from_toml(text).unwrap().validate().unwrap_err();
+
+        let e = validate("[server]\npath = \"x\"");
+        assert!(matches!(&e, ConfigError::Invalid { key, .. } if key == "server.path"));
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: server.path: must start with '/'"
+        );
+        assert!(e.source().is_none());
+        let e = validate("[[namespaces]]\nname = \"/a\"\n[namespaces.jwt]\nalgorithm = \"HS256\"");
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: namespace \"/a\": jwt: HS256 needs `secret`"
+        );
+
+        for (text, key) in [
+            (
+                "[telemetry]\nlog_level = \"info,=x=y\"",
+                "telemetry.log_level",
+            ),
+            ("[[namespaces]]\nname = \"/a[\"", "namespace \"/a[\""),
+            (
+                "[[namespaces]]\nname = \"/a\"\njoin = [\"r[\"]",
+                "namespace \"/a\": join",
+            ),
+            (
+                "[[namespaces]]\nname = \"/a\"\n[namespaces.hooks]\nurl = \"http://a b\"",
+                "namespace \"/a\": hooks.url",
+            ),
+        ] {
+            let e = validate(text);
+            assert!(
+                matches!(&e, ConfigError::Unusable { key: k, .. } if k == key),
+                "{text}: {e:?}"
+            );
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("invalid configuration: {key}: ")),
+                "{e}"
+            );
+            let source = e.source().expect("the parser's error is the source");
+            assert!(
+                !e.to_string().contains(&source.to_string()),
+                "said twice: {e}"
+            );
+        }
+
+        let e = Config::from_toml("[server]\nnope = 1").unwrap_err();
+        assert_eq!(e.to_string(), "cannot load configuration");
+        assert!(e.source().unwrap().to_string().contains("nope"));
     }
 
     #[test]

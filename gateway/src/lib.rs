@@ -77,7 +77,7 @@ pub use socketio::SocketIo;
 pub enum RunError {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    #[error("client listener failed: {0}")]
+    #[error("client listener failed")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Bus(#[from] cluster::BusError),
@@ -395,7 +395,7 @@ impl Node {
         if let Some(admin) = admin {
             admin.abort(); // a no-op once it stopped by itself
             if let Ok(Err(e)) = admin.await {
-                tracing::warn!(error = %e, "admin server failed");
+                tracing::warn!(error = %telemetry::ErrorChain(&e), "admin server failed");
             }
         }
         if !self.io.hooks().drain(DISCONNECT_HOOKS_GRACE).await {

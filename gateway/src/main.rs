@@ -98,15 +98,20 @@ async fn announce(line: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints why the configuration cannot be used, with the errors beneath
+/// (`invalid configuration: telemetry.log_level: "x=" is not a log filter:
+/// ...`), and exits with status 2.
+fn invalid(e: anyhow::Error) -> ! {
+    eprintln!("{e:#}");
+    std::process::exit(2)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut config = match gateway::Config::load(cli.config.as_deref()) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
+        Err(e) => invalid(e.into()),
     };
     if let Some(listen) = cli.listen {
         config.server.listen = listen;
@@ -125,10 +130,7 @@ async fn main() -> anyhow::Result<()> {
                 println!("configuration is valid");
                 return Ok(());
             }
-            Err(e) => {
-                eprintln!("{e}");
-                std::process::exit(2);
-            }
+            Err(e) => invalid(e.into()),
         }
     }
     let telemetry = telemetry::init(&TracingOptions::from_config(&config.telemetry))?;
@@ -136,10 +138,7 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     let node = match Node::builder(config).connect().await {
         Ok(node) => node,
-        Err(RunError::Config(e)) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
+        Err(RunError::Config(e)) => invalid(e.into()),
         Err(e) => return Err(e.into()),
     };
 

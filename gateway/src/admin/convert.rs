@@ -18,6 +18,7 @@ use crate::cluster::{BusError, NodeInfo};
 use crate::ids::NodeId;
 use crate::protocol::socketio::RESERVED_EVENTS;
 use crate::socketio::{OpError, Payload, PayloadError, SocketIo, Target, payload};
+use crate::telemetry::ErrorChain;
 
 /// Longest `EmitWithAck.timeout_ms`: 5 minutes.
 pub(crate) const MAX_ACK_TIMEOUT_MS: u32 = 300_000;
@@ -211,11 +212,11 @@ pub(crate) fn op_status(e: OpError, partial: &str) -> Status {
     match e {
         OpError::Payload(e) => invalid(format!("payload: {e}")),
         OpError::Invalid(m) | OpError::Cluster(ClusterError::Invalid(m)) => invalid(m),
-        OpError::Cluster(ClusterError::Bus(BusError::Unavailable(why))) => {
-            Status::unavailable(format!("the cluster bus is unreachable ({why}): {partial}"))
-        }
         OpError::Cluster(ClusterError::Bus(e @ BusError::Encode(_))) => {
-            Status::internal(format!("{e}: {partial}"))
+            Status::internal(format!("{}; {partial}", ErrorChain(&e)))
+        }
+        OpError::Cluster(ClusterError::Bus(e)) => {
+            Status::unavailable(format!("{}; {partial}", ErrorChain(&e)))
         }
     }
 }

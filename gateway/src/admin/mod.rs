@@ -25,6 +25,7 @@ pub(crate) mod deadline;
 pub(crate) mod service;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use gateway_proto::admin::v1::admin_server::{AdminServer, SERVICE_NAME};
@@ -32,7 +33,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
-use crate::config::AdminConfig;
+use crate::config::{AdminConfig, ConfigError};
 use crate::socketio::SocketIo;
 use crate::telemetry::Metrics;
 pub(crate) use service::AdminService;
@@ -40,54 +41,62 @@ pub(crate) use service::AdminService;
 /// Why the admin port could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("admin TLS: {0}")]
-    Tls(String),
-    #[error("admin reflection service: {0}")]
+    /// `admin.tls_cert` and `admin.tls_key` are not both set (see
+    /// [`AdminConfig::validate`]).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A file of the TLS identity (`key`: `tls_cert` or `tls_key`) cannot
+    /// be read.
+    #[error("admin TLS: cannot read admin.{key} {}", path.display())]
+    TlsRead {
+        key: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The certificate and key do not make a TLS server identity (not PEM,
+    /// not a certificate, not the certificate's key).
+    #[error(
+        "admin TLS: admin.tls_cert {} and admin.tls_key {} do not make a server identity",
+        cert.display(),
+        key.display()
+    )]
+    TlsIdentity {
+        cert: PathBuf,
+        key: PathBuf,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("admin reflection service cannot be built")]
     Reflection(#[from] tonic_reflection::server::Error),
-    #[error("admin server: {0}")]
+    #[error("admin server failed")]
     Transport(#[from] tonic::transport::Error),
 }
 
 /// Reads `[admin] tls_cert` and `tls_key` (both or neither) and checks that
 /// they make a usable server identity. `None` without TLS.
 pub(crate) fn tls_config(cfg: &AdminConfig) -> Result<Option<ServerTlsConfig>, AdminError> {
-    let (cert, key) = match (&cfg.tls_cert, &cfg.tls_key) {
-        (None, None) => return Ok(None),
-        (Some(cert), Some(key)) => (cert, key),
-        _ => {
-            return Err(AdminError::Tls(
-                "admin.tls_cert and admin.tls_key must be set together".into(),
-            ));
-        }
+    let Some((cert, key)) = cfg.tls_files()? else {
+        return Ok(None);
     };
-    let read = |what: &str, path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| {
-            AdminError::Tls(format!("cannot read admin.{what} {}: {e}", path.display()))
+    let read = |name: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|source| AdminError::TlsRead {
+            key: name,
+            path: path.to_owned(),
+            source,
         })
     };
     let identity = Identity::from_pem(read("tls_cert", cert)?, read("tls_key", key)?);
     let tls = ServerTlsConfig::new().identity(identity);
     // Building the acceptor parses both files: fail now, not on the first call.
-    Server::builder().tls_config(tls.clone()).map_err(|e| {
-        AdminError::Tls(format!(
-            "admin.tls_cert {} / admin.tls_key {}: {}",
-            cert.display(),
-            key.display(),
-            error_chain(&e)
-        ))
-    })?;
+    Server::builder()
+        .tls_config(tls.clone())
+        .map_err(|source| AdminError::TlsIdentity {
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+            source,
+        })?;
     Ok(Some(tls))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// The admin port of one node, ready to serve.
@@ -143,5 +152,55 @@ impl AdminApi {
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn tls_errors_name_the_file_and_keep_the_cause() {
+        let dir = std::env::temp_dir().join(format!("gateway-admin-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, "not a certificate").unwrap();
+        let mut cfg = AdminConfig {
+            tls_cert: Some(cert.clone()),
+            tls_key: Some(key.clone()),
+            ..AdminConfig::default()
+        };
+
+        let e = tls_config(&cfg).unwrap_err();
+        assert!(
+            matches!(e, AdminError::TlsRead { key: "tls_key", .. }),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!("admin TLS: cannot read admin.tls_key {}", key.display())
+        );
+        assert!(e.source().unwrap().is::<std::io::Error>());
+
+        std::fs::write(&key, "not a key").unwrap();
+        let e = tls_config(&cfg).unwrap_err();
+        assert!(matches!(e, AdminError::TlsIdentity { .. }), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "admin TLS: admin.tls_cert {} and admin.tls_key {} do not make a server identity",
+                cert.display(),
+                key.display()
+            )
+        );
+        assert!(e.source().is_some());
+
+        // Only one of the two: the configuration's own error.
+        cfg.tls_key = None;
+        let e = tls_config(&cfg).unwrap_err();
+        assert_eq!(e.to_string(), cfg.validate().unwrap_err().to_string());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -20,7 +20,7 @@ use parking_lot::RwLock;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::AuthError;
+use super::{AuthError, KeyError};
 
 /// Bounds of the fetches of one key set.
 #[derive(Debug, Clone, Copy)]
@@ -89,18 +89,16 @@ pub(super) struct JwksCache {
 
 impl JwksCache {
     /// Checks the URL and limits and builds the HTTP client; fetches nothing.
-    pub(super) fn new(url: &str, algorithm: Algorithm, limits: Limits) -> Result<Self, AuthError> {
-        let url = reqwest::Url::parse(url)
-            .map_err(|e| AuthError::Key(format!("`jwks_url` {url:?}: {e}")))?;
+    pub(super) fn new(url: &str, algorithm: Algorithm, limits: Limits) -> Result<Self, KeyError> {
+        let url = reqwest::Url::parse(url).map_err(|source| KeyError::JwksUrl {
+            url: url.to_owned(),
+            source,
+        })?;
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-            return Err(AuthError::Key(format!(
-                "`jwks_url` {url} must be an http:// or https:// URL"
-            )));
+            return Err(KeyError::JwksScheme { url: url.into() });
         }
         if limits.timeout.is_zero() || limits.max_bytes == 0 {
-            return Err(AuthError::Key(
-                "`jwks_timeout_ms` and `jwks_max_bytes` must be positive".into(),
-            ));
+            return Err(KeyError::JwksLimits);
         }
         let client = reqwest::Client::builder()
             .timeout(limits.timeout)
@@ -108,7 +106,7 @@ impl JwksCache {
             .redirect(reqwest::redirect::Policy::limited(3))
             .user_agent(concat!("socketio-gateway/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| AuthError::Key(format!("JWKS HTTP client: {e}")))?;
+            .map_err(KeyError::JwksClient)?;
         Ok(Self {
             url,
             algorithm,

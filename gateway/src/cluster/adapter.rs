@@ -21,7 +21,7 @@ use super::{
 };
 use crate::config::ClusterConfig;
 use crate::ids::NodeId;
-use crate::telemetry::{Metrics, RedisOp};
+use crate::telemetry::{ErrorChain, Metrics, RedisOp};
 
 /// How long a join waits for the node's subscription to the room channel
 /// before answering (so a publish from another node right after the answer
@@ -150,7 +150,9 @@ impl Adapter {
         }
         for channel in channels {
             if !self.subscriptions.is_active(channel) && !self.is_connected() {
-                return Err(BusError::Unavailable("not connected".into()));
+                return Err(BusError::NotConnected {
+                    bus: self.bus.kind(),
+                });
             }
             if let Err(e) = self
                 .subscriptions
@@ -158,7 +160,7 @@ impl Adapter {
                 .await
             {
                 tracing::warn!(channel, error = %e, "subscription not confirmed");
-                return Err(BusError::Unavailable(e.to_string()));
+                return Err(BusError::NotConfirmed(e));
             }
         }
         Ok(())
@@ -205,7 +207,7 @@ impl Adapter {
                 if let Some(m) = &self.metrics {
                     m.redis_error(RedisOp::Publish);
                 }
-                tracing::warn!(channel, error = %e, "cluster publish failed");
+                tracing::warn!(channel, error = %ErrorChain(e), "cluster publish failed");
             }
         }
     }
@@ -378,7 +380,10 @@ impl Adapter {
         // heartbeats stop arriving too): answering for this node alone would
         // pass for the whole cluster.
         if self.bus.may_have_peers() && !self.bus.is_connected() {
-            return Err(BusError::Unavailable("not connected".into()).into());
+            return Err(BusError::NotConnected {
+                bus: self.bus.kind(),
+            }
+            .into());
         }
         let peers: HashSet<NodeId> = self
             .registry

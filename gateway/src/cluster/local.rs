@@ -126,9 +126,7 @@ impl LocalBus {
         if self.connected.load(Ordering::Acquire) {
             Ok(())
         } else {
-            Err(BusError::Unavailable(
-                "in-process broker disconnected".into(),
-            ))
+            Err(BusError::NotConnected { bus: self.kind() })
         }
     }
 }
@@ -223,7 +221,12 @@ mod tests {
         }
         b.set_connected(false);
         assert!(matches!(rx.recv().await, Some(BusEvent::Disconnected)));
-        assert!(b.publish("c", Bytes::new()).await.is_err());
+        let down = b.publish("c", Bytes::new()).await.unwrap_err();
+        assert!(matches!(down, BusError::NotConnected { bus: "local" }));
+        assert_eq!(
+            down.to_string(),
+            "cluster bus unavailable: the local bus is not connected"
+        );
         assert_eq!(broker.subscribers("c"), 0);
         b.set_connected(true);
         assert!(matches!(rx.recv().await, Some(BusEvent::Reconnected)));

@@ -28,7 +28,7 @@ impl BusMessage {
     pub(crate) fn encode(&self) -> Result<Bytes, BusError> {
         postcard::to_stdvec(self)
             .map(Bytes::from)
-            .map_err(|e| BusError::Encode(e.to_string()))
+            .map_err(BusError::Encode)
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {

@@ -29,18 +29,43 @@ use tokio::sync::mpsc;
 
 pub use local::{LocalBroker, LocalBus};
 pub(crate) use registry::{NodeInfo, Registry};
+pub use subscriptions::SubscribeError;
 pub(crate) use subscriptions::{Held, Subscriptions};
 pub use target::Target;
 
-/// A bus failure.
+/// A bus failure. The message says what failed, and is what a client's
+/// ack or an admin caller reads (`cluster bus unavailable: ...`); the error
+/// beneath it, when there is one, is its [`source`](std::error::Error::source)
+/// (logs show the whole chain).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BusError {
-    #[error("cluster bus unavailable: {0}")]
-    Unavailable(String),
+    /// Redis did not carry out `op` (`connect`, `publish`, `subscribe`,
+    /// `unsubscribe`): the Redis client's error says why.
+    #[error("cluster bus unavailable: redis {op} failed")]
+    Redis {
+        op: &'static str,
+        #[source]
+        source: fred::error::Error,
+    },
+    /// The connection to the bus (`bus`: its [`kind`](ClusterBus::kind),
+    /// `redis` or `local`) is down: nothing was sent.
+    #[error("cluster bus unavailable: the {bus} bus is not connected")]
+    NotConnected { bus: &'static str },
+    /// Messages wait for Redis faster than it takes them: this one was not
+    /// queued.
+    #[error("cluster bus unavailable: redis send queue full")]
+    QueueFull,
+    /// The bus did not confirm a subscription the node needs.
+    #[error("cluster bus unavailable: subscription not confirmed")]
+    NotConfirmed(#[source] SubscribeError),
+    /// Another node could not do its part of a cluster-wide request;
+    /// `reason` is its own account (it crossed the bus as text).
+    #[error("cluster bus unavailable: node {node}: {reason}")]
+    Peer { node: String, reason: String },
     /// A message this node made could not be encoded (a bug, logged and
     /// counted like a failed publish; nothing is sent).
-    #[error("cluster message could not be encoded: {0}")]
-    Encode(String),
+    #[error("cluster message could not be encoded")]
+    Encode(#[source] postcard::Error),
 }
 
 /// Told once what became of an enqueued message (see
@@ -147,5 +172,29 @@ mod tests {
         assert_eq!(c.room("/", "r"), "p:room:1:/:r");
         assert_eq!(c.namespace("/chat"), "p:ns:5:/chat");
         assert_eq!(c.node(NodeId::parse("abcdef").unwrap()), "p:node:abcdef");
+    }
+
+    #[test]
+    fn bus_errors_say_what_failed_and_keep_why() {
+        use std::error::Error as _;
+        let e = BusError::NotConfirmed(SubscribeError::Timeout(std::time::Duration::from_secs(2)));
+        assert_eq!(
+            e.to_string(),
+            "cluster bus unavailable: subscription not confirmed"
+        );
+        assert_eq!(
+            e.source().unwrap().to_string(),
+            "no confirmation from the bus within 2s"
+        );
+        let e = BusError::Encode(postcard::Error::SerializeSeqLengthUnknown);
+        assert_eq!(e.to_string(), "cluster message could not be encoded");
+        assert!(e.source().unwrap().is::<postcard::Error>());
+        // Conditions of the bus itself have nothing beneath them.
+        let e = BusError::NotConnected { bus: "redis" };
+        assert_eq!(
+            e.to_string(),
+            "cluster bus unavailable: the redis bus is not connected"
+        );
+        assert!(e.source().is_none());
     }
 }

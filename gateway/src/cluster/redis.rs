@@ -20,6 +20,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use super::{BusError, BusEvent, ClusterBus, Sent};
+use crate::telemetry::ErrorChain;
 
 /// Events waiting for the node before further messages are dropped.
 const EVENT_QUEUE: usize = 65_536;
@@ -61,8 +62,47 @@ fn one_attempt() -> Options {
     }
 }
 
-fn unavailable(e: impl std::fmt::Display) -> BusError {
-    BusError::Unavailable(e.to_string())
+/// The error of a failed Redis `op`, the client's error as its source.
+fn failed(op: &'static str) -> impl FnOnce(fred::error::Error) -> BusError {
+    move |e| BusError::Redis {
+        op,
+        source: readable(e),
+    }
+}
+
+/// `e` with its I/O details in words. The client writes the I/O error
+/// beneath an `IO Error` in Rust's debug form (`Os { code: 111, kind:
+/// ConnectionRefused, message: "Connection refused" }`); logs and answers
+/// show it as the I/O error itself does (`Connection refused (os error
+/// 111)`). Other errors are kept as they are.
+fn readable(e: fred::error::Error) -> fred::error::Error {
+    if *e.kind() != fred::error::ErrorKind::IO {
+        return e;
+    }
+    let details = e.details();
+    // The text is the last field: from after `field` to the last quote.
+    let quoted = |field: &str| {
+        let start = details.find(field)? + field.len();
+        let end = details.rfind('"').filter(|&end| end >= start)?;
+        Some(&details[start..end])
+    };
+    let words = if details.starts_with("Os {") {
+        let code = details
+            .strip_prefix("Os { code: ")
+            .and_then(|rest| rest.split(',').next());
+        match (quoted("message: \""), code) {
+            (Some(message), Some(code)) => format!("{message} (os error {code})"),
+            _ => return e,
+        }
+    } else if details.starts_with("Custom {") {
+        match quoted("error: \"") {
+            Some(error) => error.to_owned(),
+            None => return e,
+        }
+    } else {
+        return e;
+    };
+    fred::error::Error::new(fred::error::ErrorKind::IO, words)
 }
 
 fn client(config: &Config) -> Result<Client, BusError> {
@@ -83,7 +123,7 @@ fn client(config: &Config) -> Result<Client, BusError> {
         })
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
         .build()
-        .map_err(unavailable)
+        .map_err(failed("connect"))
 }
 
 impl RedisBus {
@@ -91,7 +131,7 @@ impl RedisBus {
     /// Returns once the connections are attempted; an unreachable Redis is
     /// not an error here (the node starts, reports not ready, and retries).
     pub(crate) async fn connect(url: &str) -> Result<Self, BusError> {
-        let config = Config::from_url(url).map_err(unavailable)?;
+        let config = Config::from_url(url).map_err(failed("connect"))?;
         let sharded = matches!(config.server, ServerConfig::Clustered { .. });
         let publisher = client(&config)?;
         let subscriber = client(&config)?;
@@ -145,7 +185,7 @@ impl RedisBus {
         let err_tx = tx;
         tasks.push(tokio::spawn(async move {
             while let Ok((e, _)) = errors.recv().await {
-                tracing::warn!(error = %e, "redis subscriber connection lost");
+                tracing::warn!(error = %readable(e), "redis subscriber connection lost");
                 let _ = err_tx.send(BusEvent::Disconnected).await;
             }
         }));
@@ -170,13 +210,18 @@ impl RedisBus {
     /// answers the commands of one connection in order, so the reply to a
     /// `PING` sent after them on the same connection is the confirmation.
     /// (`SSUBSCRIBE` is answered in band, so sharded pub/sub needs none.)
-    async fn confirm(&self) -> Result<(), BusError> {
+    /// A failure is reported as one of `op`, the command confirmed.
+    async fn confirm(&self, op: &'static str) -> Result<(), BusError> {
         self.subscriber
             .with_options(&one_attempt())
             .ping::<fred::types::Value>(None)
             .await
             .map(|_| ())
-            .map_err(unavailable)
+            .map_err(failed(op))
+    }
+
+    fn not_connected() -> BusError {
+        BusError::NotConnected { bus: "redis" }
     }
 }
 
@@ -207,7 +252,7 @@ impl ClusterBus for RedisBus {
         payload: Bytes,
     ) -> Result<Option<u64>, BusError> {
         if !self.publisher.is_connected() {
-            return Err(BusError::Unavailable("redis not connected".into()));
+            return Err(Self::not_connected());
         }
         let publisher = self.publisher.with_options(&one_attempt());
         let result: Result<i64, _> = if self.sharded {
@@ -218,21 +263,24 @@ impl ClusterBus for RedisBus {
         // The reply counts the subscriber connections: one per node.
         result
             .map(|receivers| Some(receivers.max(0) as u64))
-            .map_err(unavailable)
+            .map_err(failed("publish"))
     }
 
     fn enqueue(&self, channel: String, payload: Bytes, sent: Option<Sent>) -> Result<(), BusError> {
         if !self.publisher.is_connected() {
-            return Err(BusError::Unavailable("redis not connected".into()));
+            return Err(Self::not_connected());
         }
         self.sender
             .try_send((channel, payload, sent))
-            .map_err(|_| BusError::Unavailable("redis send queue full".into()))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => BusError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => Self::not_connected(),
+            })
     }
 
     async fn subscribe(&self, channels: &[String]) -> Result<(), BusError> {
         if !self.subscriber.is_connected() {
-            return Err(BusError::Unavailable("redis not connected".into()));
+            return Err(Self::not_connected());
         }
         let subscriber = self.subscriber.with_options(&one_attempt());
         if self.sharded {
@@ -241,21 +289,21 @@ impl ClusterBus for RedisBus {
                 subscriber
                     .ssubscribe(ch.as_str())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(failed("subscribe"))?;
             }
             Ok(())
         } else {
             subscriber
                 .subscribe(channels.to_vec())
                 .await
-                .map_err(unavailable)?;
-            self.confirm().await
+                .map_err(failed("subscribe"))?;
+            self.confirm("subscribe").await
         }
     }
 
     async fn unsubscribe(&self, channels: &[String]) -> Result<(), BusError> {
         if !self.subscriber.is_connected() {
-            return Err(BusError::Unavailable("redis not connected".into()));
+            return Err(Self::not_connected());
         }
         let subscriber = self.subscriber.with_options(&one_attempt());
         if self.sharded {
@@ -263,15 +311,15 @@ impl ClusterBus for RedisBus {
                 subscriber
                     .sunsubscribe(ch.as_str())
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(failed("unsubscribe"))?;
             }
             Ok(())
         } else {
             subscriber
                 .unsubscribe(channels.to_vec())
                 .await
-                .map_err(unavailable)?;
-            self.confirm().await
+                .map_err(failed("unsubscribe"))?;
+            self.confirm("unsubscribe").await
         }
     }
 
@@ -319,8 +367,9 @@ async fn send_pipelined(client: Client, sharded: bool, mut outgoing: mpsc::Recei
             Err(e) => Err(e),
         };
         let result = result.map_err(|e| {
-            tracing::warn!(error = %e, "redis pipelined publish failed");
-            unavailable(e)
+            let e = failed("publish")(e);
+            tracing::warn!(error = %ErrorChain(&e), "redis pipelined publish failed");
+            e
         });
         for sent in waiting.drain(..) {
             sent(result.clone());
@@ -331,4 +380,46 @@ async fn send_pipelined(client: Client, sharded: bool, mut outgoing: mpsc::Recei
 /// Keeps the `Arc` type in one place for callers.
 pub(crate) async fn connect(url: &str) -> Result<Arc<dyn ClusterBus>, BusError> {
     Ok(Arc::new(RedisBus::connect(url).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn a_failed_command_names_it_and_keeps_the_client_error() {
+        let e = failed("publish")(fred::error::Error::new(
+            fred::error::ErrorKind::Timeout,
+            "Request timed out.",
+        ));
+        assert_eq!(
+            e.to_string(),
+            "cluster bus unavailable: redis publish failed"
+        );
+        let source = e.source().expect("the client's error is the source");
+        assert!(source.is::<fred::error::Error>());
+        assert_eq!(source.to_string(), "Timeout Error: Request timed out.");
+        assert_eq!(
+            ErrorChain(&e).to_string(),
+            "cluster bus unavailable: redis publish failed: Timeout Error: Request timed out."
+        );
+    }
+
+    #[test]
+    fn io_errors_read_as_the_io_error_does_not_in_debug_form() {
+        let refused = std::io::Error::from_raw_os_error(111);
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        for io in [refused, reset] {
+            let words = format!("IO Error: {io}");
+            let raw = fred::error::Error::from(io);
+            assert!(raw.details().contains(" {"), "debug form: {raw}");
+            let e = failed("connect")(raw);
+            assert_eq!(e.source().unwrap().to_string(), words);
+        }
+        // Anything else is left as the client wrote it.
+        let other = fred::error::Error::new(fred::error::ErrorKind::IO, "Failed to connect.");
+        assert_eq!(readable(other.clone()), other);
+    }
 }

@@ -23,14 +23,16 @@ use tokio::sync::{Notify, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::ClusterBus;
-use crate::telemetry::{Metrics, RedisOp};
+use crate::telemetry::{ErrorChain, Metrics, RedisOp};
 
-/// Why a channel is not known to be subscribed.
+/// Why a channel is not known to be subscribed (the source of
+/// [`BusError::NotConfirmed`](super::BusError::NotConfirmed)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum SubscribeError {
+pub enum SubscribeError {
+    /// Nobody holds the channel, so nothing subscribes it.
     #[error("channel not wanted")]
     NotWanted,
-    #[error("subscription not confirmed by the cluster bus within {0:?}")]
+    #[error("no confirmation from the bus within {0:?}")]
     Timeout(Duration),
 }
 
@@ -248,7 +250,7 @@ impl Subscriptions {
                 );
                 drop(st);
                 if let Err(e) = result {
-                    tracing::warn!(error = %e, "subscribe failed");
+                    tracing::warn!(error = %ErrorChain(&e), "subscribe failed");
                     failed = true;
                 }
             }
@@ -264,7 +266,7 @@ impl Subscriptions {
                         count(None, st.active.len());
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "unsubscribe failed");
+                        tracing::warn!(error = %ErrorChain(&e), "unsubscribe failed");
                         count(Some(RedisOp::Unsubscribe), self.state.lock().active.len());
                         failed = true;
                     }

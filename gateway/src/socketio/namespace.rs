@@ -9,14 +9,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobSet, GlobSetBuilder};
 use parking_lot::RwLock;
 
 use super::socket::Socket;
 use crate::auth::JwtVerifier;
 use crate::cluster::target::Name;
 use crate::cluster::{Channels, Subscriptions, Target};
-use crate::config::{Config, ConfigError, NamespaceConfig, NamespaceMatcher};
+use crate::config::{
+    Config, ConfigError, NamespaceConfig, NamespaceMatcher, join_pattern, unusable,
+};
 use crate::engine::{Broadcast, Frame, PushError};
 use crate::reason::DisconnectReason;
 use crate::telemetry::{Metrics, NamespaceMetrics};
@@ -34,23 +36,24 @@ pub(crate) struct Policy {
 
 impl Policy {
     pub(crate) fn new(cfg: &NamespaceConfig) -> Result<Self, ConfigError> {
+        let in_namespace = |e: ConfigError| e.in_namespace(&cfg.name);
         let mut join = GlobSetBuilder::new();
         for p in &cfg.join {
-            join.add(Glob::new(p).map_err(|e| ConfigError::Invalid(e.to_string()))?);
+            join.add(join_pattern(p).map_err(in_namespace)?);
         }
         Ok(Self {
             name: cfg.name.clone(),
             matcher: NamespaceMatcher::new(&cfg.name)?,
             join: join
                 .build()
-                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+                .map_err(|e| in_namespace(unusable("join", "patterns cannot be compiled", e)))?,
             publish: cfg.publish,
             jwt: cfg
                 .jwt
                 .as_ref()
                 .map(JwtVerifier::start)
                 .transpose()
-                .map_err(|e| ConfigError::Invalid(format!("namespace {:?}: jwt: {e}", cfg.name)))?,
+                .map_err(|e| in_namespace(e.into()))?,
         })
     }
 

@@ -13,6 +13,7 @@ use crate::cluster::BusError;
 use crate::cluster::adapter::{ClusterError, Gathered};
 use crate::cluster::message::{Answer, Op, SocketAck, SocketInfo};
 use crate::ids::{NodeId, RoomNameError};
+use crate::telemetry::ErrorChain;
 
 /// The answers of a cluster-wide emit-with-ack.
 #[derive(Debug, Default)]
@@ -109,8 +110,11 @@ impl SocketIo {
             Answer::Unavailable(why) => Some((node, why)),
             _ => None,
         }) {
-            let why = format!("node {node}: {why}");
-            return Err(ClusterError::Bus(BusError::Unavailable(why)).into());
+            let e = BusError::Peer {
+                node: node.to_string(),
+                reason: why.clone(),
+            };
+            return Err(ClusterError::Bus(e).into());
         }
         Ok((sum_counts(&g.answers), g.missing))
     }
@@ -243,7 +247,11 @@ impl SocketIo {
                                     s.leave(r);
                                 }
                             }
-                            return Answer::Unavailable(format!("room {room:?}: {e}"));
+                            // Only text crosses the bus: the whole chain.
+                            return Answer::Unavailable(format!(
+                                "room {room:?}: {}",
+                                ErrorChain(&e)
+                            ));
                         }
                     }
                 }

@@ -8,7 +8,8 @@
 //! - [`trace`]: the process's logs (text or JSON) and OpenTelemetry spans
 //!   exported over OTLP ([`init`]): one span per admin call
 //!   ([`admin_span`]), a child of the caller's W3C [`TraceContext`] when the
-//!   call carries one.
+//!   call carries one; and [`ErrorChain`], how an error is logged with the
+//!   errors beneath it.
 
 pub(crate) mod contract;
 pub mod metrics;
@@ -21,4 +22,5 @@ pub(crate) use metrics::{
     AdminCall, ConnectErrorReason, HookCall, HookKind, HookResult, HttpPhase, NamespaceMetrics,
     RedisOp,
 };
+pub(crate) use trace::ErrorChain;
 pub use trace::{TelemetryError, TelemetryGuard, TraceContext, TracingOptions, admin_span, init};

@@ -25,6 +25,23 @@ use tracing_subscriber::{EnvFilter, Layer, Registry};
 use super::metrics::AdminMethod;
 use crate::config::{LogFormat, TelemetryConfig};
 
+/// An error and its sources, one after the other (`publish failed: IO
+/// Error: Connection refused (os error 111)`): how an error is logged
+/// (`error = %ErrorChain(&e)`) when its own message only says what failed.
+pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
+}
+
 /// The default `service.name` of exported spans.
 pub(crate) const DEFAULT_SERVICE_NAME: &str = "gateway";
 

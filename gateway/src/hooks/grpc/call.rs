@@ -29,8 +29,7 @@ pub(super) struct Backend {
 
 impl Backend {
     pub(super) fn new(hooks: &HooksConfig, connect_timeout: Duration) -> Result<Self, ConfigError> {
-        let endpoint = hooks_endpoint(&hooks.url)
-            .map_err(ConfigError::Invalid)?
+        let endpoint = hooks_endpoint(&hooks.url)?
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
             // Finds a backend that vanished without closing its connections.

@@ -152,9 +152,7 @@ impl GrpcHooks {
             let hooks = match &ns.hooks {
                 None => None,
                 Some(cfg) => {
-                    cfg.validate().map_err(|e| {
-                        ConfigError::Invalid(format!("namespace {:?}: hooks: {e}", ns.name))
-                    })?;
+                    cfg.validate().map_err(|e| e.in_namespace(&ns.name))?;
                     let backend = match backends.get(&cfg.url) {
                         Some(b) => b.clone(),
                         None => {
@@ -167,7 +165,9 @@ impl GrpcHooks {
                                 .map(HooksConfig::timeout)
                                 .max()
                                 .unwrap_or_else(|| cfg.timeout());
-                            let b = Arc::new(Backend::new(cfg, connect_timeout)?);
+                            let b = Backend::new(cfg, connect_timeout)
+                                .map_err(|e| e.in_namespace(&ns.name))?;
+                            let b = Arc::new(b);
                             backends.insert(cfg.url.clone(), b.clone());
                             b
                         }
@@ -463,7 +463,7 @@ mod tests {
             ))
             .unwrap();
             let err = c.validate().expect_err(text).to_string();
-            assert!(err.contains("namespace \"/a\": hooks:"), "{err}");
+            assert!(err.contains("namespace \"/a\": hooks."), "{err}");
         }
         // Missing url, unknown key.
         assert!(Config::from_toml("[[namespaces]]\nname = \"/a\"\n[namespaces.hooks]\n").is_err());
