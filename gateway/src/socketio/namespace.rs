@@ -14,6 +14,7 @@ use parking_lot::RwLock;
 
 use super::socket::Socket;
 use crate::auth::JwtVerifier;
+use crate::cluster::recovery::RecoveryLimits;
 use crate::cluster::target::Name;
 use crate::cluster::{Channels, Subscriptions, Target};
 use crate::config::{Config, ConfigError, NamespaceConfig, NamespaceMatcher};
@@ -30,6 +31,8 @@ pub(crate) struct Policy {
     join: GlobSet,
     pub(crate) publish: bool,
     pub(crate) jwt: Option<JwtVerifier>,
+    /// Connection state recovery's bounds, when it is enabled.
+    pub(crate) recovery: Option<RecoveryLimits>,
 }
 
 impl Policy {
@@ -51,6 +54,7 @@ impl Policy {
                 .map(JwtVerifier::start)
                 .transpose()
                 .map_err(|e| ConfigError::Invalid(format!("namespace {:?}: jwt: {e}", cfg.name)))?,
+            recovery: RecoveryLimits::from_config(&cfg.recovery),
         })
     }
 

@@ -19,6 +19,6 @@ pub use contract::names;
 pub use metrics::Metrics;
 pub(crate) use metrics::{
     AdminCall, ConnectErrorReason, HookCall, HookKind, HookResult, HttpPhase, NamespaceMetrics,
-    RedisOp,
+    RecoveryResult, RedisOp,
 };
 pub use trace::{TelemetryError, TelemetryGuard, TraceContext, TracingOptions, admin_span, init};
