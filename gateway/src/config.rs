@@ -1088,6 +1088,28 @@ mod tests {
     }
 
     #[test]
+    fn recovery_is_off_by_default_checked_and_refused_with_redis() {
+        let c = Config::from_toml("[[namespaces]]\nname = \"/\"\n").unwrap();
+        assert_eq!(c.namespaces[0].recovery, RecoveryConfig::default());
+        assert!(!c.namespaces[0].recovery.enabled);
+        assert_eq!(c.namespaces[0].recovery.max_disconnection_ms, 120_000);
+        assert_eq!(c.namespaces[0].recovery.max_packets, 10_000);
+        assert_eq!(c.namespaces[0].recovery.max_bytes, 16 * 1024 * 1024);
+        let on = "[[namespaces]]\nname = \"/\"\n[namespaces.recovery]\nenabled = true\n";
+        Config::from_toml(on).unwrap().validate().unwrap();
+        let zero = format!("{on}max_packets = 0\n");
+        let e = Config::from_toml(&zero).unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("recovery: max_packets"), "{e}");
+        let redis = format!("[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n{on}");
+        let e = Config::from_toml(&redis).unwrap().validate().unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("not supported with cluster.redis_url"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn parses_a_full_file() {
         let c = Config::from_toml(
             r#"

@@ -268,7 +268,12 @@ impl Client {
         let socket = match (attached, restored) {
             (Ok(()), Some(socket)) => socket,
             (Err(_), _) => return Err(RecoveryResult::BadOffset),
-            (Ok(()), None) => return Err(RecoveryResult::Failed),
+            (Ok(()), None) => {
+                // Not used (the connection went, or the replay did not fit).
+                store.save_session(record, &limits);
+                self.io.note_recovery_store();
+                return Err(RecoveryResult::Failed);
+            }
         };
         self.sockets.lock().push(socket.clone());
         session.mark_connected();
