@@ -516,6 +516,69 @@ pub struct NamespaceConfig {
     /// gRPC service (`[namespaces.hooks]`). Default none.
     #[serde(default)]
     pub hooks: Option<HooksConfig>,
+    /// Connection state recovery (`[namespaces.recovery]`). Default off.
+    #[serde(default)]
+    pub recovery: RecoveryConfig,
+}
+
+/// `[namespaces.recovery]`: Socket.IO's connection state recovery for a
+/// namespace. When enabled, the CONNECT reply carries a `pid`, every stored
+/// event carries an offset as its last argument, and a client that comes
+/// back within `max_disconnection_ms` with its `pid` and last offset gets
+/// the same socket id, its rooms and data, and the events it missed.
+///
+/// ```toml
+/// [[namespaces]]
+/// name = "/chat"
+/// [namespaces.recovery]
+/// enabled = true
+/// max_disconnection_ms = 120000
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// Default false.
+    pub enabled: bool,
+    /// How long a disconnected socket's session is kept, and how long an
+    /// event stays in the namespace's log, ms. Default 120000 (Node's
+    /// `maxDisconnectionDuration`).
+    pub max_disconnection_ms: u64,
+    /// Events kept in the namespace's log (oldest dropped first). Default
+    /// 10000.
+    pub max_packets: usize,
+    /// Bytes of events (text and attachments) kept in the namespace's log
+    /// (oldest dropped first). Default 16 MiB.
+    pub max_bytes: usize,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            max_disconnection_ms: 120_000,
+            max_packets: 10_000,
+            max_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl RecoveryConfig {
+    /// Checks the values (of an enabled policy).
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.max_disconnection_ms == 0 || self.max_disconnection_ms > 86_400_000 {
+            return Err("max_disconnection_ms must be between 1 and 86400000".into());
+        }
+        if self.max_packets == 0 || self.max_packets > 10_000_000 {
+            return Err("max_packets must be between 1 and 10000000".into());
+        }
+        if self.max_bytes < 1024 || self.max_bytes as u64 > 4 * 1024 * 1024 * 1024 {
+            return Err("max_bytes must be between 1024 and 4294967296".into());
+        }
+        Ok(())
+    }
 }
 
 /// `[namespaces.hooks]`: the backend that hears about a namespace's sockets.
@@ -946,6 +1009,7 @@ impl Config {
                 publish: true,
                 jwt: None,
                 hooks: None,
+                recovery: RecoveryConfig::default(),
             }]
         } else {
             self.namespaces.clone()
@@ -1083,6 +1147,15 @@ impl Config {
             if let Some(hooks) = &ns.hooks {
                 hooks.validate().map_err(|e| e.in_namespace(&ns.name))?;
             }
+            ns.recovery
+                .validate()
+                .map_err(|reason| invalid("recovery", reason).in_namespace(&ns.name))?;
+            if ns.recovery.enabled && c.redis_url.is_some() {
+                let reason = "not supported with cluster.redis_url yet (connection state \
+                              recovery works on one node or nodes sharing an in-process \
+                              broker; across nodes over Redis it is a later step)";
+                return Err(invalid("recovery.enabled", reason).in_namespace(&ns.name));
+            }
         }
         validate_backends(&self.namespaces)?;
         Ok(())
@@ -1163,6 +1236,28 @@ mod tests {
         assert_eq!(ns.len(), 1);
         assert_eq!(ns[0].name, "/");
         assert!(ns[0].publish);
+    }
+
+    #[test]
+    fn recovery_is_off_by_default_checked_and_refused_with_redis() {
+        let c = Config::from_toml("[[namespaces]]\nname = \"/\"\n").unwrap();
+        assert_eq!(c.namespaces[0].recovery, RecoveryConfig::default());
+        assert!(!c.namespaces[0].recovery.enabled);
+        assert_eq!(c.namespaces[0].recovery.max_disconnection_ms, 120_000);
+        assert_eq!(c.namespaces[0].recovery.max_packets, 10_000);
+        assert_eq!(c.namespaces[0].recovery.max_bytes, 16 * 1024 * 1024);
+        let on = "[[namespaces]]\nname = \"/\"\n[namespaces.recovery]\nenabled = true\n";
+        Config::from_toml(on).unwrap().validate().unwrap();
+        let zero = format!("{on}max_packets = 0\n");
+        let e = Config::from_toml(&zero).unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("recovery: max_packets"), "{e}");
+        let redis = format!("[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n{on}");
+        let e = Config::from_toml(&redis).unwrap().validate().unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("not supported with cluster.redis_url"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -92,6 +92,12 @@ pub(crate) fn new_session_id() -> String {
     s
 }
 
+/// A fresh private session id (`pid`) of connection state recovery: random,
+/// like a session id, and never shown to anyone but its client.
+pub(crate) fn new_pid() -> String {
+    new_session_id()
+}
+
 /// A fresh socket id naming `node` as its holder.
 pub(crate) fn new_socket_id(node: NodeId) -> String {
     let mut s = String::with_capacity(ID_LEN);

@@ -46,6 +46,26 @@ impl DisconnectReason {
         }
     }
 
+    /// Whether a socket that ended for this reason may come back with
+    /// connection state recovery: the connection was lost or closed under
+    /// it (Node's "transport close", "transport error", "ping timeout",
+    /// "forced close", "server shutting down"), not ended on purpose by
+    /// either side for this namespace. A slow consumer is recoverable: the
+    /// node closed the connection, not the socket, and the events it did not
+    /// read are what recovery replays. A client's Engine.IO close (`1`) is
+    /// Node's "transport close" and is recoverable too.
+    pub(crate) fn is_recoverable(self) -> bool {
+        matches!(
+            self,
+            Self::ClientClose
+                | Self::TransportClose
+                | Self::TransportError
+                | Self::PingTimeout
+                | Self::SlowConsumer
+                | Self::Shutdown
+        )
+    }
+
     /// All reasons, for registering metric series up front.
     pub(crate) const ALL: [DisconnectReason; 11] = [
         Self::ClientDisconnect,

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 
+use super::recovery::{LocalRecovery, RecoveryStore};
 use super::{BusError, BusEvent, ClusterBus, Sent};
 
 /// Messages a member may have waiting before further ones are dropped (as
@@ -24,6 +25,8 @@ struct Inner {
     channels: RwLock<HashMap<String, Vec<Member>>>,
     members: AtomicUsize,
     next_id: AtomicU64,
+    /// Connection state recovery's store, shared by the broker's members.
+    recovery: Arc<LocalRecovery>,
 }
 
 /// A broker shared by the nodes of one process.
@@ -192,6 +195,10 @@ impl ClusterBus for LocalBus {
 
     fn kind(&self) -> &'static str {
         "local"
+    }
+
+    fn recovery_store(&self) -> Option<Arc<dyn RecoveryStore>> {
+        Some(self.inner.recovery.clone())
     }
 }
 

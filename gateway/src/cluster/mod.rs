@@ -17,6 +17,7 @@
 pub(crate) mod adapter;
 pub(crate) mod local;
 pub(crate) mod message;
+pub(crate) mod recovery;
 pub(crate) mod redis;
 pub(crate) mod registry;
 pub(crate) mod subscriptions;
@@ -124,6 +125,11 @@ pub(crate) trait ClusterBus: Send + Sync + 'static {
     /// follow it. An in-process broker is always there.
     fn is_remote(&self) -> bool {
         false
+    }
+    /// The connection state recovery store the nodes on this bus share,
+    /// when the bus has one (the in-process broker; Redis: a later step).
+    fn recovery_store(&self) -> Option<std::sync::Arc<dyn recovery::RecoveryStore>> {
+        None
     }
 }
 

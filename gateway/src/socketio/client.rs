@@ -16,12 +16,13 @@ use super::namespace::Joined;
 use super::payload::{self, Payload};
 use super::socket::{Inbound, InboundEvent, Socket};
 use crate::cluster::Target;
+use crate::cluster::recovery::{Refusal, SessionRecord};
 use crate::cluster::{BusError, Sent};
 use crate::engine::{Connection, Session};
 use crate::protocol::socketio::{self, DecodeLimits, PacketKind, RESERVED_EVENTS};
 use crate::reason::DisconnectReason;
 use crate::socketio::Policy;
-use crate::telemetry::ConnectErrorReason;
+use crate::telemetry::{ConnectErrorReason, RecoveryResult};
 
 /// A binary packet waiting for its attachments.
 struct Partial {
@@ -69,6 +70,22 @@ fn room_args(args: &Payload, max_room_name: usize) -> Result<(Vec<&RawValue>, St
     }
 }
 
+/// The `pid` and `offset` of a CONNECT's auth, when both are strings (as
+/// Node requires: a client that never received an event sends no offset).
+fn recovery_claim(auth: Option<&serde_json::Value>) -> Option<(&str, &str)> {
+    let auth = auth?;
+    Some((auth.get("pid")?.as_str()?, auth.get("offset")?.as_str()?))
+}
+
+/// The CONNECT reply's data: `{"sid":S}`, with `"pid":P` when the
+/// namespace has connection state recovery on.
+fn connect_reply(sid: &str, pid: Option<&str>) -> String {
+    match pid {
+        Some(pid) => format!("{{\"sid\":\"{sid}\",\"pid\":\"{pid}\"}}"),
+        None => format!("{{\"sid\":\"{sid}\"}}"),
+    }
+}
+
 /// Argument `i` when it is a JSON string.
 fn string_arg(list: &[&RawValue], i: usize) -> Option<String> {
     list.get(i)
@@ -76,6 +93,11 @@ fn string_arg(list: &[&RawValue], i: usize) -> Option<String> {
 }
 
 impl Client {
+    /// The node's Socket.IO server.
+    pub(crate) fn io(&self) -> &SocketIo {
+        &self.io
+    }
+
     pub(crate) fn new(io: SocketIo, session: &Arc<Session>) -> Arc<Self> {
         let limits = &io.config().limits;
         let decode = DecodeLimits {
@@ -121,6 +143,8 @@ impl Client {
     fn finish(&self, socket: &Arc<Socket>, reason: DisconnectReason) {
         let events = socket.mark_disconnected();
         let ns = socket.namespace().clone();
+        // Kept before its rooms are left, so they include everything.
+        self.persist(socket, reason);
         ns.remove(socket);
         self.io.namespaces().remove_if_empty(&ns.name);
         self.io.socket_gone();
@@ -132,6 +156,131 @@ impl Client {
             None => self.io.hooks().on_disconnect(socket, reason),
         }
         tracing::debug!(socket = socket.id(), nsp = %ns.name, %reason, "socket disconnected");
+    }
+
+    /// Keeps the session of a socket lost by accident, for connection state
+    /// recovery (when its namespace has it on).
+    fn persist(&self, socket: &Socket, reason: DisconnectReason) {
+        let (Some(pid), Some(limits), Some(store)) = (
+            socket.pid(),
+            socket.namespace().policy.recovery,
+            self.io.recovery(),
+        ) else {
+            return;
+        };
+        if !reason.is_recoverable() {
+            return;
+        }
+        let record = SessionRecord {
+            sid: socket.id().to_owned(),
+            pid: pid.to_owned(),
+            nsp: socket.namespace().name.to_string(),
+            rooms: socket.rooms(),
+            user_id: socket.user_id().map(str::to_owned),
+            data: socket.data(),
+            disconnected_at_ms: crate::cluster::registry::now_ms(),
+        };
+        store.save_session(record, &limits);
+        self.io.note_recovery_store();
+    }
+
+    /// Connection state recovery: takes the session `pid` and, when it is
+    /// valid, brings the socket back with its id, rooms and data, sends the
+    /// events it missed after `offset`, then the CONNECT reply; live events
+    /// follow. Admission (JWT, the connect hook) is not run again, as Node's
+    /// default `skipMiddlewares`. An error says why the client gets a new
+    /// session instead.
+    async fn recover(
+        &self,
+        session: &Arc<Session>,
+        policy: &Arc<Policy>,
+        nsp: &str,
+        (pid, offset): (&str, &str),
+    ) -> Result<(), RecoveryResult> {
+        let (Some(store), Some(limits)) = (self.io.recovery(), policy.recovery) else {
+            return Err(RecoveryResult::NoSession);
+        };
+        let taken = store.take_session(pid, nsp, offset);
+        self.io.note_recovery_store();
+        let (record, missed) = taken.map_err(|r| match r {
+            Refusal::NoSession => RecoveryResult::NoSession,
+            Refusal::BadOffset => RecoveryResult::BadOffset,
+        })?;
+        // Its rooms' channels, held and confirmed as for a new socket.
+        let rooms: Vec<String> = record
+            .rooms
+            .iter()
+            .filter(|r| **r != record.sid)
+            .cloned()
+            .collect();
+        let channels = self.io.adapter().connect_channels(nsp, &rooms);
+        let _held = self.io.adapter().hold(channels.clone());
+        let confirmed = !self.io.adapter().is_connected()
+            || self.io.adapter().subscribed(&channels).await.is_ok();
+        if !confirmed || session.is_closed() {
+            // Not used: the client may try again.
+            store.save_session(record, &limits);
+            self.io.note_recovery_store();
+            return Err(RecoveryResult::Failed);
+        }
+        let last = missed
+            .last()
+            .map_or_else(|| offset.to_owned(), |p| p.offset.clone());
+        let max_rooms = self.io.config().limits.max_rooms_per_socket;
+        let reply = payload::encode_control(
+            PacketKind::Connect,
+            nsp,
+            Some(&connect_reply(&record.sid, Some(&record.pid))),
+        );
+        let mut restored = None;
+        // Under the log's order: the missed events (those taken with the
+        // session, and any appended since), the CONNECT reply, and the
+        // socket registered before the next event is delivered.
+        let attached = store.attach(nsp, &last, &record.rooms, &mut |since| {
+            let mut frames: Vec<_> = missed
+                .iter()
+                .chain(since)
+                .flat_map(|p| payload::logged_frames(p))
+                .collect();
+            frames.push(reply.clone());
+            if session.send(&frames).is_err() {
+                // The replay does not fit in the outbound queue (nothing
+                // of it was queued), or the connection is gone.
+                return;
+            }
+            let socket = self.io.register_socket(
+                nsp,
+                policy,
+                record.sid.clone(),
+                session,
+                self.me.clone(),
+                Some(record.pid.clone()),
+                record.user_id.clone(),
+                record.data.clone(),
+            );
+            for room in &rooms {
+                if let Err(e) = socket.join(room, max_rooms) {
+                    tracing::debug!(room, error = e, "recovered room refused");
+                }
+            }
+            restored = Some(socket);
+        });
+        let socket = match (attached, restored) {
+            (Ok(()), Some(socket)) => socket,
+            (Err(_), _) => return Err(RecoveryResult::BadOffset),
+            (Ok(()), None) => {
+                // Not used (the connection went, or the replay did not fit).
+                store.save_session(record, &limits);
+                self.io.note_recovery_store();
+                return Err(RecoveryResult::Failed);
+            }
+        };
+        self.sockets.lock().push(socket.clone());
+        session.mark_connected();
+        socket.namespace().metrics.connected();
+        self.io.hooks().on_connected(&socket);
+        tracing::debug!(socket = socket.id(), nsp, "socket recovered");
+        Ok(())
     }
 
     async fn dispatch(
@@ -242,6 +391,21 @@ impl Client {
             Some(d) => Some(serde_json::from_str(d).map_err(|_| DisconnectReason::ProtocolError)?),
             None => None,
         };
+        if policy.recovery.is_some()
+            && let Some(claim) = recovery_claim(auth.as_ref())
+        {
+            let result = match self.recover(&session, &policy, nsp, claim).await {
+                Ok(()) => RecoveryResult::Recovered,
+                Err(why) => why,
+            };
+            self.io.metrics().namespace(&policy.name).recovery(result);
+            if result == RecoveryResult::Recovered {
+                return Ok(());
+            }
+            if session.is_closed() {
+                return Ok(());
+            }
+        }
         let mut user_id = None;
         let mut rooms = Vec::new();
         if let Some(jwt) = &policy.jwt {
@@ -316,7 +480,8 @@ impl Client {
         }
         // The CONNECT reply goes first, so that nothing reaches the client
         // for this namespace before it knows it is connected.
-        let reply = format!("{{\"sid\":\"{socket_id}\"}}");
+        let pid = policy.recovery.map(|_| crate::ids::new_pid());
+        let reply = connect_reply(&socket_id, pid.as_deref());
         session
             .send(&[payload::encode_control(
                 PacketKind::Connect,
@@ -331,6 +496,7 @@ impl Client {
             socket_id,
             &session,
             self.me.clone(),
+            pid,
             user_id,
             attached,
         );

@@ -19,6 +19,7 @@ use std::sync::{Arc, Weak};
 pub use crate::cluster::Target;
 use crate::cluster::adapter::{self, Adapter, ClusterError, Deliver};
 use crate::cluster::message::{Answer, Broadcast, Request};
+use crate::cluster::recovery::{Appended, LogSink, LoggedPacket, RecoveryStore, StoredPacket};
 use crate::cluster::{ClusterBus, NodeInfo, Sent};
 use crate::config::{Config, ConfigError};
 use crate::engine::{Connection, EngineHandler, Frame, Session};
@@ -50,6 +51,8 @@ struct Inner {
     hooks: Arc<dyn Hooks>,
     adapter: Arc<Adapter>,
     metrics: Arc<Metrics>,
+    /// Connection state recovery's store, when a namespace has it on.
+    recovery: Option<Arc<dyn RecoveryStore>>,
     connections: AtomicU64,
     sockets: AtomicU64,
     /// The node's in-flight work, which a drain waits for.
@@ -90,6 +93,12 @@ impl SocketIo {
         metrics: Arc<Metrics>,
         tasks: TaskTracker,
     ) -> Result<Self, ConfigError> {
+        let recovery = config
+            .effective_namespaces()
+            .iter()
+            .any(|n| n.recovery.enabled)
+            .then(|| bus.recovery_store())
+            .flatten();
         let adapter = Arc::new(Adapter::new(
             node_id,
             bus,
@@ -103,19 +112,71 @@ impl SocketIo {
             metrics: metrics.clone(),
         });
         let namespaces = Namespaces::new(&config, watch)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                config,
-                node_id,
-                namespaces,
-                hooks,
-                adapter,
-                metrics,
-                connections: AtomicU64::new(0),
-                sockets: AtomicU64::new(0),
-                tasks,
-            }),
-        })
+        let inner = Arc::new(Inner {
+            config,
+            node_id,
+            namespaces,
+            hooks,
+            adapter,
+            metrics,
+            recovery,
+            connections: AtomicU64::new(0),
+            sockets: AtomicU64::new(0),
+            tasks,
+        });
+        if let Some(store) = &inner.recovery {
+            let sink: Weak<dyn LogSink> = Arc::downgrade(&inner) as Weak<Inner>;
+            store.register(inner.node_id, sink);
+        }
+        Ok(Self { inner })
+    }
+
+    /// Connection state recovery's store, when a namespace has it on.
+    pub(crate) fn recovery(&self) -> Option<&Arc<dyn RecoveryStore>> {
+        self.inner.recovery.as_ref()
+    }
+
+    /// Updates the store's gauges (after it changed).
+    pub(crate) fn note_recovery_store(&self) {
+        if let Some(store) = &self.inner.recovery {
+            let s = store.stats();
+            self.inner
+                .metrics
+                .recovery_store(s.sessions, s.packets, s.bytes);
+        }
+    }
+
+    /// Stores and delivers `event(...args)` when namespace `nsp` has
+    /// connection state recovery on and the emit is not volatile: the store
+    /// gives it its offset (the last argument) and hands it to every node
+    /// in log order. `None` when the emit is not to be stored.
+    pub(crate) fn emit_stored(
+        &self,
+        nsp: &str,
+        target: &Target,
+        event: &str,
+        args: &Payload,
+    ) -> Option<Result<Appended, PayloadError>> {
+        if target.volatile {
+            return None;
+        }
+        let store = self.inner.recovery.as_ref()?;
+        let limits = match self.inner.namespaces.get(nsp) {
+            Some(ns) => ns.policy.recovery,
+            None => self.inner.namespaces.policy(nsp)?.recovery,
+        }?;
+        let text = match payload::event_text(nsp, event, args, None) {
+            Ok(text) => text,
+            Err(e) => return Some(Err(e)),
+        };
+        let packet = StoredPacket {
+            target: target.clone(),
+            text,
+            attachments: args.attachments.clone(),
+        };
+        let appended = store.append(self.inner.node_id, nsp, packet, &limits);
+        self.note_recovery_store();
+        Some(Ok(appended))
     }
 
     pub fn config(&self) -> &Config {
@@ -183,6 +244,13 @@ impl SocketIo {
         event: &str,
         args: &Payload,
     ) -> Result<EmitReport, OpError> {
+        if let Some(stored) = self.emit_stored(nsp, target, event, args) {
+            let appended = stored?;
+            return Ok(EmitReport {
+                local: appended.local,
+                nodes_reached: appended.nodes_reached,
+            });
+        }
         let frames = payload::encode_event(nsp, event, args, None)?;
         let local = self.emit_local(nsp, target, &frames);
         let mut report = EmitReport {
@@ -213,6 +281,13 @@ impl SocketIo {
         args: &Payload,
         sent: Option<Sent>,
     ) -> Result<usize, OpError> {
+        if let Some(stored) = self.emit_stored(nsp, target, event, args) {
+            let appended = stored?;
+            if let Some(sent) = sent {
+                sent(Ok(()));
+            }
+            return Ok(appended.local);
+        }
         let frames = payload::encode_event(nsp, event, args, None)?;
         let local = self.emit_local(nsp, target, &frames);
         match frames.first() {
@@ -254,12 +329,21 @@ impl SocketIo {
         id: String,
         session: &Arc<Session>,
         client: Weak<client::Client>,
+        pid: Option<String>,
         user_id: Option<String>,
         data: Option<serde_json::Value>,
     ) -> Arc<Socket> {
         self.inner.sockets.fetch_add(1, Ordering::Relaxed);
         self.inner.namespaces.insert_with(nsp, policy, |ns| {
-            Arc::new(Socket::new(id, ns, session.clone(), client, user_id, data))
+            Arc::new(Socket::new(
+                id,
+                ns,
+                session.clone(),
+                client,
+                pid,
+                user_id,
+                data,
+            ))
         })
     }
 
@@ -296,6 +380,16 @@ impl Deliver for SocketIo {
 
     fn counts(&self) -> (u64, u64) {
         SocketIo::counts(self)
+    }
+}
+
+/// Stored events reach this node's sockets from the store, in log order.
+impl LogSink for Inner {
+    fn deliver_logged(&self, nsp: &str, packet: &LoggedPacket) -> usize {
+        let Some(ns) = self.namespaces.get(nsp) else {
+            return 0;
+        };
+        ns.deliver(&packet.packet.target, None, &payload::logged_frames(packet))
     }
 }
 

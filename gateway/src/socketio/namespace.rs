@@ -14,6 +14,7 @@ use parking_lot::RwLock;
 
 use super::socket::Socket;
 use crate::auth::JwtVerifier;
+use crate::cluster::recovery::RecoveryLimits;
 use crate::cluster::target::Name;
 use crate::cluster::{Channels, Subscriptions, Target};
 use crate::config::{
@@ -32,6 +33,8 @@ pub(crate) struct Policy {
     join: GlobSet,
     pub(crate) publish: bool,
     pub(crate) jwt: Option<JwtVerifier>,
+    /// Connection state recovery's bounds, when it is enabled.
+    pub(crate) recovery: Option<RecoveryLimits>,
 }
 
 impl Policy {
@@ -54,6 +57,7 @@ impl Policy {
                 .map(JwtVerifier::start)
                 .transpose()
                 .map_err(|e| in_namespace(e.into()))?,
+            recovery: RecoveryLimits::from_config(&cfg.recovery),
         })
     }
 

@@ -76,6 +76,20 @@ pub(crate) fn encode_event(
     payload: &Payload,
     ack: Option<u64>,
 ) -> Result<Vec<Frame>, PayloadError> {
+    Ok(frames(
+        event_text(nsp, event, payload, ack)?,
+        &payload.attachments,
+    ))
+}
+
+/// The Engine.IO text packet of `event(...args)` (its attachments follow
+/// it as binary frames). Its data, the JSON array, ends the text.
+pub(crate) fn event_text(
+    nsp: &str,
+    event: &str,
+    payload: &Payload,
+    ack: Option<u64>,
+) -> Result<String, PayloadError> {
     let mut data = String::with_capacity(payload.args.len() + event.len() + 4);
     socketio::write_event_array(&mut data, event, &payload.args)
         .map_err(|_| PayloadError::NotAnArray)?;
@@ -94,7 +108,13 @@ pub(crate) fn encode_event(
         ack,
         Some(&data),
     );
-    Ok(frames(text, &payload.attachments))
+    Ok(text)
+}
+
+/// The frames of a stored event: its text (offset included) and its
+/// attachments.
+pub(crate) fn logged_frames(packet: &crate::cluster::recovery::LoggedPacket) -> Vec<Frame> {
+    frames(packet.packet.text.clone(), &packet.packet.attachments)
 }
 
 /// The answer to the client's ack `id`.

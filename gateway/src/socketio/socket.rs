@@ -115,6 +115,9 @@ pub struct Socket {
     ns: Arc<Namespace>,
     session: Arc<Session>,
     client: Weak<Client>,
+    /// The private id of connection state recovery, when the namespace has
+    /// it on.
+    pid: Option<Arc<str>>,
     /// Rooms joined, the own-id room excluded.
     rooms: Mutex<Vec<Arc<str>>>,
     user_id: Option<String>,
@@ -142,6 +145,7 @@ impl Socket {
         ns: Arc<Namespace>,
         session: Arc<Session>,
         client: Weak<Client>,
+        pid: Option<String>,
         user_id: Option<String>,
         data: Option<serde_json::Value>,
     ) -> Self {
@@ -150,6 +154,7 @@ impl Socket {
             ns,
             session,
             client,
+            pid: pid.map(Into::into),
             rooms: Mutex::new(Vec::new()),
             user_id,
             data: Mutex::new(data),
@@ -176,6 +181,12 @@ impl Socket {
 
     pub(crate) fn session(&self) -> &Arc<Session> {
         &self.session
+    }
+
+    /// The private id of connection state recovery (never shown to anyone
+    /// but the client).
+    pub(crate) fn pid(&self) -> Option<&str> {
+        self.pid.as_deref()
     }
 
     pub fn user_id(&self) -> Option<&str> {
@@ -248,8 +259,20 @@ impl Socket {
         }
     }
 
-    /// Emits `event(...args)` to this socket.
+    /// Emits `event(...args)` to this socket. With connection state
+    /// recovery on, it is stored (and carries an offset) like any emit.
     pub fn emit(&self, event: &str, args: &Payload) -> Result<(), EmitError> {
+        if self.ns.policy.recovery.is_some()
+            && let Some(client) = self.client.upgrade()
+        {
+            if !self.is_connected() {
+                return Err(EmitError::Disconnected);
+            }
+            let target = crate::cluster::Target::socket(self.id.to_string());
+            if let Some(sent) = client.io().emit_stored(&self.ns.name, &target, event, args) {
+                return sent.map(|_| ()).map_err(EmitError::from);
+            }
+        }
         let frames = payload::encode_event(&self.ns.name, event, args, None)?;
         self.send_frames(&frames)
     }

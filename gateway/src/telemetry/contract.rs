@@ -1,7 +1,7 @@
 //! The metrics contract with `deploy/` (the Grafana dashboard and the alert
 //! rules, listed in `deploy/metric-names.txt`): every metric name and its
 //! help text, the histogram buckets, and the fixed label sets
-//! ([`ConnectErrorReason`], [`RedisOp`], [`AdminMethod`] and gRPC codes,
+//! ([`ConnectErrorReason`], [`RecoveryResult`], [`RedisOp`], [`AdminMethod`] and gRPC codes,
 //! [`HookKind`], [`HookResult`], [`HttpPhase`]). The handles that record
 //! into them are in [`super::metrics`].
 
@@ -66,6 +66,10 @@ pub mod names {
     pub(crate) const TCP_CONNECTIONS_REFUSED: &str = "gateway_tcp_connections_refused_total";
     pub(crate) const ACCEPT_ERRORS: &str = "gateway_accept_errors_total";
     pub(crate) const HTTP_TIMEOUTS: &str = "gateway_http_timeouts_total";
+    pub const RECOVERIES: &str = "gateway_recoveries_total";
+    pub const RECOVERY_SESSIONS: &str = "gateway_recovery_sessions";
+    pub const RECOVERY_PACKETS: &str = "gateway_recovery_packets";
+    pub const RECOVERY_BYTES: &str = "gateway_recovery_bytes";
 }
 
 /// Buckets of `gateway_broadcast_fanout` (recipients of one broadcast).
@@ -127,6 +131,41 @@ impl ConnectErrorReason {
             Self::HookError => "hook_error",
             Self::ConnectTimeout => "connect_timeout",
             Self::ClusterUnavailable => "cluster_unavailable",
+        }
+    }
+}
+
+/// How a connection state recovery attempt ended (`result` label of
+/// `gateway_recoveries_total`). An attempt is a CONNECT carrying a string
+/// `pid` and a string `offset` to a namespace with recovery enabled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum RecoveryResult {
+    /// Same socket id, rooms and data; the missed events were replayed.
+    Recovered,
+    /// No session under that pid: unknown, expired, already used, or of
+    /// another namespace.
+    NoSession,
+    /// The offset was never issued, or events after it were trimmed.
+    BadOffset,
+    /// The session was taken, but the connection closed or the bus did
+    /// not confirm the socket's channels before the CONNECT reply.
+    Failed,
+}
+
+impl RecoveryResult {
+    pub(crate) const ALL: [Self; 4] = [
+        Self::Recovered,
+        Self::NoSession,
+        Self::BadOffset,
+        Self::Failed,
+    ];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Recovered => "recovered",
+            Self::NoSession => "no_session",
+            Self::BadOffset => "bad_offset",
+            Self::Failed => "failed",
         }
     }
 }
@@ -299,7 +338,7 @@ impl HookResult {
 
 pub(super) fn describe(r: &PrometheusRecorder) {
     use names::*;
-    let help: [(&'static str, &'static str); 35] = [
+    let help: [(&'static str, &'static str); 39] = [
         (BUILD_INFO, "Build of this node; always 1"),
         (ENGINE_CONNECTIONS, "Open Engine.IO connections"),
         (SOCKETS, "Connected Socket.IO sockets"),
@@ -364,6 +403,22 @@ pub(super) fn describe(r: &PrometheusRecorder) {
         (
             HTTP_TIMEOUTS,
             "HTTP connections closed for a request head or body not sent in time",
+        ),
+        (
+            RECOVERIES,
+            "Connection state recovery attempts by namespace and result",
+        ),
+        (
+            RECOVERY_SESSIONS,
+            "Disconnected sessions kept for connection state recovery",
+        ),
+        (
+            RECOVERY_PACKETS,
+            "Events kept in the connection state recovery logs",
+        ),
+        (
+            RECOVERY_BYTES,
+            "Bytes of events kept in the connection state recovery logs",
         ),
     ];
     for (name, text) in help {

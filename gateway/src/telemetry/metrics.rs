@@ -31,8 +31,8 @@ use parking_lot::RwLock;
 static METADATA: Metadata<'static> = Metadata::new("gateway", Level::INFO, Some(module_path!()));
 
 pub(crate) use super::contract::{
-    AdminMethod, ConnectErrorReason, HookKind, HookResult, HttpPhase, RedisOp, UNKNOWN_NAMESPACE,
-    names,
+    AdminMethod, ConnectErrorReason, HookKind, HookResult, HttpPhase, RecoveryResult, RedisOp,
+    UNKNOWN_NAMESPACE, names,
 };
 use super::contract::{
     CALL_BUCKETS, FANOUT_BUCKETS, GRPC_CANCELLED, GRPC_CODES, GRPC_OK, LAG_BUCKETS, describe,
@@ -134,6 +134,7 @@ pub(crate) struct NamespaceMetrics {
     connects: Counter,
     connect_errors: [Counter; ConnectErrorReason::ALL.len()],
     rooms: Gauge,
+    recoveries: [Counter; RecoveryResult::ALL.len()],
 }
 
 impl NamespaceMetrics {
@@ -149,7 +150,22 @@ impl NamespaceMetrics {
                 )
             }),
             rooms: r.gauge(names::ROOMS, vec![("namespace", ns())]),
+            recoveries: RecoveryResult::ALL.map(|result| {
+                r.counter(
+                    names::RECOVERIES,
+                    vec![("namespace", ns()), ("result", label(result.as_str()))],
+                )
+            }),
         }
+    }
+
+    /// A connection state recovery attempt ended with `result`.
+    pub(crate) fn recovery(&self, result: RecoveryResult) {
+        let i = RecoveryResult::ALL
+            .iter()
+            .position(|r| *r == result)
+            .unwrap_or(0);
+        self.recoveries[i].increment(1);
     }
 
     /// A socket connected to the namespace.
@@ -217,6 +233,8 @@ pub struct Metrics {
     /// `[fd_exhausted, other]`
     accept_errors: [Counter; 2],
     http_timeouts: [Counter; HttpPhase::ALL.len()],
+    /// `[sessions, packets, bytes]` of the recovery store.
+    recovery_store: [Gauge; 3],
     namespaces: RwLock<HashMap<Box<str>, Arc<NamespaceMetrics>>>,
     unknown_namespace: Arc<NamespaceMetrics>,
 }
@@ -310,6 +328,12 @@ impl Metrics {
             http_timeouts: HttpPhase::ALL.map(|phase| {
                 r.counter(names::HTTP_TIMEOUTS, vec![("phase", label(phase.as_str()))])
             }),
+            recovery_store: [
+                names::RECOVERY_SESSIONS,
+                names::RECOVERY_PACKETS,
+                names::RECOVERY_BYTES,
+            ]
+            .map(|name| r.gauge(name, vec![])),
             namespaces: RwLock::new(by_name),
             unknown_namespace,
             handle,
@@ -338,6 +362,13 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every series.
+    /// The size of the connection state recovery store this node uses.
+    pub(crate) fn recovery_store(&self, sessions: u64, packets: u64, bytes: u64) {
+        for (gauge, v) in self.recovery_store.iter().zip([sessions, packets, bytes]) {
+            gauge.set(v as f64);
+        }
+    }
+
     pub fn render(&self) -> String {
         self.handle.render()
     }

@@ -57,6 +57,12 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<Value>>>>>;
 pub struct SioClient {
     /// The socket id the server gave (`{"sid":...}`).
     pub id: String,
+    /// The private id of connection state recovery (`{"pid":...}`), when
+    /// the namespace has it on.
+    pub pid: Option<String>,
+    /// Events of the namespace that came before the CONNECT reply (a
+    /// recovery's replay); they are in the inbox first.
+    pub before_connect: usize,
     pub nsp: String,
     out: mpsc::UnboundedSender<Message>,
     inbox: mpsc::UnboundedReceiver<Incoming>,
@@ -117,6 +123,16 @@ impl SioClient {
     /// Connects to the node at `addr`, namespace `nsp`, and waits for the
     /// CONNECT reply.
     pub async fn connect(addr: SocketAddr, nsp: &str, mode: AckMode) -> Self {
+        Self::connect_with(addr, nsp, mode, None).await
+    }
+
+    /// [`SioClient::connect`] with `auth` in the CONNECT packet.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        nsp: &str,
+        mode: AckMode,
+        auth: Option<Value>,
+    ) -> Self {
         let url = format!("ws://{addr}/socket.io/?EIO=4&transport=websocket");
         let (ws, _) = within("websocket connect", tokio_tungstenite::connect_async(url))
             .await
@@ -127,10 +143,14 @@ impl SioClient {
             other => panic!("expected the open packet, got {other:?}"),
         };
         assert!(open.starts_with('0'), "open packet: {open}");
-        sink.send(Message::text(format!("40{}", nsp_prefix(nsp))))
+        let auth = auth.map(|a| a.to_string()).unwrap_or_default();
+        sink.send(Message::text(format!("40{}{auth}", nsp_prefix(nsp))))
             .await
             .expect("send CONNECT");
-        let id = loop {
+        // What came before the CONNECT reply, handed to the reader first.
+        let mut early = Vec::new();
+        let mut before_connect = 0;
+        let (id, pid) = loop {
             match within("the CONNECT reply", stream.next()).await {
                 Some(Ok(Message::Text(t))) => {
                     let Some(p) = parse(&t) else { continue };
@@ -140,16 +160,23 @@ impl SioClient {
                     match p.kind {
                         0 => {
                             let v: Value = serde_json::from_str(&p.data).expect("CONNECT json");
-                            break v["sid"].as_str().expect("sid").to_owned();
+                            let sid = v["sid"].as_str().expect("sid").to_owned();
+                            break (sid, v["pid"].as_str().map(str::to_owned));
                         }
                         4 => panic!("CONNECT_ERROR for {nsp}: {}", p.data),
+                        2 | 5 => {
+                            before_connect += 1;
+                            early.push(Ok(Message::Text(t)));
+                        }
                         _ => {}
                     }
                 }
+                Some(Ok(m @ Message::Binary(_))) => early.push(Ok(m)),
                 Some(Ok(_)) => {}
                 other => panic!("connection ended before CONNECT: {other:?}"),
             }
         };
+        let mut stream = futures_util::stream::iter(early).chain(stream);
 
         let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
         let (inbox_tx, inbox) = mpsc::unbounded_channel();
@@ -238,6 +265,8 @@ impl SioClient {
         };
         Self {
             id,
+            pid,
+            before_connect,
             nsp: nsp.to_owned(),
             out,
             inbox,
@@ -374,6 +403,12 @@ impl SioClient {
                 None => panic!("{}: not disconnected within {DEADLINE:?}", self.id),
             }
         }
+    }
+
+    /// Leaves the namespace (`41`), the connection staying open.
+    pub fn leave_namespace(&self) {
+        let text = format!("41{}", nsp_prefix(&self.nsp));
+        let _ = self.out.send(Message::text(text));
     }
 
     /// Closes the WebSocket.
