@@ -346,6 +346,12 @@ pub struct ShutdownConfig {
     /// ready, so that load balancers stop routing to it before it closes
     /// its clients, ms. Default 0 (a Kubernetes `preStop` sleep does this).
     pub drain_delay_ms: u64,
+    /// Then how long the node takes to close its clients, ms: they are
+    /// closed a few at a time, evenly over this window, so that they
+    /// reconnect to the other nodes gradually instead of all at once.
+    /// Counted within the grace period, and must be shorter than it.
+    /// Default 0 (all at once).
+    pub disconnect_spread_ms: u64,
 }
 
 impl Default for ShutdownConfig {
@@ -353,6 +359,7 @@ impl Default for ShutdownConfig {
         Self {
             grace_period_ms: 25_000,
             drain_delay_ms: 0,
+            disconnect_spread_ms: 0,
         }
     }
 }
@@ -363,6 +370,9 @@ impl ShutdownConfig {
     }
     pub fn drain_delay(&self) -> Duration {
         Duration::from_millis(self.drain_delay_ms)
+    }
+    pub fn disconnect_spread(&self) -> Duration {
+        Duration::from_millis(self.disconnect_spread_ms)
     }
 }
 
@@ -1178,6 +1188,12 @@ impl Config {
                 "must be at most 3600000",
             ));
         }
+        if sd.disconnect_spread_ms > 0 && sd.disconnect_spread_ms >= sd.grace_period_ms {
+            return Err(invalid(
+                "shutdown.disconnect_spread_ms",
+                "must be shorter than shutdown.grace_period_ms (clients are closed within it)",
+            ));
+        }
         let t = &self.telemetry;
         tracing_subscriber::EnvFilter::try_new(&t.log_level).map_err(|e| {
             unusable(
@@ -1398,6 +1414,7 @@ mod tests {
         for text in [
             "[ops]\nlisten = \"0.0.0.0:3000\"",
             "[shutdown]\ngrace_period_ms = 99999999",
+            "[shutdown]\ngrace_period_ms = 1000\ndisconnect_spread_ms = 1000",
             "[telemetry]\notlp_endpoint = \"collector:4317\"",
             "[telemetry]\nlog_level = \"info,=x=y\"",
             "[admin]\ntoken = \"\"",

@@ -1,6 +1,7 @@
 //! Identifiers: Engine.IO session ids, node ids, Socket.IO socket ids, and
-//! the one rule for room names (every path that takes a room name from a
-//! client, a backend or the admin API checks it here).
+//! the one rule for room names and the one for event names (every path that
+//! takes a room or an event name from a client, a backend or the admin API
+//! checks it here).
 //!
 //! A socket id is the id of the node that holds it followed by random
 //! characters, so any node can route a message for a socket id to the right
@@ -158,9 +159,76 @@ pub(crate) fn check_joinable_room(name: &str, max: usize) -> Result<(), RoomName
     Ok(())
 }
 
+/// Why an event name is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum EventNameError {
+    #[error("event must not be empty")]
+    Empty,
+    #[error("event is {len} bytes long, more than the limit of {max}")]
+    TooLong { len: usize, max: usize },
+    /// Socket.IO's own events (`connect`, `disconnect`, ...).
+    #[error("event is reserved by Socket.IO")]
+    Reserved,
+    /// `$`-names are the gateway's client commands (`$join`, `$publish`).
+    #[error("event names starting with `$` are the gateway's own")]
+    Command,
+}
+
+/// An event name the server side may emit (a backend, the admin API): 1 to
+/// `max` bytes (`limits.max_event_name`), not one of Socket.IO's reserved
+/// events.
+pub(crate) fn check_event_name(name: &str, max: usize) -> Result<(), EventNameError> {
+    if name.is_empty() {
+        return Err(EventNameError::Empty);
+    }
+    if crate::protocol::socketio::RESERVED_EVENTS.contains(&name) {
+        return Err(EventNameError::Reserved);
+    }
+    if name.len() > max {
+        return Err(EventNameError::TooLong {
+            len: name.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// An event name a client may `$publish`: [`check_event_name`], and not one
+/// of the gateway's own `$`-commands.
+pub(crate) fn check_publishable_event(name: &str, max: usize) -> Result<(), EventNameError> {
+    check_event_name(name, max)?;
+    if name.starts_with('$') {
+        return Err(EventNameError::Command);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_names_are_checked_in_one_place() {
+        assert_eq!(check_event_name("", 8), Err(EventNameError::Empty));
+        assert_eq!(
+            check_event_name("connect", 8),
+            Err(EventNameError::Reserved)
+        );
+        assert_eq!(
+            check_event_name("nine-byte", 8),
+            Err(EventNameError::TooLong { len: 9, max: 8 })
+        );
+        assert_eq!(check_event_name("$own", 8), Ok(()), "a backend may");
+        assert_eq!(
+            check_publishable_event("$own", 8),
+            Err(EventNameError::Command)
+        );
+        assert_eq!(
+            check_publishable_event("disconnect", 16),
+            Err(EventNameError::Reserved)
+        );
+        assert_eq!(check_publishable_event("chat", 8), Ok(()));
+    }
 
     #[test]
     fn socket_ids_name_their_node() {

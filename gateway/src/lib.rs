@@ -372,6 +372,18 @@ impl Node {
         let deadline = Instant::now() + shutdown_cfg.grace_period();
 
         stop.cancel();
+        let spread = shutdown_cfg.disconnect_spread();
+        if tokio::time::timeout_at(
+            deadline,
+            self.engine
+                .close_all_spread(DisconnectReason::Shutdown, spread),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!("clients still being closed at the end of the grace period");
+        }
+        // Any left (a spread cut short by the grace period).
         self.engine.close_all(DisconnectReason::Shutdown);
         if tokio::time::timeout_at(deadline, self.engine.wait_closed())
             .await

@@ -90,6 +90,41 @@ async fn drain_without_delay_closes_clients_and_the_listener() {
     assert!(tokio::net::TcpStream::connect(node.addr).await.is_err());
 }
 
+/// With `shutdown.disconnect_spread_ms`, the clients are closed a few at a
+/// time over the window rather than all at once (so that they reconnect to
+/// the other nodes gradually), and the drain still ends within the grace
+/// period.
+#[tokio::test]
+async fn clients_are_closed_spread_over_the_window() {
+    let spread = Duration::from_millis(1_000);
+    let mut c = Config::default();
+    c.shutdown.grace_period_ms = 5_000;
+    c.shutdown.disconnect_spread_ms = spread.as_millis() as u64;
+    let mut node = TestNode::builder(c).start().await;
+    let mut closed = Vec::new();
+    for _ in 0..20 {
+        let (mut ws, _) = WsClient::socket(&node, false).await;
+        closed.push(tokio::spawn(async move {
+            ws.expect_closed().await;
+            Instant::now()
+        }));
+    }
+    let started = Instant::now();
+    node.shutdown();
+    let mut at = Vec::new();
+    for c in closed {
+        at.push(c.await.unwrap().duration_since(started));
+    }
+    let (first, last) = (at.iter().min().unwrap(), at.iter().max().unwrap());
+    // Twenty batches of one, 50 ms apart: the last about 950 ms after the
+    // first (later under load, never sooner).
+    assert!(
+        *last - *first >= spread * 3 / 4,
+        "all closed between {first:?} and {last:?}"
+    );
+    node.stopped(Duration::from_secs(7)).await.unwrap();
+}
+
 #[tokio::test]
 async fn drain_waits_for_in_flight_work() {
     let mut node = start(0, 5_000).await;

@@ -15,7 +15,7 @@ use tonic::Status;
 use crate::cluster::adapter::ClusterError;
 use crate::cluster::message::{SocketAck, SocketInfo};
 use crate::cluster::{BusError, NodeInfo};
-use crate::ids::NodeId;
+use crate::ids::{EventNameError, NodeId};
 use crate::protocol::socketio::RESERVED_EVENTS;
 use crate::socketio::{OpError, Payload, PayloadError, SocketIo, Target, payload};
 use crate::telemetry::ErrorChain;
@@ -103,23 +103,14 @@ pub(crate) fn target(
 
 /// An event name a backend may emit.
 pub(crate) fn event(io: &SocketIo, event: &str) -> Result<(), Status> {
-    if event.is_empty() {
-        return Err(invalid("event must not be empty"));
-    }
-    if RESERVED_EVENTS.contains(&event) {
-        return Err(invalid(format!(
+    let max = io.config().limits.max_event_name;
+    crate::ids::check_event_name(event, max).map_err(|e| match e {
+        EventNameError::Reserved => invalid(format!(
             "event {event:?} is reserved by Socket.IO ({})",
             RESERVED_EVENTS.join(", ")
-        )));
-    }
-    let max = io.config().limits.max_event_name;
-    if event.len() > max {
-        return Err(invalid(format!(
-            "event is {} bytes long, more than the limit of {max}",
-            event.len()
-        )));
-    }
-    Ok(())
+        )),
+        e => invalid(e.to_string()),
+    })
 }
 
 /// The arguments of an emit: a JSON array (empty means `[]`) whose

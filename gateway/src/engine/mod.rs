@@ -19,6 +19,7 @@ pub(crate) mod websocket;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::RwLock;
@@ -59,6 +60,10 @@ impl Drop for Broadcast<'_> {
         std::mem::take(&mut self.batch).submit();
     }
 }
+
+/// The shortest time between two batches of a spread close
+/// ([`Engine::close_all_spread`]).
+const SPREAD_STEP: Duration = Duration::from_millis(20);
 
 /// The Socket.IO side of one Engine.IO session.
 #[async_trait::async_trait]
@@ -275,6 +280,30 @@ impl Engine {
         let sessions: Vec<_> = self.sessions.read().values().cloned().collect();
         for s in sessions {
             s.close(reason);
+        }
+    }
+
+    /// [`Engine::close_all`], the sessions closed a few at a time evenly
+    /// over `spread` (at most one batch every [`SPREAD_STEP`]), so that
+    /// their clients do not all reconnect elsewhere at the same instant.
+    /// New sessions are refused from the start. Late ticks are not caught
+    /// up: a slow node spreads the closes over longer, never bunches them.
+    pub(crate) async fn close_all_spread(&self, reason: DisconnectReason, spread: Duration) {
+        self.shutdown.cancel();
+        let sessions: Vec<_> = self.sessions.read().values().cloned().collect();
+        let most = (spread.as_millis() / SPREAD_STEP.as_millis()).max(1) as usize;
+        let batches = sessions.len().min(most);
+        if batches <= 1 {
+            return self.close_all(reason);
+        }
+        let per_batch = sessions.len().div_ceil(batches);
+        let mut tick = tokio::time::interval(spread / batches as u32);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for batch in sessions.chunks(per_batch) {
+            tick.tick().await;
+            for s in batch {
+                s.close(reason);
+            }
         }
     }
 

@@ -19,7 +19,7 @@ use crate::cluster::Target;
 use crate::cluster::recovery::{Refusal, SessionRecord};
 use crate::cluster::{BusError, Sent};
 use crate::engine::{Connection, Session};
-use crate::protocol::socketio::{self, DecodeLimits, PacketKind, RESERVED_EVENTS};
+use crate::protocol::socketio::{self, DecodeLimits, PacketKind};
 use crate::reason::DisconnectReason;
 use crate::socketio::Policy;
 use crate::telemetry::{ConnectErrorReason, RecoveryResult};
@@ -599,11 +599,7 @@ impl Client {
         let Some(name) = string_at(1) else {
             return answer(err_ack("event must be a string"));
         };
-        if name.is_empty()
-            || name.starts_with('$')
-            || name.len() > limits.max_event_name
-            || RESERVED_EVENTS.contains(&name.as_str())
-        {
+        if crate::ids::check_publishable_event(&name, limits.max_event_name).is_err() {
             return answer(err_ack("this event name cannot be published"));
         }
         let rest: Vec<&str> = list.iter().skip(2).map(|v| v.get()).collect();
