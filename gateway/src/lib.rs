@@ -31,7 +31,8 @@
 //!
 //! Shutdown is a drain: not ready at once, then (after
 //! `shutdown.drain_delay_ms`) stop accepting, close every client with
-//! [`reason::DisconnectReason::Shutdown`] (clients see a transport close and
+//! [`reason::DisconnectReason::Shutdown`], a few at a time over
+//! `shutdown.disconnect_spread_ms` (clients see a transport close and
 //! reconnect elsewhere), wait for in-flight work, and return within
 //! `shutdown.grace_period_ms`.
 
@@ -306,7 +307,8 @@ impl Node {
     /// Serves until `shutdown` resolves, then drains: `/readyz` fails at
     /// once (`gateway_draining` 1); after `shutdown.drain_delay_ms` the client
     /// listener stops accepting and every session is closed with
-    /// [`DisconnectReason::Shutdown`] (clients see a transport close and
+    /// [`DisconnectReason::Shutdown`], evenly over
+    /// `shutdown.disconnect_spread_ms` (clients see a transport close and
     /// reconnect elsewhere); then it waits for sessions and in-flight
     /// [`Node::tasks`] to end, at most `shutdown.grace_period_ms`, and returns.
     pub async fn serve(
