@@ -415,3 +415,29 @@ async fn no_recovery_when_missed_events_were_trimmed() {
     assert_eq!(recoveries(&node, "bad_offset"), 1.0);
     node.stop().await;
 }
+
+/// A replay that does not fit in the connection's outbound queue is not
+/// queued at all: the client gets a new session (counted as `failed`), and
+/// the session is kept for a later attempt rather than used up.
+#[tokio::test]
+async fn a_replay_larger_than_the_outbound_queue_is_refused() {
+    let toml = toml(60_000, 10_000).replace(
+        "rate_limit_per_sec = 0",
+        "rate_limit_per_sec = 0\n        outbound_queue_frames = 8",
+    );
+    let node = TestNode::builder(config(&toml)).start().await;
+    let mut a = connect(&node, "/").await;
+    let pid = a.pid.clone().unwrap();
+    emit(&node, "/", Target::default(), "e0", json!([])).await;
+    let (_, _, offset) = stored_event(&mut a).await;
+    drop_transport(&node, &a).await;
+    for i in 0..20 {
+        emit(&node, "/", Target::default(), "missed", json!([i])).await;
+    }
+    let back = reconnect(&node, "/", &pid, &offset).await;
+    assert_ne!(back.id, a.id, "recovered past the queue bound");
+    assert_eq!(back.before_connect, 0, "part of the replay was queued");
+    assert_eq!(recoveries(&node, "failed"), 1.0);
+    assert_eq!(node.metric("gateway_recovery_sessions", &[]), 1.0);
+    node.stop().await;
+}
