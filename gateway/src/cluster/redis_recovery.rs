@@ -268,12 +268,15 @@ fn is_offset(s: &str) -> bool {
     s.len() <= 41 && stream_id(s).is_some()
 }
 
+/// Told a script call's result.
+type CallDone = Box<dyn FnOnce(Result<Value, BusError>) + Send>;
+
 /// A script call waiting to be sent, and whom to tell its result.
 struct Call {
     script: &'static str,
     keys: Vec<String>,
     args: Vec<Value>,
-    done: Option<Box<dyn FnOnce(Result<Value, BusError>) + Send>>,
+    done: Option<CallDone>,
 }
 
 /// One namespace's delivery state on this node.
@@ -292,8 +295,10 @@ pub(crate) struct RedisRecovery {
     scripts: Arc<Scripts>,
     queue: mpsc::Sender<Call>,
     sinks: RwLock<Vec<(NodeId, Weak<dyn LogSink>)>>,
-    /// The node this store serves (one store per Redis connection).
-    node: OnceLock<NodeId>,
+    /// What this store's records name as their holder: the node id and a
+    /// random incarnation (a node restarted under the same id does not
+    /// hold its predecessor's sockets, which expire as a dead holder's).
+    holder: OnceLock<String>,
     /// Per namespace; also the lock that orders delivery and recoveries.
     delivery: Mutex<HashMap<String, Delivery>>,
     next_waiter: AtomicU64,
@@ -337,7 +342,7 @@ impl RedisRecovery {
             scripts,
             queue,
             sinks: RwLock::new(Vec::new()),
-            node: OnceLock::new(),
+            holder: OnceLock::new(),
             delivery: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(0),
             node_timeout,
@@ -413,9 +418,9 @@ impl RedisRecovery {
             .collect()
     }
 
-    /// The node this store serves (records name their holder).
-    fn node(&self) -> String {
-        self.node.get().map(ToString::to_string).unwrap_or_default()
+    /// This node's holder token (see `holder`).
+    fn holder(&self) -> String {
+        self.holder.get().cloned().unwrap_or_default()
     }
 
     fn track_call(&self, what: &str, record: &SessionRecord, limits: &RecoveryLimits) -> Call {
@@ -435,7 +440,7 @@ impl RedisRecovery {
             args: vec![
                 what.into(),
                 record.pid.as_str().into(),
-                self.node().into(),
+                self.holder().into(),
                 json.into(),
                 (limits.max_disconnection.as_millis() as i64).into(),
                 self.key(nsp, "held:").into(),
@@ -475,6 +480,7 @@ async fn eval(
 async fn send_calls(client: Client, scripts: Arc<Scripts>, mut calls: mpsc::Receiver<Call>) {
     let script = |name: &str| match name {
         "append" => &scripts.append,
+        "take" => &scripts.take,
         _ => &scripts.session,
     };
     let mut batch = Vec::with_capacity(BATCH);
@@ -548,7 +554,8 @@ impl Drop for Waiter<'_> {
 #[async_trait::async_trait]
 impl RecoveryStore for RedisRecovery {
     fn register(&self, node_id: NodeId, sink: Weak<dyn LogSink>) {
-        let _ = self.node.set(node_id);
+        let incarnation: String = crate::ids::new_pid().chars().take(6).collect();
+        let _ = self.holder.set(format!("{node_id}.{incarnation}"));
         let mut sinks = self.sinks.write();
         sinks.retain(|(_, s)| s.strong_count() > 0);
         sinks.push((node_id, sink));
@@ -582,7 +589,7 @@ impl RecoveryStore for RedisRecovery {
                         nodes_reached: receivers.max(0) as u64,
                     }
                 }))
-            }) as Box<dyn FnOnce(Result<Value, BusError>) + Send>
+            }) as CallDone
         });
         self.enqueue(Call {
             script: "append",
@@ -632,7 +639,7 @@ impl RecoveryStore for RedisRecovery {
 
     async fn take(
         &self,
-        taker: NodeId,
+        _taker: NodeId,
         pid: &str,
         nsp: &str,
         offset: &str,
@@ -650,17 +657,32 @@ impl RecoveryStore for RedisRecovery {
         let args: Vec<Value> = vec![
             pid.into(),
             offset.into(),
-            taker.to_string().into(),
+            self.holder().into(),
             (limits.max_disconnection.as_millis() as i64).into(),
             self.key(nsp, "held:").into(),
         ];
-        let reply = self
-            .call(&self.scripts.take, keys, args)
-            .await
-            .map_err(|e| {
-                tracing::warn!(error = %ErrorChain(&e), "recovery: session not read");
-                Refusal::Unavailable
-            })?;
+        // Through the queue, after this node's earlier record changes (a
+        // socket lost here a moment ago is recorded lost before it is
+        // taken back).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queued = self.enqueue(Call {
+            script: "take",
+            keys,
+            args,
+            done: Some(Box::new(move |result| {
+                let _ = tx.send(result);
+            })),
+        });
+        let reply = match queued {
+            Ok(()) => rx
+                .await
+                .unwrap_or(Err(BusError::NotConnected { bus: "redis" })),
+            Err(e) => Err(e),
+        }
+        .map_err(|e| {
+            tracing::warn!(error = %ErrorChain(&e), "recovery: session not read");
+            Refusal::Unavailable
+        })?;
         let mut parts = reply.into_array().into_iter();
         match parts.next().and_then(|v| v.as_i64()) {
             Some(2) => {}
@@ -677,8 +699,9 @@ impl RecoveryStore for RedisRecovery {
         if record.nsp != nsp {
             return Err(Refusal::NoSession);
         }
+        // A holder token is `<node id>.<incarnation>`.
         let held_by = match (holder, state.as_deref()) {
-            (Some(h), Some("c")) => NodeId::parse(&h),
+            (Some(h), Some("c")) => h.split('.').next().and_then(NodeId::parse),
             _ => None,
         };
         Ok(Taken {
@@ -768,7 +791,7 @@ impl RecoveryStore for RedisRecovery {
         }
     }
 
-    async fn keepalive(&self, node_id: NodeId, nsp: &str, limits: &RecoveryLimits) {
+    async fn keepalive(&self, _node_id: NodeId, nsp: &str, limits: &RecoveryLimits) {
         let keys = vec![
             self.key(nsp, "sess"),
             self.key(nsp, "meta"),
@@ -777,7 +800,7 @@ impl RecoveryStore for RedisRecovery {
             self.key(nsp, "log"),
         ];
         let args: Vec<Value> = vec![
-            node_id.to_string().into(),
+            self.holder().into(),
             (self.ttl(limits) as i64).into(),
             (self.node_timeout.as_millis() as i64).into(),
             (limits.max_disconnection.as_millis() as i64).into(),
