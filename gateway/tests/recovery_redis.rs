@@ -177,6 +177,17 @@ async fn recovers_on_another_node_with_the_missed_events_in_log_order() {
     assert_eq!(stored_event(&mut back).await.0, "live1");
     assert_eq!(stored_event(&mut back).await.0, "live2");
     back.no_event(QUIET).await;
+    // A volatile emit to its id takes the bus, to the channel of the node
+    // the id names (n1, still alive): the node holding it now hears it.
+    let volatile = Target {
+        volatile: true,
+        ..Target::socket(sid.clone())
+    };
+    for from in [&n1, &n2, &n3] {
+        emit(from, "/", volatile.clone(), "vol", json!([1])).await;
+        assert_eq!(back.event().await.1, [json!(1)], "no offset, once");
+    }
+    back.no_event(QUIET).await;
     assert_eq!(recoveries(&n3, "recovered"), 1.0);
     // Cluster-wide requests find it where it lives now.
     let (found, _) = n1
