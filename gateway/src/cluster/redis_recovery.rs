@@ -19,10 +19,13 @@
 //!   `holder|state|at_ms|json` (`c`: connected on node `holder`; `d`: lost
 //!   at `at_ms`). A record is changed only by its holder; taking it for
 //!   recovery makes the taker its holder.
-//! - `B:held:<node>`, a set: the pids a node holds connected;
-//!   `B:holders`, a hash: each holder's last keepalive. A holder not heard
-//!   from within the node timeout is dead: the next keepalive of any node
-//!   marks its sockets lost (at that moment), so that they expire.
+//! - `B:held:<holder>`, a set: the pids a holder holds connected;
+//!   `B:holders`, a hash: each holder's last keepalive. A holder is a node
+//!   id and a random incarnation (`abcdef.Xy12Zq`), so that a node
+//!   restarted under the same id does not hold its predecessor's sockets. A
+//!   holder not heard from within the node timeout is dead: the next
+//!   keepalive of any node marks its sockets lost (at that moment), so that
+//!   they expire.
 //! - `B:exp`, a sorted set: lost sessions by expiry time, swept at every
 //!   keepalive.
 //!
