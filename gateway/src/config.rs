@@ -559,6 +559,10 @@ pub struct RecoveryConfig {
     /// Bytes of events (text and attachments) kept in the namespace's log
     /// (oldest dropped first). Default 16 MiB.
     pub max_bytes: usize,
+    /// Sessions of lost sockets kept for the namespace (the oldest dropped
+    /// first), so that clients that connect and drop in a loop cannot grow
+    /// the store without bound. Default 100000.
+    pub max_sessions: usize,
 }
 
 impl Default for RecoveryConfig {
@@ -568,6 +572,7 @@ impl Default for RecoveryConfig {
             max_disconnection_ms: 120_000,
             max_packets: 10_000,
             max_bytes: 16 * 1024 * 1024,
+            max_sessions: 100_000,
         }
     }
 }
@@ -586,6 +591,9 @@ impl RecoveryConfig {
         }
         if self.max_bytes < 1024 || self.max_bytes as u64 > 4 * 1024 * 1024 * 1024 {
             return Err("max_bytes must be between 1024 and 4294967296".into());
+        }
+        if self.max_sessions == 0 || self.max_sessions > 100_000_000 {
+            return Err("max_sessions must be between 1 and 100000000".into());
         }
         Ok(())
     }
@@ -1256,6 +1264,7 @@ mod tests {
         assert_eq!(c.namespaces[0].recovery.max_disconnection_ms, 120_000);
         assert_eq!(c.namespaces[0].recovery.max_packets, 10_000);
         assert_eq!(c.namespaces[0].recovery.max_bytes, 16 * 1024 * 1024);
+        assert_eq!(c.namespaces[0].recovery.max_sessions, 100_000);
         let on = "[[namespaces]]\nname = \"/\"\n[namespaces.recovery]\nenabled = true\n";
         Config::from_toml(on).unwrap().validate().unwrap();
         let zero = format!("{on}max_packets = 0\n");

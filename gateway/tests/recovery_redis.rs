@@ -25,7 +25,8 @@ use support::wait::{DEADLINE, eventually, eventually_async};
 const QUIET: Duration = Duration::from_millis(300);
 
 /// A node on `redis` with recovery on `/` (a window of `window_ms`, at most
-/// `max_packets` events) and `/other`; quick heartbeats.
+/// `max_packets` events) and `/other` (the defaults, but at most 3 lost
+/// sessions); quick heartbeats.
 async fn node(redis: &Redis, window_ms: u64, max_packets: usize) -> TestNode {
     let recovery = format!(
         "[namespaces.recovery]\nenabled = true\nmax_disconnection_ms = {window_ms}\nmax_packets = {max_packets}\n"
@@ -45,7 +46,9 @@ async fn node(redis: &Redis, window_ms: u64, max_packets: usize) -> TestNode {
         [[namespaces]]
         name = "/other"
         join = ["*"]
-        {recovery}
+        [namespaces.recovery]
+        enabled = true
+        max_sessions = 3
         "#
     ));
     config.cluster.redis_url = Some(redis.url());
@@ -307,6 +310,16 @@ async fn what_recovery_keeps_in_redis_stays_bounded() {
     eventually_async("six records, five of them lost", || async {
         number(&redis, &["HLEN", sessions]) == 6
             && number(&redis, &["ZCARD", "sio-gw:rec:{1:/}:exp"]) == 5
+    })
+    .await;
+    // Beyond `max_sessions`, the oldest lost sessions go.
+    for _ in 0..5 {
+        let c = connect(&n1, "/other").await;
+        drop_transport(&n1, &c).await;
+    }
+    eventually_async("three lost sessions in /other, not five", || async {
+        number(&redis, &["ZCARD", "sio-gw:rec:{6:/other}:exp"]) == 3
+            && number(&redis, &["HLEN", "sio-gw:rec:{6:/other}:sess"]) == 3
     })
     .await;
     // After the window, the next keepalives drop the lost ones.

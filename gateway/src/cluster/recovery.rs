@@ -42,6 +42,8 @@ pub(crate) struct RecoveryLimits {
     pub(crate) max_disconnection: Duration,
     pub(crate) max_packets: usize,
     pub(crate) max_bytes: usize,
+    /// Lost sockets' sessions kept per namespace.
+    pub(crate) max_sessions: usize,
 }
 
 impl RecoveryLimits {
@@ -51,6 +53,7 @@ impl RecoveryLimits {
             max_disconnection: Duration::from_millis(cfg.max_disconnection_ms),
             max_packets: cfg.max_packets,
             max_bytes: cfg.max_bytes,
+            max_sessions: cfg.max_sessions,
         })
     }
 }
@@ -398,6 +401,9 @@ struct Session {
 pub(crate) struct LocalRecovery {
     logs: RwLock<HashMap<String, Arc<Mutex<Log>>>>,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Per namespace, pids in the order their sessions were saved (some
+    /// taken or expired since): the oldest go first beyond `max_sessions`.
+    saved: Mutex<HashMap<String, VecDeque<String>>>,
     sinks: RwLock<Vec<(NodeId, Weak<dyn LogSink>)>>,
     next_sweep: Mutex<Instant>,
     packets: AtomicU64,
@@ -418,6 +424,7 @@ impl Default for LocalRecovery {
         Self {
             logs: RwLock::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
+            saved: Mutex::new(HashMap::new()),
             sinks: RwLock::new(Vec::new()),
             next_sweep: Mutex::new(Instant::now()),
             packets: AtomicU64::new(0),
@@ -520,6 +527,21 @@ impl LocalRecovery {
         let now = Instant::now();
         self.sweep(now);
         let mut sessions = self.sessions.lock();
+        let mut saved = self.saved.lock();
+        let order = saved.entry(record.nsp.clone()).or_default();
+        order.push_back(record.pid.clone());
+        while order.len() > limits.max_sessions {
+            let Some(oldest) = order.pop_front() else {
+                break;
+            };
+            if sessions
+                .get(&oldest)
+                .is_some_and(|s| s.record.nsp == record.nsp)
+            {
+                sessions.remove(&oldest);
+            }
+        }
+        drop(saved);
         sessions.insert(
             record.pid.clone(),
             Session {
@@ -661,6 +683,7 @@ mod tests {
             max_disconnection: Duration::from_secs(60),
             max_packets: 100,
             max_bytes: 1 << 20,
+            max_sessions: 1000,
         }
     }
 
@@ -820,6 +843,27 @@ mod tests {
         let stats = store.stats();
         assert!(stats.bytes <= 40, "{stats:?}");
         assert_eq!(stats.packets, 2, "{stats:?}");
+    }
+
+    #[test]
+    fn lost_sessions_are_capped_per_namespace_oldest_first() {
+        let store = LocalRecovery::default();
+        let first = store.append_now(node("n"), "/", packet(Target::default(), 0), &limits());
+        let capped = RecoveryLimits {
+            max_sessions: 2,
+            ..limits()
+        };
+        for pid in ["p1", "p2", "p3"] {
+            store.save_session(record(pid, "/", &["sid"]), &capped);
+        }
+        store.save_session(record("q1", "/other", &["sid"]), &capped);
+        assert_eq!(store.stats().sessions, 3);
+        assert_eq!(
+            store.take_session("p1", "/", &first.offset).err(),
+            Some(Refusal::NoSession),
+            "the oldest went first"
+        );
+        assert!(store.take_session("p3", "/", &first.offset).is_ok());
     }
 
     #[test]

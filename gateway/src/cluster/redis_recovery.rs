@@ -117,7 +117,7 @@ return {new, receivers}
 
 /// KEYS: sessions, expiries, holders. ARGV: what (`open`, `rooms`,
 /// `lost`, `closed`), pid, this node, record json, max disconnection ms,
-/// held-set key prefix, time to live ms.
+/// held-set key prefix, time to live ms, most lost sessions kept.
 const SESSION: &str = r#"
 local held = ARGV[6] .. ARGV[3]
 local now = now_ms()
@@ -141,6 +141,15 @@ elseif ARGV[1] == 'lost' then
   redis.call('SREM', held, ARGV[2])
   redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[7])
+  -- Beyond the cap, the lost sessions that expire first go.
+  local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[8])
+  if over > 0 then
+    local oldest = redis.call('ZPOPMIN', KEYS[2], over)
+    for i = 1, #oldest, 2 do
+      local rec = redis.call('HGET', KEYS[1], oldest[i])
+      if rec and string.match(rec, '^[^|]*|d|') then redis.call('HDEL', KEYS[1], oldest[i]) end
+    end
+  end
 else
   redis.call('HDEL', KEYS[1], ARGV[2])
   redis.call('SREM', held, ARGV[2])
@@ -452,6 +461,7 @@ impl RedisRecovery {
                 (limits.max_disconnection.as_millis() as i64).into(),
                 self.key(nsp, "held:").into(),
                 (self.ttl(limits) as i64).into(),
+                (limits.max_sessions as i64).into(),
             ],
             done: None,
         }
