@@ -102,7 +102,10 @@ async fn clients_are_closed_spread_over_the_window() {
     c.shutdown.disconnect_spread_ms = spread.as_millis() as u64;
     let mut node = TestNode::builder(c).start().await;
     let mut closed = Vec::new();
-    for _ in 0..20 {
+    // More clients than batches (one every 20 ms: 50 in the window), so
+    // that batches hold two clients each: 30 batches, still spread over the
+    // whole window.
+    for _ in 0..60 {
         let (mut ws, _) = WsClient::socket(&node, false).await;
         closed.push(tokio::spawn(async move {
             ws.expect_closed().await;
@@ -116,7 +119,7 @@ async fn clients_are_closed_spread_over_the_window() {
         at.push(c.await.unwrap().duration_since(started));
     }
     let (first, last) = (at.iter().min().unwrap(), at.iter().max().unwrap());
-    // Twenty batches of one, 50 ms apart: the last about 950 ms after the
+    // Thirty batches of two, 33 ms apart: the last about 967 ms after the
     // first (later under load, never sooner).
     assert!(
         *last - *first >= spread * 3 / 4,

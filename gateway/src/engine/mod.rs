@@ -297,7 +297,10 @@ impl Engine {
             return self.close_all(reason);
         }
         let per_batch = sessions.len().div_ceil(batches);
-        let mut tick = tokio::time::interval(spread / batches as u32);
+        // Rounding the batch size up can leave fewer batches than planned:
+        // the window is divided by the batches there are.
+        let chunks = sessions.len().div_ceil(per_batch);
+        let mut tick = tokio::time::interval(spread / chunks as u32);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for batch in sessions.chunks(per_batch) {
             tick.tick().await;
