@@ -99,6 +99,18 @@ pub(crate) struct LoggedPacket {
 }
 
 impl LoggedPacket {
+    /// This event for its target except the sockets `sids`.
+    pub(crate) fn except(&self, sids: &[String]) -> Self {
+        let mut packet = self.packet.clone();
+        packet.target.except_rooms.extend(sids.iter().cloned());
+        Self {
+            offset: self.offset.clone(),
+            seq: self.seq,
+            at: self.at,
+            packet,
+        }
+    }
+
     /// An event read from a log kept elsewhere (Redis), `offset` its id
     /// there; the offset is appended to its arguments.
     pub(crate) fn from_log(offset: String, mut packet: StoredPacket) -> Self {
@@ -251,12 +263,13 @@ pub(crate) trait RecoveryStore: Send + Sync + 'static {
 
     /// Runs `f` with the events after `after` that `rooms` reach, under the
     /// log's order: no event is delivered to this node's sockets while `f`
-    /// runs, so a socket `f` registers receives every later event live,
-    /// after these, and none twice. The namespace's log channel (see
-    /// [`RecoveryStore::log_channel`]) must be subscribed.
+    /// runs, so socket `sid`, which `f` registers, receives every later
+    /// event live, after these, and none twice. The namespace's log channel
+    /// (see [`RecoveryStore::log_channel`]) must be subscribed.
     async fn attach(
         &self,
         nsp: &str,
+        sid: &str,
         after: &str,
         rooms: &[String],
         f: Attach<'_>,
@@ -653,6 +666,7 @@ impl RecoveryStore for LocalRecovery {
     async fn attach(
         &self,
         nsp: &str,
+        _sid: &str,
         after: &str,
         rooms: &[String],
         f: Attach<'_>,

@@ -36,7 +36,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use fred::clients::{Client, Pipeline};
@@ -302,7 +302,24 @@ struct Delivery {
     last: Option<(u64, u64)>,
     /// Recoveries under way: the events that arrived since each began.
     waiting: HashMap<u64, Vec<Arc<LoggedPacket>>>,
+    /// Recovered sockets and the id up to which they have every event (the
+    /// replay's last, or their offset). An event appended before the
+    /// replay was read may still be on its way to this node (the log is
+    /// read on one connection, its channel arrives on another): when it
+    /// comes, those sockets must not get it again. A mark is dropped once
+    /// an event after it arrived (they come in log order), or after
+    /// [`MARK_FOR`] in a quiet namespace.
+    marks: Vec<Mark>,
 }
+
+struct Mark {
+    sid: String,
+    upto: (u64, u64),
+    at: Instant,
+}
+
+/// How long a recovered socket's mark is kept at most.
+const MARK_FOR: Duration = Duration::from_secs(60);
 
 pub(crate) struct RedisRecovery {
     client: Client,
@@ -742,6 +759,7 @@ impl RecoveryStore for RedisRecovery {
     async fn attach(
         &self,
         nsp: &str,
+        sid: &str,
         after: &str,
         rooms: &[String],
         f: Attach<'_>,
@@ -785,6 +803,13 @@ impl RecoveryStore for RedisRecovery {
                 .filter(|p| stream_id(&p.offset).is_some_and(|id| id > last)),
         );
         events.retain(|p| p.packet.reaches(rooms));
+        let state = delivery.entry(nsp.to_owned()).or_default();
+        state.marks.retain(|m| m.at.elapsed() < MARK_FOR);
+        state.marks.push(Mark {
+            sid: sid.to_owned(),
+            upto: last,
+            at: Instant::now(),
+        });
         f(&events);
         Ok(())
     }
@@ -808,10 +833,25 @@ impl RecoveryStore for RedisRecovery {
         };
         let mut delivery = self.delivery.lock();
         let state = delivery.entry(nsp.clone()).or_default();
-        state.last = stream_id(&id);
+        let this = stream_id(&id);
+        state.last = this;
         for waiting in state.waiting.values_mut() {
             waiting.push(packet.clone());
         }
+        // Sockets recovered with this event already in their replay.
+        let mut had = Vec::new();
+        if let Some(this) = this {
+            state.marks.retain(|m| {
+                if this <= m.upto {
+                    had.push(m.sid.clone());
+                }
+                this < m.upto && m.at.elapsed() < MARK_FOR
+            });
+        }
+        let packet = match had.is_empty() {
+            true => packet,
+            false => Arc::new(packet.except(&had)),
+        };
         for (_, sink) in self.sinks.read().iter() {
             if let Some(sink) = sink.upgrade() {
                 sink.deliver_logged(&nsp, &packet);

@@ -267,7 +267,7 @@ impl Client {
         // session, and any appended since), the CONNECT reply, and the
         // socket registered before the next event is delivered.
         let attached = store
-            .attach(nsp, &last, &record.rooms, &mut |since| {
+            .attach(nsp, &sid, &last, &record.rooms, &mut |since| {
                 let mut frames: Vec<_> = missed
                     .iter()
                     .chain(since)
