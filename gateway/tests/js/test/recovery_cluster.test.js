@@ -340,3 +340,251 @@ describe("connection state recovery across nodes over Redis (official client)", 
     assert.deepEqual(recovered.replay, []);
   });
 });
+
+// ---------------------------------------------------------------------------
+// Rolling restart
+
+const ROLLING = {
+  clients: 1_000,
+  rooms: 10,
+  publishers: 4,
+  /** Mean emits per second of each publisher (exponential gaps: independent, not in lock-step). */
+  ratePerSec: 10,
+  /** `shutdown.disconnect_spread_ms` of every node. */
+  spreadMs: 4_000,
+  /** Clients connecting at once while the test sets up. */
+  connectBatch: 100,
+};
+
+const ROLLING_CONFIG = `
+[[namespaces]]
+name = "/"
+join = ["*"]
+[namespaces.recovery]
+enabled = true
+max_disconnection_ms = 30000
+`;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Counts of `times` (ms) per whole second since `start`. */
+function perSecond(times, start) {
+  const buckets = [];
+  for (const t of times) {
+    const s = Math.max(0, Math.floor((t - start) / 1_000));
+    buckets[s] = (buckets[s] ?? 0) + 1;
+  }
+  return Array.from(buckets, (n) => n ?? 0);
+}
+
+/** What is wrong with `got` (sequence numbers received, in order) against `want`: null when equal. */
+function seqDiff(got, want) {
+  if (got.length === want.length && got.every((s, i) => s === want[i])) return null;
+  const wanted = new Set(want);
+  const seen = new Set();
+  let duplicates = 0;
+  let unexpected = 0;
+  for (const s of got) {
+    if (seen.has(s)) duplicates += 1;
+    seen.add(s);
+    if (!wanted.has(s)) unexpected += 1;
+  }
+  const missing = want.filter((s) => !seen.has(s));
+  const ordered = got.every((s, i) => i === 0 || got[i - 1] < s);
+  return `${got.length}/${want.length} received, missing ${missing.length} (first ${missing.slice(0, 5)}), ${duplicates} duplicates, ${unexpected} unexpected, ${ordered ? "in order" : "OUT OF ORDER"}`;
+}
+
+describe("rolling restart under load with recovery over Redis (official client)", { skip: SKIP, timeout: 150_000 }, () => {
+  let redis;
+  let cluster;
+  let proxy;
+  const clients = new Clients();
+
+  before(async () => {
+    redis = await startRedis();
+  });
+  after(async () => {
+    clients.closeAll();
+    await proxy?.close();
+    await cluster?.stop();
+    await redis?.stop();
+  });
+
+  test(`${ROLLING.clients} clients in ${ROLLING.rooms} rooms: every message of their room once and in order, reconnections spread over the drain`, async (t) => {
+    const began = Date.now();
+    cluster = new Cluster({
+      redisUrl: redis.url,
+      config: ROLLING_CONFIG,
+      disconnectSpreadMs: ROLLING.spreadMs,
+      graceMs: ROLLING.spreadMs + 10_000,
+    });
+    const originals = [];
+    for (let i = 0; i < 3; i++) originals.push(await cluster.start());
+    await cluster.settled(3);
+    proxy = await TcpProxy.start(originals);
+    const rooms = Array.from({ length: ROLLING.rooms }, (_, i) => unique(`rolling-${i}`));
+
+    // The clients, spread round-robin over the three nodes, each in one room.
+    /** The restart in progress: its disconnects and reconnections are recorded there. */
+    let phase = null;
+    let stray = 0;
+    const members = [];
+    const join = async (k) => {
+      const socket = clients.socket(proxy.url, {
+        transports: ["websocket"],
+        reconnection: true,
+        reconnectionDelay: 500,
+        reconnectionDelayMax: 2_000,
+        randomizationFactor: 0.5,
+        timeout: 5_000,
+      });
+      const member = {
+        socket,
+        id: null,
+        room: rooms[k % rooms.length],
+        got: Array.from({ length: ROLLING.publishers }, () => []),
+        reasons: [],
+        notRecovered: 0,
+      };
+      socket.on("tick", (p, seq) => member.got[p].push(seq));
+      socket.on("disconnect", (reason) => {
+        member.reasons.push(reason);
+        if (phase) phase.disconnects.push(Date.now());
+        else stray += 1;
+      });
+      socket.on("connect", () => {
+        if (member.id === null) return; // the first connection
+        if (socket.recovered !== true || socket.id !== member.id) member.notRecovered += 1;
+        if (phase) phase.reconnects.push(Date.now());
+        else stray += 1;
+      });
+      await connected(socket, 20_000);
+      member.id = socket.id;
+      assert.deepEqual(await ack(socket, "$join", member.room), { ok: true });
+      members.push(member);
+    };
+    for (let k = 0; k < ROLLING.clients; k += ROLLING.connectBatch) {
+      const batch = [];
+      for (let i = k; i < Math.min(k + ROLLING.connectBatch, ROLLING.clients); i++) batch.push(join(i));
+      await Promise.all(batch);
+    }
+    const setUp = Date.now();
+    const perNode = [...proxy.forwarded.values()];
+    t.diagnostic(`${members.length} clients connected and joined in ${setUp - began} ms (proxy: ${perNode})`);
+
+    // The publishers: each emits through the admin API of a live node that
+    // is not draining, one emit at a time, to a random room.
+    const expected = Array.from({ length: ROLLING.publishers }, () => new Map(rooms.map((r) => [r, []])));
+    const failures = [];
+    const inflight = [];
+    const draining = new Set();
+    let publishing = true;
+    const publisher = async (p) => {
+      let seq = 0;
+      const deadline = Date.now() + 90_000;
+      while (publishing && Date.now() < deadline) {
+        const nodes = cluster.live.filter((n) => !draining.has(n));
+        const node = nodes[p % nodes.length];
+        const room = rooms[Math.floor(Math.random() * rooms.length)];
+        seq += 1;
+        expected[p].get(room).push(seq);
+        inflight[p] = node.admin.emit({ namespace: "/", rooms: [room] }, "tick", p, seq);
+        try {
+          await inflight[p];
+        } catch (err) {
+          failures.push(`publisher ${p}, seq ${seq}, through ${node.nodeId}: ${err.message}`);
+        }
+        const mean = 1_000 / ROLLING.ratePerSec;
+        await sleep(Math.min(-Math.log(1 - Math.random()) * mean, 5 * mean));
+      }
+    };
+    const publishers = Array.from({ length: ROLLING.publishers }, (_, p) => publisher(p));
+    await sleep(1_000);
+
+    // Node by node: a replacement joins the rotation, the old node leaves it
+    // and drains.
+    const phases = [];
+    try {
+      for (const old of originals) {
+        const fresh = await cluster.start();
+        draining.add(old);
+        await Promise.allSettled(inflight);
+        proxy.setBackends(cluster.live.filter((n) => n !== old));
+        phase = { node: old.nodeId, replacement: fresh.nodeId, start: Date.now(), disconnects: [], reconnects: [] };
+        phases.push(phase);
+        const status = await cluster.terminate(old);
+        phase.exited = Date.now();
+        assert.equal(status.code, 0, `node ${old.nodeId} drained and exited: ${JSON.stringify(status)}`);
+        const current = phase;
+        await until(() => current.reconnects.length >= current.disconnects.length && members.every((m) => m.socket.connected), {
+          timeoutMs: 20_000,
+          intervalMs: 50,
+          what: () =>
+            `every client of ${current.node} is back (${current.reconnects.length}/${current.disconnects.length} reconnected, ` +
+            `${members.filter((m) => !m.socket.connected).length} not connected)`,
+        });
+        phase.end = Date.now();
+        phase = null;
+      }
+      await sleep(1_000);
+    } finally {
+      phase = null;
+      publishing = false;
+      await Promise.all(publishers);
+    }
+    const published = Date.now();
+
+    // Every client has every message of its room: wait for the counts, then
+    // compare the sequences.
+    const want = (m) => expected.reduce((n, e) => n + e.get(m.room).length, 0);
+    const have = (m) => m.got.reduce((n, g) => n + g.length, 0);
+    await until(() => members.every((m) => have(m) >= want(m)), {
+      timeoutMs: 15_000,
+      intervalMs: 100,
+      what: () => `every client has its messages (${members.filter((m) => have(m) < want(m)).length} behind)`,
+    }).catch(() => {}); // the comparison below says what is missing
+    const emitted = expected.reduce((n, e) => n + [...e.values()].reduce((k, l) => k + l.length, 0), 0);
+    const deliveries = members.reduce((n, m) => n + have(m), 0);
+    t.diagnostic(
+      `${emitted} messages emitted by ${ROLLING.publishers} publishers over ${published - setUp} ms; ` +
+        `${deliveries} deliveries; done ${Date.now() - began} ms after the start`,
+    );
+    for (const p of phases) {
+      t.diagnostic(
+        `restart of ${p.node} (replaced by ${p.replacement}): exited after ${p.exited - p.start} ms, ` +
+          `${p.disconnects.length} disconnects per second ${JSON.stringify(perSecond(p.disconnects, p.start))}, ` +
+          `reconnects per second ${JSON.stringify(perSecond(p.reconnects, p.start))}, all back after ${p.end - p.start} ms`,
+      );
+    }
+
+    assert.deepEqual(failures, [], "every emit was accepted");
+    const wrong = [];
+    for (const m of members) {
+      for (let p = 0; p < ROLLING.publishers; p++) {
+        const diff = seqDiff(m.got[p], expected[p].get(m.room));
+        if (diff) wrong.push(`${m.id} (${m.room}), publisher ${p}: ${diff}`);
+      }
+    }
+    assert.equal(wrong.length, 0, `${wrong.length} client/publisher pairs are wrong, e.g.:\n${wrong.slice(0, 10).join("\n")}`);
+
+    const notRecovered = members.filter((m) => m.notRecovered > 0);
+    assert.equal(notRecovered.length, 0, `${notRecovered.length} reconnections were not recoveries`);
+    assert.ok(members.every((m) => m.socket.id === m.id), "every client kept its socket id");
+    assert.equal(stray, 0, "no client lost its connection outside a restart");
+    const reasons = new Set(members.flatMap((m) => m.reasons));
+    for (const reason of reasons) assert.match(reason, /^transport (close|error)$/, `disconnect reason ${reason}`);
+
+    // Each node's clients came back spread over its drain, not all at once.
+    assert.equal(phases.length, 3);
+    for (const p of phases) {
+      assert.ok(p.disconnects.length >= ROLLING.clients / 5, `${p.node} had ${p.disconnects.length} clients`);
+      assert.equal(p.reconnects.length, p.disconnects.length, `every client of ${p.node} reconnected once`);
+      const busiest = Math.max(...perSecond(p.reconnects, p.start));
+      assert.ok(
+        busiest <= p.disconnects.length / 2,
+        `${busiest} of ${p.node}'s ${p.disconnects.length} clients reconnected within one second`,
+      );
+    }
+    assert.ok(Date.now() - began < 120_000, `the test took ${Date.now() - began} ms`);
+  });
+});
