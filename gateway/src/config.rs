@@ -1160,12 +1160,6 @@ impl Config {
             ns.recovery
                 .validate()
                 .map_err(|reason| invalid("recovery", reason).in_namespace(&ns.name))?;
-            if ns.recovery.enabled && c.redis_url.is_some() {
-                let reason = "not supported with cluster.redis_url yet (connection state \
-                              recovery works on one node or nodes sharing an in-process \
-                              broker; across nodes over Redis it is a later step)";
-                return Err(invalid("recovery.enabled", reason).in_namespace(&ns.name));
-            }
         }
         validate_backends(&self.namespaces)?;
         Ok(())
@@ -1255,7 +1249,7 @@ mod tests {
     }
 
     #[test]
-    fn recovery_is_off_by_default_checked_and_refused_with_redis() {
+    fn recovery_is_off_by_default_and_checked() {
         let c = Config::from_toml("[[namespaces]]\nname = \"/\"\n").unwrap();
         assert_eq!(c.namespaces[0].recovery, RecoveryConfig::default());
         assert!(!c.namespaces[0].recovery.enabled);
@@ -1267,13 +1261,9 @@ mod tests {
         let zero = format!("{on}max_packets = 0\n");
         let e = Config::from_toml(&zero).unwrap().validate().unwrap_err();
         assert!(e.to_string().contains("recovery: max_packets"), "{e}");
+        // Over Redis too: the store is then in Redis.
         let redis = format!("[cluster]\nredis_url = \"redis://127.0.0.1:6379\"\n{on}");
-        let e = Config::from_toml(&redis).unwrap().validate().unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("not supported with cluster.redis_url"),
-            "{e}"
-        );
+        Config::from_toml(&redis).unwrap().validate().unwrap();
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::message::{Answer, Broadcast, BusMessage, Heartbeat, Op, Request, Response, Target};
+use super::redis_recovery::LOG_MARKER;
 use super::registry::now_ms;
 use super::{
     BusError, BusEvent, Channels, ClusterBus, Held, NodeInfo, Registry, Sent, Subscriptions,
@@ -467,6 +468,18 @@ impl Adapter {
         }
     }
 
+    /// Tells node `holder` that socket `sid` of `nsp` was recovered here.
+    pub(crate) async fn publish_taken(&self, holder: NodeId, nsp: &str, sid: &str) {
+        let msg = BusMessage::Taken {
+            nsp: nsp.to_owned(),
+            sid: sid.to_owned(),
+            by: self.node_id,
+        };
+        if let Err(e) = self.publish(&self.channels.node(holder), &msg).await {
+            tracing::warn!(node = %holder, error = %ErrorChain(&e), "taken socket not released");
+        }
+    }
+
     /// Tells the others this node leaves (drain).
     pub(crate) async fn goodbye(&self) {
         let msg = BusMessage::Goodbye {
@@ -583,6 +596,14 @@ pub(crate) trait Deliver: Send + Sync + 'static {
     async fn answer(&self, req: Request) -> Answer;
     /// Connections and sockets of this node (heartbeats).
     fn counts(&self) -> (u64, u64);
+    /// A stored event off a recovery log channel.
+    fn logged(&self, payload: &[u8]);
+    /// Socket `sid` of `nsp` was recovered by another node.
+    fn taken(&self, nsp: &str, sid: &str);
+    /// Called at every heartbeat.
+    async fn beat(&self);
+    /// The bus reconnected and its subscriptions are being made again.
+    fn resubscribing(&self);
 }
 
 /// Runs the node's side of the cluster until `stop`: the bus events, the
@@ -627,6 +648,7 @@ pub(crate) async fn run(adapter: Arc<Adapter>, node: Arc<dyn Deliver>, stop: Can
                 let (c, s) = node.counts();
                 adapter.heartbeat(c, s, hello).await;
                 hello = false;
+                node.beat().await;
             }
         })
     };
@@ -638,6 +660,10 @@ pub(crate) async fn run(adapter: Arc<Adapter>, node: Arc<dyn Deliver>, stop: Can
         let Some(event) = event else { break };
         match event {
             BusEvent::Message { payload, .. } => {
+                if payload.first() == Some(&LOG_MARKER) {
+                    node.logged(&payload);
+                    continue;
+                }
                 let msg = match BusMessage::decode(&payload) {
                     Ok(m) => m,
                     Err(e) => {
@@ -650,6 +676,7 @@ pub(crate) async fn run(adapter: Arc<Adapter>, node: Arc<dyn Deliver>, stop: Can
             BusEvent::Reconnected => {
                 adapter.connected.store(true, Ordering::Release);
                 adapter.subscriptions.reset();
+                node.resubscribing();
             }
             BusEvent::Disconnected => {
                 // An error on the subscriber's connection: the connection
@@ -709,6 +736,10 @@ async fn handle(adapter: &Arc<Adapter>, node: &Arc<dyn Deliver>, msg: BusMessage
             }
         }
         BusMessage::Goodbye { node_id } => adapter.registry.forget(node_id),
+        BusMessage::Taken { nsp, sid, by } => {
+            tracing::debug!(socket = sid, nsp, node = %by, "socket recovered elsewhere");
+            node.taken(&nsp, &sid);
+        }
     }
 }
 

@@ -197,7 +197,11 @@ impl ClusterBus for LocalBus {
         "local"
     }
 
-    fn recovery_store(&self) -> Option<Arc<dyn RecoveryStore>> {
+    fn recovery_store(
+        &self,
+        _channels: &super::Channels,
+        _cluster: &crate::config::ClusterConfig,
+    ) -> Option<Arc<dyn RecoveryStore>> {
         Some(self.inner.recovery.clone())
     }
 }

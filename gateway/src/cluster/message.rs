@@ -20,6 +20,15 @@ pub(crate) enum BusMessage {
     Goodbye {
         node_id: NodeId,
     },
+    /// Sent to a node's channel: socket `sid` of `nsp`, which that node
+    /// still holds as connected, was recovered by node `by` (its client
+    /// came back there): the receiver drops its copy without keeping a
+    /// session for it.
+    Taken {
+        nsp: String,
+        sid: String,
+        by: NodeId,
+    },
 }
 
 impl BusMessage {

@@ -19,6 +19,7 @@ pub(crate) mod local;
 pub(crate) mod message;
 pub(crate) mod recovery;
 pub(crate) mod redis;
+pub(crate) mod redis_recovery;
 pub(crate) mod registry;
 pub(crate) mod subscriptions;
 pub(crate) mod target;
@@ -126,9 +127,14 @@ pub(crate) trait ClusterBus: Send + Sync + 'static {
     fn is_remote(&self) -> bool {
         false
     }
-    /// The connection state recovery store the nodes on this bus share,
-    /// when the bus has one (the in-process broker; Redis: a later step).
-    fn recovery_store(&self) -> Option<std::sync::Arc<dyn recovery::RecoveryStore>> {
+    /// The connection state recovery store the nodes on this bus share
+    /// (the in-process broker's, or one in Redis), made when first asked
+    /// for; `channels` names its keys.
+    fn recovery_store(
+        &self,
+        _channels: &Channels,
+        _cluster: &crate::config::ClusterConfig,
+    ) -> Option<std::sync::Arc<dyn recovery::RecoveryStore>> {
         None
     }
 }
@@ -144,6 +150,11 @@ impl Channels {
         Self {
             prefix: prefix.to_owned(),
         }
+    }
+
+    /// The prefix every channel and key of the cluster starts with.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     pub fn namespace(&self, nsp: &str) -> String {

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
+use super::BusError;
 use super::target::Target;
 use crate::config::RecoveryConfig;
 use crate::ids::NodeId;
@@ -94,6 +95,20 @@ pub(crate) struct LoggedPacket {
     pub(crate) packet: StoredPacket,
 }
 
+impl LoggedPacket {
+    /// An event read from a log kept elsewhere (Redis), `offset` its id
+    /// there; the offset is appended to its arguments.
+    pub(crate) fn from_log(offset: String, mut packet: StoredPacket) -> Self {
+        packet.text = with_offset(&packet.text, &offset);
+        Self {
+            offset,
+            seq: 0,
+            at: Instant::now(),
+            packet,
+        }
+    }
+}
+
 /// What must survive of a socket disconnected by accident.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SessionRecord {
@@ -111,6 +126,8 @@ pub(crate) struct SessionRecord {
 /// Why a recovery was refused (the client gets a new session).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
+    /// The store could not be asked (Redis is unreachable or failed).
+    Unavailable,
     /// No session under that pid: never was, expired, already used, or of
     /// another namespace.
     NoSession,
@@ -145,11 +162,49 @@ pub(crate) trait LogSink: Send + Sync {
     fn deliver_logged(&self, nsp: &str, packet: &LoggedPacket) -> usize;
 }
 
-/// Called under the log's lock with the events after an offset.
-pub(crate) type Attach<'a> = &'a mut dyn FnMut(&[Arc<LoggedPacket>]);
+/// Called under the log's order with the events after an offset.
+pub(crate) type Attach<'a> = &'a mut (dyn FnMut(&[Arc<LoggedPacket>]) + Send);
+
+/// Told once what became of an append: its offset, or why it was not
+/// stored (the bus failed; nobody received it).
+pub(crate) type AppendDone = Box<dyn FnOnce(Result<Appended, BusError>) + Send>;
+
+/// A change in a socket's life that the store keeps track of. The
+/// in-process store keeps only lost sockets' sessions; the Redis store
+/// keeps a record of every socket of a namespace with recovery on, from its
+/// CONNECT, so that a client recovers even when its node was killed and
+/// had no time to save anything.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Track {
+    /// A socket connected (its record, rooms as they are now).
+    Opened(SessionRecord),
+    /// A connected socket's rooms changed (its whole record).
+    Rooms(SessionRecord),
+    /// A socket was disconnected by accident: keep its session for
+    /// `max_disconnection`.
+    Lost(SessionRecord),
+    /// A socket left for good (its client disconnected, or was
+    /// disconnected by the server): nothing to keep.
+    Closed { nsp: String, pid: String },
+}
+
+/// A session taken for recovery.
+#[derive(Debug)]
+pub(crate) struct Taken {
+    pub(crate) record: SessionRecord,
+    /// Stored events after the offset that the session's rooms reach, when
+    /// the store hands them over with the session (the in-process store);
+    /// otherwise [`RecoveryStore::attach`] reads them.
+    pub(crate) missed: Vec<Arc<LoggedPacket>>,
+    /// The node that still held the socket as connected when it was taken
+    /// (its client came back before that node noticed it was gone): that
+    /// node must drop its copy.
+    pub(crate) held_by: Option<NodeId>,
+}
 
 /// Connection state recovery's storage, shared by the nodes a client may
 /// come back to.
+#[async_trait::async_trait]
 pub(crate) trait RecoveryStore: Send + Sync + 'static {
     /// Node `node_id` receives every appended event through `sink` from now
     /// on (until the sink is dropped).
@@ -157,38 +212,74 @@ pub(crate) trait RecoveryStore: Send + Sync + 'static {
 
     /// Appends `packet` to namespace `nsp`'s log, gives it the next offset
     /// (appended to its arguments) and hands it to every registered node in
-    /// log order; trims the log to `limits`.
+    /// log order; trims the log to `limits`. An error at once when the
+    /// store is known to be unreachable (and `done` is not called);
+    /// otherwise `done` is told once what became of it (the in-process
+    /// store: before this returns).
     fn append(
         &self,
         origin: NodeId,
         nsp: &str,
         packet: StoredPacket,
         limits: &RecoveryLimits,
-    ) -> Appended;
+        done: Option<AppendDone>,
+    ) -> Result<(), BusError>;
 
-    /// Keeps `record` for `limits.max_disconnection`, under its pid.
-    fn save_session(&self, record: SessionRecord, limits: &RecoveryLimits);
+    /// Records a change in a socket's life (see [`Track`]); never waits.
+    fn track(&self, change: Track, limits: &RecoveryLimits);
 
-    /// Takes (consumes) the session `pid` of namespace `nsp` when it exists,
-    /// has not expired, and `offset` is valid in the namespace's log; with
-    /// the stored events after `offset` that the session's rooms reach.
-    fn take_session(
+    /// Whether the store keeps records of connected sockets (and wants to
+    /// hear of their opening, rooms and end), not only of lost ones.
+    fn keeps_records(&self) -> bool {
+        false
+    }
+
+    /// Takes the session `pid` of namespace `nsp` for node `taker` when it
+    /// exists, has not expired, and `offset` is valid in the namespace's
+    /// log. A taken session is not offered again.
+    async fn take(
         &self,
+        taker: NodeId,
         pid: &str,
         nsp: &str,
         offset: &str,
-    ) -> Result<(SessionRecord, Vec<Arc<LoggedPacket>>), Refusal>;
+        limits: &RecoveryLimits,
+    ) -> Result<Taken, Refusal>;
 
     /// Runs `f` with the events after `after` that `rooms` reach, under the
-    /// log's order: no event is appended (nor delivered) while `f` runs, so a
-    /// socket `f` registers receives every later event live, after these.
-    fn attach(
+    /// log's order: no event is delivered to this node's sockets while `f`
+    /// runs, so a socket `f` registers receives every later event live,
+    /// after these, and none twice. The namespace's log channel (see
+    /// [`RecoveryStore::log_channel`]) must be subscribed.
+    async fn attach(
         &self,
         nsp: &str,
         after: &str,
         rooms: &[String],
         f: Attach<'_>,
     ) -> Result<(), Refusal>;
+
+    /// The bus channel on which the store hands namespace `nsp`'s events to
+    /// the nodes, which a node subscribes while it has a socket in `nsp`
+    /// (`None`: the store hands them over itself).
+    fn log_channel(&self, _nsp: &str) -> Option<String> {
+        None
+    }
+
+    /// A log entry off the bus (a message on a log channel).
+    fn received(&self, _payload: &[u8]) {}
+
+    /// Called at every heartbeat for each namespace with recovery on in
+    /// which this node has sockets: keeps the namespace's records alive and
+    /// hands the sessions of dead nodes' sockets to expiry.
+    async fn keepalive(&self, _node_id: NodeId, _nsp: &str, _limits: &RecoveryLimits) {}
+
+    /// The id of the last event of `nsp` this node was handed, and the
+    /// log's last id now: when they differ after the bus reconnected, the
+    /// node may have missed events (`None`: the store cannot miss any).
+    async fn gap(&self, _nsp: &str) -> Option<bool> {
+        None
+    }
 
     fn stats(&self) -> StoreStats;
 }
@@ -372,14 +463,9 @@ impl LocalRecovery {
     }
 }
 
-impl RecoveryStore for LocalRecovery {
-    fn register(&self, node_id: NodeId, sink: Weak<dyn LogSink>) {
-        let mut sinks = self.sinks.write();
-        sinks.retain(|(_, s)| s.strong_count() > 0);
-        sinks.push((node_id, sink));
-    }
-
-    fn append(
+impl LocalRecovery {
+    /// Appends and delivers at once (see [`RecoveryStore::append`]).
+    pub(crate) fn append_now(
         &self,
         origin: NodeId,
         nsp: &str,
@@ -425,7 +511,8 @@ impl RecoveryStore for LocalRecovery {
         appended
     }
 
-    fn save_session(&self, record: SessionRecord, limits: &RecoveryLimits) {
+    /// Keeps `record` for `limits.max_disconnection`, under its pid.
+    pub(crate) fn save_session(&self, record: SessionRecord, limits: &RecoveryLimits) {
         let now = Instant::now();
         self.sweep(now);
         let mut sessions = self.sessions.lock();
@@ -440,7 +527,10 @@ impl RecoveryStore for LocalRecovery {
             .store(sessions.len() as u64, Ordering::Relaxed);
     }
 
-    fn take_session(
+    /// Takes (consumes) the session `pid` of namespace `nsp` when it
+    /// exists, has not expired, and `offset` is valid in the namespace's
+    /// log; with the stored events after `offset` that its rooms reach.
+    pub(crate) fn take_session(
         &self,
         pid: &str,
         nsp: &str,
@@ -471,7 +561,8 @@ impl RecoveryStore for LocalRecovery {
         Ok((session.record, missed))
     }
 
-    fn attach(
+    /// [`RecoveryStore::attach`], at once.
+    pub(crate) fn attach_now(
         &self,
         nsp: &str,
         after: &str,
@@ -483,6 +574,64 @@ impl RecoveryStore for LocalRecovery {
         let seq = log.seq_after(after).ok_or(Refusal::BadOffset)?;
         f(&log.after(seq, rooms));
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl RecoveryStore for LocalRecovery {
+    fn register(&self, node_id: NodeId, sink: Weak<dyn LogSink>) {
+        let mut sinks = self.sinks.write();
+        sinks.retain(|(_, s)| s.strong_count() > 0);
+        sinks.push((node_id, sink));
+    }
+
+    fn append(
+        &self,
+        origin: NodeId,
+        nsp: &str,
+        packet: StoredPacket,
+        limits: &RecoveryLimits,
+        done: Option<AppendDone>,
+    ) -> Result<(), BusError> {
+        let appended = self.append_now(origin, nsp, packet, limits);
+        if let Some(done) = done {
+            done(Ok(appended));
+        }
+        Ok(())
+    }
+
+    fn track(&self, change: Track, limits: &RecoveryLimits) {
+        // Only lost sockets need a session here: this store lives and dies
+        // with the nodes that use it.
+        if let Track::Lost(record) = change {
+            self.save_session(record, limits);
+        }
+    }
+
+    async fn take(
+        &self,
+        _taker: NodeId,
+        pid: &str,
+        nsp: &str,
+        offset: &str,
+        _limits: &RecoveryLimits,
+    ) -> Result<Taken, Refusal> {
+        let (record, missed) = self.take_session(pid, nsp, offset)?;
+        Ok(Taken {
+            record,
+            missed,
+            held_by: None,
+        })
+    }
+
+    async fn attach(
+        &self,
+        nsp: &str,
+        after: &str,
+        rooms: &[String],
+        f: Attach<'_>,
+    ) -> Result<(), Refusal> {
+        self.attach_now(nsp, after, rooms, f)
     }
 
     fn stats(&self) -> StoreStats {
@@ -561,7 +710,7 @@ mod tests {
         let store = LocalRecovery::default();
         let sink: Arc<dyn LogSink> = Arc::new(Counting(Mutex::new(Vec::new())));
         store.register(node("node01"), Arc::downgrade(&sink));
-        let first = store.append(node("node01"), "/", packet(Target::default(), 0), &limits());
+        let first = store.append_now(node("node01"), "/", packet(Target::default(), 0), &limits());
         assert_eq!(first.local, 1);
         assert!(first.offset.len() <= 8, "compact: {}", first.offset);
         let offsets: Vec<String> = [
@@ -575,7 +724,7 @@ mod tests {
         .enumerate()
         .map(|(i, t)| {
             store
-                .append(node("x"), "/", packet(t, i as u32 + 1), &limits())
+                .append_now(node("x"), "/", packet(t, i as u32 + 1), &limits())
                 .offset
         })
         .collect();
@@ -618,7 +767,7 @@ mod tests {
         // A dropped sink is skipped.
         assert_eq!(
             store
-                .append(node("node01"), "/", packet(Target::default(), 9), &limits())
+                .append_now(node("node01"), "/", packet(Target::default(), 9), &limits())
                 .local,
             0
         );
@@ -634,7 +783,7 @@ mod tests {
         let offsets: Vec<String> = (0..5)
             .map(|i| {
                 store
-                    .append(node("n"), "/", packet(Target::default(), i), &small)
+                    .append_now(node("n"), "/", packet(Target::default(), i), &small)
                     .offset
             })
             .collect();
@@ -662,7 +811,7 @@ mod tests {
         };
         let store = LocalRecovery::default();
         for i in 0..10 {
-            store.append(node("n"), "/", packet(Target::default(), i), &by_bytes);
+            store.append_now(node("n"), "/", packet(Target::default(), i), &by_bytes);
         }
         let stats = store.stats();
         assert!(stats.bytes <= 40, "{stats:?}");
@@ -676,7 +825,7 @@ mod tests {
             max_disconnection: Duration::from_millis(1),
             ..limits()
         };
-        let first = store.append(node("n"), "/", packet(Target::default(), 0), &limits());
+        let first = store.append_now(node("n"), "/", packet(Target::default(), 0), &limits());
         store.save_session(record("p", "/", &["sid"]), &brief);
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(
@@ -689,19 +838,19 @@ mod tests {
     #[test]
     fn attach_runs_with_the_events_after_an_offset() {
         let store = LocalRecovery::default();
-        let a = store.append(node("n"), "/", packet(Target::default(), 0), &limits());
-        store.append(node("n"), "/", packet(Target::room("r"), 1), &limits());
-        store.append(node("n"), "/", packet(Target::room("s"), 2), &limits());
+        let a = store.append_now(node("n"), "/", packet(Target::default(), 0), &limits());
+        store.append_now(node("n"), "/", packet(Target::room("r"), 1), &limits());
+        store.append_now(node("n"), "/", packet(Target::room("s"), 2), &limits());
         let mut got = Vec::new();
         store
-            .attach("/", &a.offset, &["me".into(), "r".into()], &mut |p| {
+            .attach_now("/", &a.offset, &["me".into(), "r".into()], &mut |p| {
                 got.extend(p.iter().map(|p| p.packet.text.clone()))
             })
             .unwrap();
         assert_eq!(got.len(), 1);
         assert!(got[0].starts_with("42[\"ev\",1,"));
         assert_eq!(
-            store.attach("/", "nope", &[], &mut |_| {}).err(),
+            store.attach_now("/", "nope", &[], &mut |_| {}).err(),
             Some(Refusal::BadOffset)
         );
     }

@@ -35,6 +35,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) struct RedisBus {
     publisher: Client,
+    /// Connection state recovery's store, made when first asked for.
+    recovery: std::sync::OnceLock<Arc<super::redis_recovery::RedisRecovery>>,
     subscriber: Client,
     sharded: bool,
     sender: mpsc::Sender<Outgoing>,
@@ -53,7 +55,7 @@ type Outgoing = (String, Bytes, Option<Sent>);
 /// the resubscription and leave a channel subscribed that nobody wants any
 /// more (or unsubscribe one that is wanted again): the reconciler decides
 /// what to send after a reconnection.
-fn one_attempt() -> Options {
+pub(super) fn one_attempt() -> Options {
     Options {
         max_attempts: Some(1),
         fail_fast: true,
@@ -63,7 +65,7 @@ fn one_attempt() -> Options {
 }
 
 /// The error of a failed Redis `op`, the client's error as its source.
-fn failed(op: &'static str) -> impl FnOnce(fred::error::Error) -> BusError {
+pub(super) fn failed(op: &'static str) -> impl FnOnce(fred::error::Error) -> BusError {
     move |e| BusError::Redis {
         op,
         source: readable(e),
@@ -191,6 +193,7 @@ impl RedisBus {
         }));
         Ok(Self {
             publisher,
+            recovery: std::sync::OnceLock::new(),
             subscriber,
             sharded,
             sender,
@@ -337,6 +340,23 @@ impl ClusterBus for RedisBus {
 
     fn is_remote(&self) -> bool {
         true
+    }
+
+    fn recovery_store(
+        &self,
+        channels: &super::Channels,
+        cluster: &crate::config::ClusterConfig,
+    ) -> Option<Arc<dyn super::recovery::RecoveryStore>> {
+        let store = self.recovery.get_or_init(|| {
+            Arc::new(super::redis_recovery::RedisRecovery::new(
+                self.publisher.clone(),
+                self.sharded,
+                channels,
+                Duration::from_millis(cluster.node_timeout_ms),
+                Duration::from_millis(cluster.heartbeat_interval_ms),
+            ))
+        });
+        Some(store.clone())
     }
 }
 

@@ -16,7 +16,7 @@ use super::namespace::Joined;
 use super::payload::{self, Payload};
 use super::socket::{Inbound, InboundEvent, Socket};
 use crate::cluster::Target;
-use crate::cluster::recovery::{Refusal, SessionRecord};
+use crate::cluster::recovery::{Refusal, SessionRecord, Taken, Track};
 use crate::cluster::{BusError, Sent};
 use crate::engine::{Connection, Session};
 use crate::protocol::socketio::{self, DecodeLimits, PacketKind};
@@ -158,29 +158,33 @@ impl Client {
         tracing::debug!(socket = socket.id(), nsp = %ns.name, %reason, "socket disconnected");
     }
 
-    /// Keeps the session of a socket lost by accident, for connection state
-    /// recovery (when its namespace has it on).
+    /// Tells connection state recovery's store how a socket ended: a
+    /// socket lost by accident keeps its session; one that left for good is
+    /// forgotten (when the store keeps records of connected sockets).
     fn persist(&self, socket: &Socket, reason: DisconnectReason) {
-        let (Some(pid), Some(limits), Some(store)) = (
-            socket.pid(),
-            socket.namespace().policy.recovery,
-            self.io.recovery(),
-        ) else {
+        let (Some(limits), Some(store)) = (socket.namespace().policy.recovery, self.io.recovery())
+        else {
             return;
         };
-        if !reason.is_recoverable() {
+        if socket.is_taken() {
+            // Its session lives on elsewhere.
             return;
         }
-        let record = SessionRecord {
-            sid: socket.id().to_owned(),
-            pid: pid.to_owned(),
-            nsp: socket.namespace().name.to_string(),
-            rooms: socket.rooms(),
-            user_id: socket.user_id().map(str::to_owned),
-            data: socket.data(),
-            disconnected_at_ms: crate::cluster::registry::now_ms(),
+        let Some(mut record) = socket.record() else {
+            return;
         };
-        store.save_session(record, &limits);
+        if reason.is_recoverable() {
+            record.disconnected_at_ms = crate::cluster::registry::now_ms();
+            store.track(Track::Lost(record), &limits);
+        } else if store.keeps_records() {
+            store.track(
+                Track::Closed {
+                    nsp: record.nsp,
+                    pid: record.pid,
+                },
+                &limits,
+            );
+        }
         self.io.note_recovery_store();
     }
 
@@ -200,12 +204,30 @@ impl Client {
         let (Some(store), Some(limits)) = (self.io.recovery(), policy.recovery) else {
             return Err(RecoveryResult::NoSession);
         };
-        let taken = store.take_session(pid, nsp, offset);
+        let taken = store
+            .take(self.io.node_id(), pid, nsp, offset, &limits)
+            .await;
         self.io.note_recovery_store();
-        let (record, missed) = taken.map_err(|r| match r {
+        let Taken {
+            mut record,
+            missed,
+            held_by,
+        } = taken.map_err(|r| match r {
             Refusal::NoSession => RecoveryResult::NoSession,
             Refusal::BadOffset => RecoveryResult::BadOffset,
+            Refusal::Unavailable => RecoveryResult::Failed,
         })?;
+        // The node that still held the socket as connected drops its copy
+        // (its connection is the client's previous one, gone).
+        if let Some(node) = held_by {
+            self.io.release_taken(node, nsp, &record.sid).await;
+        }
+        // Not used, from here on, puts the session back as lost.
+        let put_back = |mut record: SessionRecord| {
+            record.disconnected_at_ms = crate::cluster::registry::now_ms();
+            store.track(Track::Lost(record), &limits);
+            self.io.note_recovery_store();
+        };
         // Its rooms' channels, held and confirmed as for a new socket.
         let rooms: Vec<String> = record
             .rooms
@@ -213,14 +235,13 @@ impl Client {
             .filter(|r| **r != record.sid)
             .cloned()
             .collect();
-        let channels = self.io.adapter().connect_channels(nsp, &rooms);
+        let channels = self.io.connect_channels(nsp, policy, &rooms);
         let _held = self.io.adapter().hold(channels.clone());
         let confirmed = !self.io.adapter().is_connected()
             || self.io.adapter().subscribed(&channels).await.is_ok();
         if !confirmed || session.is_closed() {
             // Not used: the client may try again.
-            store.save_session(record, &limits);
-            self.io.note_recovery_store();
+            put_back(record);
             return Err(RecoveryResult::Failed);
         }
         let last = missed
@@ -233,45 +254,55 @@ impl Client {
             Some(&connect_reply(&record.sid, Some(&record.pid))),
         );
         let mut restored = None;
+        let sid = std::mem::take(&mut record.sid);
+        let (user_id, data) = (record.user_id.clone(), record.data.clone());
         // Under the log's order: the missed events (those taken with the
         // session, and any appended since), the CONNECT reply, and the
         // socket registered before the next event is delivered.
-        let attached = store.attach(nsp, &last, &record.rooms, &mut |since| {
-            let mut frames: Vec<_> = missed
-                .iter()
-                .chain(since)
-                .flat_map(|p| payload::logged_frames(p))
-                .collect();
-            frames.push(reply.clone());
-            if session.send(&frames).is_err() {
-                // The replay does not fit in the outbound queue (nothing
-                // of it was queued), or the connection is gone.
-                return;
-            }
-            let socket = self.io.register_socket(
-                nsp,
-                policy,
-                record.sid.clone(),
-                session,
-                self.me.clone(),
-                Some(record.pid.clone()),
-                record.user_id.clone(),
-                record.data.clone(),
-            );
-            for room in &rooms {
-                if let Err(e) = socket.join(room, max_rooms) {
-                    tracing::debug!(room, error = e, "recovered room refused");
+        let attached = store
+            .attach(nsp, &last, &record.rooms, &mut |since| {
+                let mut frames: Vec<_> = missed
+                    .iter()
+                    .chain(since)
+                    .flat_map(|p| payload::logged_frames(p))
+                    .collect();
+                frames.push(reply.clone());
+                if session.send(&frames).is_err() {
+                    // The replay does not fit in the outbound queue (nothing
+                    // of it was queued), or the connection is gone.
+                    return;
                 }
-            }
-            restored = Some(socket);
-        });
+                let socket = self.io.register_socket(
+                    nsp,
+                    policy,
+                    sid.clone(),
+                    session,
+                    self.me.clone(),
+                    Some(record.pid.clone()),
+                    user_id.clone(),
+                    data.clone(),
+                );
+                for room in &rooms {
+                    if let Err(e) = socket.join(room, max_rooms) {
+                        tracing::debug!(room, error = e, "recovered room refused");
+                    }
+                }
+                restored = Some(socket);
+            })
+            .await;
+        record.sid = sid;
         let socket = match (attached, restored) {
             (Ok(()), Some(socket)) => socket,
-            (Err(_), _) => return Err(RecoveryResult::BadOffset),
+            (Err(refusal), _) => {
+                put_back(record);
+                return Err(match refusal {
+                    Refusal::Unavailable => RecoveryResult::Failed,
+                    _ => RecoveryResult::BadOffset,
+                });
+            }
             (Ok(()), None) => {
                 // Not used (the connection went, or the replay did not fit).
-                store.save_session(record, &limits);
-                self.io.note_recovery_store();
+                put_back(record);
                 return Err(RecoveryResult::Failed);
             }
         };
@@ -466,7 +497,7 @@ impl Client {
         // time is a refusal the client hears.
         let max_rooms = self.io.config().limits.max_rooms_per_socket;
         rooms.truncate(max_rooms);
-        let channels = self.io.adapter().connect_channels(nsp, &rooms);
+        let channels = self.io.connect_channels(nsp, &policy, &rooms);
         let _held = self.io.adapter().hold(channels.clone());
         if self.io.adapter().is_connected()
             && let Err(e) = self.io.adapter().subscribed(&channels).await
@@ -505,6 +536,14 @@ impl Client {
             if let Err(e) = socket.join(&room, max_rooms) {
                 tracing::debug!(room, error = e, "initial room refused");
             }
+        }
+        // Recorded from its CONNECT where the store keeps connected
+        // sockets' records: a client recovers even when this node dies.
+        if let (Some(store), Some(limits)) = (io.recovery(), policy.recovery)
+            && store.keeps_records()
+            && let Some(record) = socket.record()
+        {
+            store.track(Track::Opened(record), &limits);
         }
         self.sockets.lock().push(socket.clone());
         session.mark_connected();

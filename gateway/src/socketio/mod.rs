@@ -16,14 +16,18 @@ pub(crate) mod socket;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
+use crate::cluster::BusError;
 pub use crate::cluster::Target;
 use crate::cluster::adapter::{self, Adapter, ClusterError, Deliver};
 use crate::cluster::message::{Answer, Broadcast, Request};
-use crate::cluster::recovery::{Appended, LogSink, LoggedPacket, RecoveryStore, StoredPacket};
+use crate::cluster::recovery::{
+    AppendDone, Appended, LogSink, LoggedPacket, RecoveryLimits, RecoveryStore, StoredPacket,
+};
 use crate::cluster::{ClusterBus, NodeInfo, Sent};
 use crate::config::{Config, ConfigError};
 use crate::engine::{Connection, EngineHandler, Frame, Session};
 use crate::ids::NodeId;
+use crate::reason::DisconnectReason;
 use crate::telemetry::Metrics;
 use hooks::Hooks;
 use namespace::ChannelWatch;
@@ -93,23 +97,24 @@ impl SocketIo {
         metrics: Arc<Metrics>,
         tasks: TaskTracker,
     ) -> Result<Self, ConfigError> {
-        let recovery = config
-            .effective_namespaces()
-            .iter()
-            .any(|n| n.recovery.enabled)
-            .then(|| bus.recovery_store())
-            .flatten();
         let adapter = Arc::new(Adapter::new(
             node_id,
-            bus,
+            bus.clone(),
             &config.cluster,
             metrics.clone(),
             tasks.clone(),
         ));
+        let recovery = config
+            .effective_namespaces()
+            .iter()
+            .any(|n| n.recovery.enabled)
+            .then(|| bus.recovery_store(&adapter.channels, &config.cluster))
+            .flatten();
         let watch = Arc::new(ChannelWatch {
             subscriptions: adapter.subscriptions.clone(),
             channels: adapter.channels.clone(),
             metrics: metrics.clone(),
+            recovery: recovery.clone(),
         });
         let namespaces = Namespaces::new(&config, watch)?;
         let inner = Arc::new(Inner {
@@ -146,17 +151,38 @@ impl SocketIo {
         }
     }
 
-    /// Stores and delivers `event(...args)` when namespace `nsp` has
-    /// connection state recovery on and the emit is not volatile: the store
-    /// gives it its offset (the last argument) and hands it to every node
-    /// in log order. `None` when the emit is not to be stored.
-    pub(crate) fn emit_stored(
+    /// The bus channels a new socket of namespace `nsp` needs before its
+    /// CONNECT is answered (see [`Adapter::connect_channels`]), and its
+    /// namespace's recovery log's when the store hands events over the bus.
+    pub(crate) fn connect_channels(
+        &self,
+        nsp: &str,
+        policy: &Policy,
+        rooms: &[String],
+    ) -> Vec<String> {
+        let mut out = self.inner.adapter.connect_channels(nsp, rooms);
+        if policy.recovery.is_some()
+            && let Some(log) = self
+                .inner
+                .recovery
+                .as_ref()
+                .and_then(|s| s.log_channel(nsp))
+        {
+            out.push(log);
+        }
+        out
+    }
+
+    /// The store and bounds under which an emit to `nsp` is stored: when
+    /// the namespace has connection state recovery on and the emit is not
+    /// volatile. Stored emits do not take the bus's path: the store gives
+    /// each its offset (the last argument) and hands it to every node in
+    /// log order.
+    pub(crate) fn stored(
         &self,
         nsp: &str,
         target: &Target,
-        event: &str,
-        args: &Payload,
-    ) -> Option<Result<Appended, PayloadError>> {
+    ) -> Option<(Arc<dyn RecoveryStore>, RecoveryLimits)> {
         if target.volatile {
             return None;
         }
@@ -165,18 +191,30 @@ impl SocketIo {
             Some(ns) => ns.policy.recovery,
             None => self.inner.namespaces.policy(nsp)?.recovery,
         }?;
-        let text = match payload::event_text(nsp, event, args, None) {
-            Ok(text) => text,
-            Err(e) => return Some(Err(e)),
-        };
+        Some((store.clone(), limits))
+    }
+
+    /// Stores an event (see [`SocketIo::stored`]): `text` is its packet
+    /// (`payload::event_text`), `args` gives its attachments. `done` is
+    /// told what became of it, unless the store refused it at once (an
+    /// error).
+    pub(crate) fn append_stored(
+        &self,
+        (store, limits): &(Arc<dyn RecoveryStore>, RecoveryLimits),
+        nsp: &str,
+        target: &Target,
+        text: String,
+        args: &Payload,
+        done: Option<AppendDone>,
+    ) -> Result<(), BusError> {
         let packet = StoredPacket {
             target: target.clone(),
             text,
             attachments: args.attachments.clone(),
         };
-        let appended = store.append(self.inner.node_id, nsp, packet, &limits);
+        let appended = store.append(self.inner.node_id, nsp, packet, limits, done);
         self.note_recovery_store();
-        Some(Ok(appended))
+        appended
     }
 
     pub fn config(&self) -> &Config {
@@ -226,6 +264,9 @@ impl SocketIo {
     /// cluster-wide. The packet is encoded once; this node's sockets are
     /// served at once, the other nodes through the bus. Returns how many
     /// local sockets got it; a bus failure is an error after local delivery.
+    /// An emit stored for connection state recovery is delivered in log
+    /// order by the store: over Redis, when it comes back from Redis (after
+    /// this returns, which then counts 0).
     pub async fn emit(
         &self,
         nsp: &str,
@@ -244,8 +285,18 @@ impl SocketIo {
         event: &str,
         args: &Payload,
     ) -> Result<EmitReport, OpError> {
-        if let Some(stored) = self.emit_stored(nsp, target, event, args) {
-            let appended = stored?;
+        if let Some(log) = self.stored(nsp, target) {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let done: AppendDone = Box::new(move |result| {
+                let _ = tx.send(result);
+            });
+            let text = payload::event_text(nsp, event, args, None)?;
+            self.append_stored(&log, nsp, target, text, args, Some(done))
+                .map_err(|e| OpError::Cluster(e.into()))?;
+            let appended = rx
+                .await
+                .unwrap_or(Err(BusError::NotConnected { bus: "redis" }))
+                .map_err(|e| OpError::Cluster(e.into()))?;
             return Ok(EmitReport {
                 local: appended.local,
                 nodes_reached: appended.nodes_reached,
@@ -281,12 +332,17 @@ impl SocketIo {
         args: &Payload,
         sent: Option<Sent>,
     ) -> Result<usize, OpError> {
-        if let Some(stored) = self.emit_stored(nsp, target, event, args) {
-            let appended = stored?;
-            if let Some(sent) = sent {
-                sent(Ok(()));
-            }
-            return Ok(appended.local);
+        if let Some(log) = self.stored(nsp, target) {
+            let done = sent.map(|sent| {
+                Box::new(move |result: Result<Appended, BusError>| sent(result.map(|_| ())))
+                    as AppendDone
+            });
+            let text = payload::event_text(nsp, event, args, None)?;
+            self.append_stored(&log, nsp, target, text, args, done)
+                .map_err(|e| OpError::Cluster(e.into()))?;
+            // Delivered to this node's sockets in log order, with every
+            // node's (the in-process store: done already).
+            return Ok(0);
         }
         let frames = payload::encode_event(nsp, event, args, None)?;
         let local = self.emit_local(nsp, target, &frames);
@@ -355,6 +411,68 @@ impl SocketIo {
         self.inner.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Drops this node's copy of socket `sid` of `nsp`, recovered elsewhere
+    /// (or by another connection here): its client came back before this
+    /// node noticed it was gone. No session is kept for it.
+    pub(crate) fn drop_taken(&self, nsp: &str, sid: &str) {
+        let Some(socket) = self.socket(nsp, sid) else {
+            return;
+        };
+        socket.mark_taken();
+        // Out of the namespace at once: the recovered socket has its id.
+        if let Some(client) = socket.client() {
+            client.remove_socket(nsp, DisconnectReason::TransportClose);
+        }
+        socket.session().close(DisconnectReason::TransportClose);
+    }
+
+    /// Makes node `holder` drop its copy of socket `sid` of `nsp`, which a
+    /// recovery on this node took (see [`SocketIo::drop_taken`]).
+    pub(crate) async fn release_taken(&self, holder: NodeId, nsp: &str, sid: &str) {
+        if holder == self.inner.node_id {
+            self.drop_taken(nsp, sid);
+        } else {
+            self.inner.adapter.publish_taken(holder, nsp, sid).await;
+        }
+    }
+
+    /// After the bus reconnected: this node did not receive the stored
+    /// events appended while it was away. Once its log channels are
+    /// subscribed again, the connections of its sockets in each namespace
+    /// whose log moved on meanwhile are closed, so that their clients come
+    /// back and recover what they missed from their offsets (on this node
+    /// or another): no client misses an event without knowing.
+    async fn close_after_gap(&self) {
+        let Some(store) = self.inner.recovery.clone() else {
+            return;
+        };
+        for ns in self.inner.namespaces.all() {
+            if ns.policy.recovery.is_none() {
+                continue;
+            }
+            let Some(log) = store.log_channel(&ns.name) else {
+                continue;
+            };
+            if self.inner.adapter.subscribed(&[log]).await.is_err() {
+                // Not subscribed in time: the next reconnection tries again.
+                continue;
+            }
+            if store.gap(&ns.name).await != Some(true) {
+                continue;
+            }
+            let sockets = ns.select(&Target::default());
+            tracing::warn!(
+                nsp = %ns.name,
+                sockets = sockets.len(),
+                "stored events may have been missed while the bus was away: \
+                 closing the namespace's connections so that their clients recover"
+            );
+            for socket in sockets {
+                socket.session().close(DisconnectReason::TransportError);
+            }
+        }
+    }
+
     /// Runs the node's side of the cluster until `stop`.
     pub(crate) async fn run_cluster(&self, stop: tokio_util::sync::CancellationToken) {
         adapter::run(self.inner.adapter.clone(), Arc::new(self.clone()), stop).await;
@@ -380,6 +498,35 @@ impl Deliver for SocketIo {
 
     fn counts(&self) -> (u64, u64) {
         SocketIo::counts(self)
+    }
+
+    fn logged(&self, payload: &[u8]) {
+        if let Some(store) = &self.inner.recovery {
+            store.received(payload);
+        }
+    }
+
+    fn taken(&self, nsp: &str, sid: &str) {
+        self.drop_taken(nsp, sid);
+    }
+
+    async fn beat(&self) {
+        let Some(store) = &self.inner.recovery else {
+            return;
+        };
+        for ns in self.inner.namespaces.all() {
+            if let Some(limits) = ns.policy.recovery {
+                store.keepalive(self.inner.node_id, &ns.name, &limits).await;
+            }
+        }
+        self.note_recovery_store();
+    }
+
+    fn resubscribing(&self) {
+        if self.inner.recovery.is_some() {
+            let io = self.clone();
+            self.spawn(async move { io.close_after_gap().await });
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use parking_lot::RwLock;
 
 use super::socket::Socket;
 use crate::auth::JwtVerifier;
-use crate::cluster::recovery::RecoveryLimits;
+use crate::cluster::recovery::{RecoveryLimits, RecoveryStore, Track};
 use crate::cluster::target::Name;
 use crate::cluster::{Channels, Subscriptions, Target};
 use crate::config::{
@@ -72,6 +72,34 @@ pub(crate) struct ChannelWatch {
     pub(crate) subscriptions: Arc<Subscriptions>,
     pub(crate) channels: Channels,
     pub(crate) metrics: Arc<Metrics>,
+    /// Connection state recovery's store, when a namespace has it on.
+    pub(crate) recovery: Option<Arc<dyn RecoveryStore>>,
+}
+
+impl ChannelWatch {
+    /// The bus channels a namespace needs while the node has a socket in
+    /// it: its own and, with recovery over a store that hands events over
+    /// the bus, its log's.
+    pub(crate) fn namespace_channels(&self, name: &str, policy: &Policy) -> Vec<String> {
+        let mut out = vec![self.channels.namespace(name)];
+        if policy.recovery.is_some()
+            && let Some(log) = self.recovery.as_ref().and_then(|s| s.log_channel(name))
+        {
+            out.push(log);
+        }
+        out
+    }
+
+    /// Records a socket's rooms (`own`, as they are now) with the store,
+    /// when it keeps records of connected sockets.
+    fn track_rooms(&self, policy: &Policy, socket: &Socket, own: &[Arc<str>]) {
+        if let (Some(store), Some(limits)) = (&self.recovery, &policy.recovery)
+            && store.keeps_records()
+            && let Some(record) = socket.record_with(own)
+        {
+            store.track(Track::Rooms(record), limits);
+        }
+    }
 }
 
 type Members = HashMap<Arc<str>, Arc<Socket>>;
@@ -177,6 +205,7 @@ impl Namespace {
             .or_insert_with(|| members.unwrap_or_default());
         entry.insert(socket.id_arc(), socket.clone());
         own.push(key);
+        self.watch.track_rooms(&self.policy, socket, &own);
         Ok(Joined::Yes { first_local })
     }
 
@@ -186,6 +215,7 @@ impl Namespace {
         let mut own = socket.rooms_mut();
         let pos = own.iter().position(|r| &**r == room)?;
         own.swap_remove(pos);
+        self.watch.track_rooms(&self.policy, socket, &own);
         let members = rooms.get_mut(room)?;
         members.remove(socket.id());
         let last = members.is_empty();
@@ -400,9 +430,9 @@ impl Namespaces {
         let ns = live
             .entry(Arc::from(name))
             .or_insert_with(|| {
-                self.watch
-                    .subscriptions
-                    .want(self.watch.channels.namespace(name));
+                for channel in self.watch.namespace_channels(name, policy) {
+                    self.watch.subscriptions.want(channel);
+                }
                 Arc::new(Namespace::new(name, policy.clone(), self.watch.clone()))
             })
             .clone();
@@ -414,11 +444,11 @@ impl Namespaces {
     /// Drops namespace `name` when it has no socket left.
     pub(crate) fn remove_if_empty(&self, name: &str) {
         let mut live = self.live.write();
-        if live.get(name).is_some_and(|ns| ns.is_empty()) {
+        if let Some(ns) = live.get(name).filter(|ns| ns.is_empty()) {
+            for channel in self.watch.namespace_channels(name, &ns.policy) {
+                self.watch.subscriptions.unwant(&channel);
+            }
             live.remove(name);
-            self.watch
-                .subscriptions
-                .unwant(&self.watch.channels.namespace(name));
         }
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::client::Client;
 use super::namespace::{Joined, Namespace};
 use super::payload::{self, Payload, PayloadError};
+use crate::cluster::recovery::SessionRecord;
 use crate::engine::{Frame, PushError, Session};
 use crate::protocol::engineio::Transport;
 use crate::protocol::socketio::PacketKind;
@@ -26,6 +27,9 @@ pub enum EmitError {
     Disconnected,
     #[error("client too slow: outbound queue full")]
     SlowConsumer,
+    /// A stored emit (connection state recovery) the store did not take.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::BusError),
 }
 
 /// Why waiting for a client's ack failed.
@@ -124,6 +128,9 @@ pub struct Socket {
     data: Mutex<Option<serde_json::Value>>,
     connected_at: SystemTime,
     connected: AtomicBool,
+    /// Taken by a recovery elsewhere (its client came back before this
+    /// node noticed it was gone): its end is not recorded.
+    taken: AtomicBool,
     next_ack: AtomicU64,
     pub(crate) next_event: AtomicU64,
     acks: Mutex<Acks>,
@@ -160,6 +167,7 @@ impl Socket {
             data: Mutex::new(data),
             connected_at: SystemTime::now(),
             connected: AtomicBool::new(true),
+            taken: AtomicBool::new(false),
             next_ack: AtomicU64::new(0),
             next_event: AtomicU64::new(0),
             acks: Mutex::new(Acks::default()),
@@ -183,12 +191,6 @@ impl Socket {
         &self.session
     }
 
-    /// The private id of connection state recovery (never shown to anyone
-    /// but the client).
-    pub(crate) fn pid(&self) -> Option<&str> {
-        self.pid.as_deref()
-    }
-
     pub fn user_id(&self) -> Option<&str> {
         self.user_id.as_deref()
     }
@@ -207,6 +209,44 @@ impl Socket {
 
     pub(crate) fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
+    }
+
+    /// The client (Engine.IO connection) the socket belongs to.
+    pub(crate) fn client(&self) -> Option<Arc<Client>> {
+        self.client.upgrade()
+    }
+
+    /// Marks the socket taken by a recovery elsewhere (see `taken`).
+    pub(crate) fn mark_taken(&self) {
+        self.taken.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_taken(&self) -> bool {
+        self.taken.load(Ordering::Acquire)
+    }
+
+    /// What connection state recovery keeps of this socket (when its
+    /// namespace has recovery on), with `rooms` as its joined rooms.
+    pub(crate) fn record_with(&self, rooms: &[Arc<str>]) -> Option<SessionRecord> {
+        let pid = self.pid.as_deref()?;
+        let mut all = Vec::with_capacity(rooms.len() + 1);
+        all.push(self.id.to_string());
+        all.extend(rooms.iter().map(|r| r.to_string()));
+        Some(SessionRecord {
+            sid: self.id.to_string(),
+            pid: pid.to_owned(),
+            nsp: self.ns.name.to_string(),
+            rooms: all,
+            user_id: self.user_id.clone(),
+            data: self.data(),
+            disconnected_at_ms: 0,
+        })
+    }
+
+    /// [`Socket::record_with`] its rooms now.
+    pub(crate) fn record(&self) -> Option<SessionRecord> {
+        let rooms = self.rooms.lock().clone();
+        self.record_with(&rooms)
     }
 
     /// Rooms of the socket, its own-id room first.
@@ -269,8 +309,11 @@ impl Socket {
                 return Err(EmitError::Disconnected);
             }
             let target = crate::cluster::Target::socket(self.id.to_string());
-            if let Some(sent) = client.io().emit_stored(&self.ns.name, &target, event, args) {
-                return sent.map(|_| ()).map_err(EmitError::from);
+            let io = client.io();
+            if let Some(log) = io.stored(&self.ns.name, &target) {
+                let text = payload::event_text(&self.ns.name, event, args, None)?;
+                io.append_stored(&log, &self.ns.name, &target, text, args, None)?;
+                return Ok(());
             }
         }
         let frames = payload::encode_event(&self.ns.name, event, args, None)?;

@@ -211,6 +211,17 @@ impl Redis {
         }
     }
 
+    /// Runs `redis-cli` with `args` against this server: what it printed.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
     /// `PUBSUB NUMSUB channel` through redis-cli.
     pub fn numsub(&self, channel: &str) -> i64 {
         let out = Command::new("redis-cli")
