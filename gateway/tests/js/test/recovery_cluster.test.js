@@ -9,8 +9,9 @@
 //   comes back recovered, with its id and rooms, and exactly the missed
 //   messages in order, each with its offset.
 // - Refusals: a session that expired, a forged pid, a pid of another
-//   namespace, an offset never issued, a session claimed twice: a new session,
-//   and a refused claim does not use the real one up.
+//   namespace, an offset never issued: a new session, and a refused claim
+//   does not use the real one up. A later claim with the pid moves the
+//   socket again (one connection holds it at a time).
 // - A rolling restart of three nodes under a steady publish load: a thousand
 //   clients lose nothing, and the drain spreads their reconnections.
 //
@@ -287,7 +288,7 @@ describe("connection state recovery across nodes over Redis (official client)", 
     }
   }
 
-  test("a forged pid, an offset never issued and a second claim get a new session; the real claim recovers", async () => {
+  test("a forged pid or an offset never issued gets a new session; the real claim recovers, and a later one moves the socket", async () => {
     const [n1, n2] = await startCluster(2);
     proxy = await TcpProxy.start([n1]);
     const lost = await lostSocket("/", n2.admin);
@@ -317,10 +318,21 @@ describe("connection state recovery across nodes over Redis (official client)", 
     assert.deepEqual([event, label], ["msg", "while away"]);
     assert.notEqual(offset, lost.offset);
 
-    // A session is used once.
-    const again = await rawConnect("/", { pid: lost.pid, offset: lost.offset });
-    assert.notEqual(again.sid, lost.sid, "a second claim gets a new session");
+    // A session is held by one connection at a time: a later claim with
+    // the pid (the client came back once more, through node 1) moves the
+    // socket again, with the events after the offset it sends, and the
+    // connection that held it is closed.
+    proxy.setBackends([n1]);
+    const again = await rawConnect("/", { pid: lost.pid, offset: offset });
+    assert.equal(again.sid, lost.sid, "a later claim moves the socket");
     assert.deepEqual(again.replay, []);
+    await recovered.client.closed(5_000);
+    const { sockets } = await n2.admin.fetchSockets({ namespace: "/", socket_ids: [lost.sid] });
+    assert.deepEqual(
+      sockets.map((s) => s.node_id),
+      [n1.nodeId],
+      "held by node 1 only",
+    );
   });
 
   test("a pid of another namespace gets a new session, and stays valid in its own", async () => {
@@ -445,15 +457,22 @@ describe("rolling restart under load with recovery over Redis (official client)"
         got: Array.from({ length: ROLLING.publishers }, () => []),
         reasons: [],
         notRecovered: 0,
+        /** Every event and (re)connection in arrival order, to explain a failure. */
+        log: [],
       };
-      socket.on("tick", (p, seq) => member.got[p].push(seq));
+      socket.on("tick", (p, seq, offset) => {
+        member.got[p].push(seq);
+        member.log.push(`${p}:${seq}@${offset}`);
+      });
       socket.on("disconnect", (reason) => {
         member.reasons.push(reason);
+        member.log.push(`disconnect(${reason})`);
         if (phase) phase.disconnects.push(Date.now());
         else stray += 1;
       });
       socket.on("connect", () => {
         if (member.id === null) return; // the first connection
+        member.log.push(`connect(recovered=${socket.recovered})`);
         if (socket.recovered !== true || socket.id !== member.id) member.notRecovered += 1;
         if (phase) phase.reconnects.push(Date.now());
         else stray += 1;
@@ -562,7 +581,12 @@ describe("rolling restart under load with recovery over Redis (official client)"
     for (const m of members) {
       for (let p = 0; p < ROLLING.publishers; p++) {
         const diff = seqDiff(m.got[p], expected[p].get(m.room));
-        if (diff) wrong.push(`${m.id} (${m.room}), publisher ${p}: ${diff}`);
+        if (diff) {
+          wrong.push(
+            `${m.id} (${m.room}), publisher ${p}: ${diff}\n  received ${m.got[p]}\n  expected ${expected[p].get(m.room)}` +
+              `\n  its events and connections: ${m.log.join(" ")}`,
+          );
+        }
       }
     }
     assert.equal(wrong.length, 0, `${wrong.length} client/publisher pairs are wrong, e.g.:\n${wrong.slice(0, 10).join("\n")}`);
