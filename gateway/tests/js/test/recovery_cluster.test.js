@@ -402,8 +402,11 @@ function seqDiff(got, want) {
     if (!wanted.has(s)) unexpected += 1;
   }
   const missing = want.filter((s) => !seen.has(s));
-  const ordered = got.every((s, i) => i === 0 || got[i - 1] < s);
-  return `${got.length}/${want.length} received, missing ${missing.length} (first ${missing.slice(0, 5)}), ${duplicates} duplicates, ${unexpected} unexpected, ${ordered ? "in order" : "OUT OF ORDER"}`;
+  const ordered = got.every((s, i) => i === 0 || got[i - 1] <= s);
+  return (
+    `${got.length}/${want.length} received, ${missing.length} missing (first ${missing.slice(0, 5)}), ` +
+    `${duplicates} duplicates, ${unexpected} unexpected, ${ordered ? "otherwise in order" : "OUT OF ORDER"}`
+  );
 }
 
 describe("rolling restart under load with recovery over Redis (official client)", { skip: SKIP, timeout: 150_000 }, () => {
