@@ -12,8 +12,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use gateway::cluster::LocalBroker;
 use gateway::socketio::{Payload, Target};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::node::{TestNode, config};
+use support::recovery::{
+    connect, drop_transport, emit, payload, reconnect, recoveries, stored_event,
+};
 use support::sio::{AckMode, Incoming, SioClient};
 use support::wait::eventually;
 
@@ -50,55 +53,6 @@ async fn node(window_ms: u64, max_packets: usize) -> TestNode {
     TestNode::builder(config(&toml(window_ms, max_packets)))
         .start()
         .await
-}
-
-fn payload(v: Value) -> Payload {
-    Payload::from_values(v.as_array().expect("an array"))
-}
-
-async fn emit(node: &TestNode, nsp: &str, target: Target, event: &str, args: Value) {
-    node.io
-        .emit(nsp, &target, event, &payload(args))
-        .await
-        .expect("emit");
-}
-
-async fn connect(node: &TestNode, nsp: &str) -> SioClient {
-    SioClient::connect(node.addr, nsp, AckMode::Echo).await
-}
-
-/// Connects with the `pid` and `offset` a recovering client sends.
-async fn reconnect(node: &TestNode, nsp: &str, pid: &str, offset: &str) -> SioClient {
-    let auth = json!({ "pid": pid, "offset": offset });
-    SioClient::connect_with(node.addr, nsp, AckMode::Echo, Some(auth)).await
-}
-
-/// The next event's name, its arguments without the offset, and the
-/// offset (its last argument, a string).
-async fn stored_event(c: &mut SioClient) -> (String, Vec<Value>, String) {
-    let (name, mut args, _) = c.event().await;
-    let offset = match args.pop() {
-        Some(Value::String(o)) => o,
-        other => panic!("{name}: no offset, last argument {other:?}"),
-    };
-    (name, args, offset)
-}
-
-/// Closes the client's transport and waits until the node let the socket go.
-async fn drop_transport(node: &TestNode, c: &SioClient) {
-    c.close();
-    let (io, nsp, id) = (node.io.clone(), c.nsp.clone(), c.id.clone());
-    eventually("the socket to be gone", move || {
-        io.socket(&nsp, &id).is_none()
-    })
-    .await;
-}
-
-fn recoveries(node: &TestNode, result: &str) -> f64 {
-    node.metric(
-        "gateway_recoveries_total",
-        &[("namespace", "/"), ("result", result)],
-    )
 }
 
 #[tokio::test]

@@ -13,11 +13,12 @@ mod support;
 
 use std::time::Duration;
 
-use gateway::socketio::{Payload, Target};
+use gateway::socketio::Target;
 use serde_json::{Value, json};
 use support::node::{TestNode, config, until_clustered};
+use support::recovery::{connect, drop_transport, emit, reconnect, recoveries, stored_event};
 use support::redis::Redis;
-use support::sio::{AckMode, SioClient};
+use support::sio::SioClient;
 use support::tools::skip_without_redis;
 use support::wait::{DEADLINE, eventually, eventually_async};
 
@@ -49,52 +50,6 @@ async fn node(redis: &Redis, window_ms: u64, max_packets: usize) -> TestNode {
     ));
     config.cluster.redis_url = Some(redis.url());
     TestNode::builder(config).start().await
-}
-
-fn payload(v: Value) -> Payload {
-    Payload::from_values(v.as_array().expect("an array"))
-}
-
-async fn emit(node: &TestNode, nsp: &str, target: Target, event: &str, args: Value) {
-    node.io
-        .emit(nsp, &target, event, &payload(args))
-        .await
-        .expect("emit");
-}
-
-async fn connect(node: &TestNode, nsp: &str) -> SioClient {
-    SioClient::connect(node.addr, nsp, AckMode::Echo).await
-}
-
-async fn reconnect(node: &TestNode, nsp: &str, pid: &str, offset: &str) -> SioClient {
-    let auth = json!({ "pid": pid, "offset": offset });
-    SioClient::connect_with(node.addr, nsp, AckMode::Echo, Some(auth)).await
-}
-
-/// The next event's name, its arguments without the offset, and the offset.
-async fn stored_event(c: &mut SioClient) -> (String, Vec<Value>, String) {
-    let (name, mut args, _) = c.event().await;
-    let offset = match args.pop() {
-        Some(Value::String(o)) => o,
-        other => panic!("{name}: no offset, last argument {other:?}"),
-    };
-    (name, args, offset)
-}
-
-async fn drop_transport(node: &TestNode, c: &SioClient) {
-    c.close();
-    let (io, nsp, id) = (node.io.clone(), c.nsp.clone(), c.id.clone());
-    eventually("the socket to be gone", move || {
-        io.socket(&nsp, &id).is_none()
-    })
-    .await;
-}
-
-fn recoveries(node: &TestNode, result: &str) -> f64 {
-    node.metric(
-        "gateway_recoveries_total",
-        &[("namespace", "/"), ("result", result)],
-    )
 }
 
 /// `redis-cli` answers as a number.
@@ -176,6 +131,17 @@ async fn recovers_on_another_node_with_the_missed_events_in_log_order() {
     emit(&n2, "/", Target::socket(sid.clone()), "live2", json!([])).await;
     assert_eq!(stored_event(&mut back).await.0, "live1");
     assert_eq!(stored_event(&mut back).await.0, "live2");
+    back.no_event(QUIET).await;
+    // A volatile emit to its id takes the bus, to the channel of the node
+    // the id names (n1, still alive): the node holding it now hears it.
+    let volatile = Target {
+        volatile: true,
+        ..Target::socket(sid.clone())
+    };
+    for from in [&n1, &n2, &n3] {
+        emit(from, "/", volatile.clone(), "vol", json!([1])).await;
+        assert_eq!(back.event().await.1, [json!(1)], "no offset, once");
+    }
     back.no_event(QUIET).await;
     assert_eq!(recoveries(&n3, "recovered"), 1.0);
     // Cluster-wide requests find it where it lives now.

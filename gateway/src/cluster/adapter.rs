@@ -101,7 +101,9 @@ impl Adapter {
             subscriptions: Arc::new(Subscriptions::new()),
             registry: Registry::new(Duration::from_millis(cfg.node_timeout_ms)),
             pending: Mutex::new(HashMap::new()),
-            next_request: AtomicU64::new(rand::random::<u32>() as u64),
+            // Random: a node hearing another's channel (it holds sockets moved
+            // from it) must not take that node's answers for its own.
+            next_request: AtomicU64::new(rand::random::<u64>() >> 1),
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
             heartbeat_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
             started_at_ms: now_ms(),
@@ -256,11 +258,12 @@ impl Adapter {
         target: Target,
         text: &str,
         attachments: &[Bytes],
+        here: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<u64, ClusterError> {
         if !self.bus.may_have_peers() {
             return Ok(0);
         }
-        let copies = self.copies(nsp, &target);
+        let copies = self.copies(nsp, &target, here);
         let mut msg = self.broadcast(nsp, target, text, attachments);
         let mut first_error = None;
         let mut reached = 0u64;
@@ -289,8 +292,15 @@ impl Adapter {
     }
 
     /// The channels an emit to `target` goes out on, each with the target
-    /// indices its copy is responsible for.
-    fn copies(&self, nsp: &str, target: &Target) -> Vec<(String, Vec<u32>)> {
+    /// indices its copy is responsible for. `here` tells whether a socket
+    /// id of this node's is held here: one that is not was recovered on
+    /// another node, which hears this node's channel (a copy goes there).
+    fn copies(
+        &self,
+        nsp: &str,
+        target: &Target,
+        here: &(dyn Fn(&str) -> bool + Sync),
+    ) -> Vec<(String, Vec<u32>)> {
         let mut copies: Vec<(String, Vec<u32>)> = Vec::new();
         if target.is_namespace() {
             copies.push((self.channels.namespace(nsp), Vec::new()));
@@ -299,7 +309,7 @@ impl Adapter {
             for (i, room) in target.rooms.iter().enumerate() {
                 match crate::ids::node_of(room) {
                     // A socket's own-id room lives on the socket's node.
-                    Some(node) if node == self.node_id => {}
+                    Some(node) if node == self.node_id && here(room) => {}
                     Some(node) => by_node.entry(node).or_default().push(i as u32),
                     None => copies.push((self.channels.room(nsp, room), vec![i as u32])),
                 }
@@ -307,7 +317,7 @@ impl Adapter {
             let base = target.rooms.len();
             for (j, id) in target.socket_ids.iter().enumerate() {
                 match crate::ids::node_of(id) {
-                    Some(node) if node != self.node_id => {
+                    Some(node) if node != self.node_id || !here(id) => {
                         by_node.entry(node).or_default().push((base + j) as u32)
                     }
                     _ => {}
@@ -332,9 +342,10 @@ impl Adapter {
         text: &str,
         attachments: &[Bytes],
         sent: Option<Sent>,
+        here: &(dyn Fn(&str) -> bool + Sync),
     ) -> Result<(), ClusterError> {
         let copies = if self.bus.may_have_peers() {
-            self.copies(nsp, &target)
+            self.copies(nsp, &target, here)
         } else {
             Vec::new()
         };
@@ -473,6 +484,7 @@ impl Adapter {
         let msg = BusMessage::Taken {
             nsp: nsp.to_owned(),
             sid: sid.to_owned(),
+            holder,
             by: self.node_id,
         };
         if let Err(e) = self.publish(&self.channels.node(holder), &msg).await {
@@ -736,7 +748,15 @@ async fn handle(adapter: &Arc<Adapter>, node: &Arc<dyn Deliver>, msg: BusMessage
             }
         }
         BusMessage::Goodbye { node_id } => adapter.registry.forget(node_id),
-        BusMessage::Taken { nsp, sid, by } => {
+        BusMessage::Taken {
+            nsp,
+            sid,
+            holder,
+            by,
+        } => {
+            if holder != adapter.node_id {
+                return;
+            }
             tracing::debug!(socket = sid, nsp, node = %by, "socket recovered elsewhere");
             node.taken(&nsp, &sid);
         }
@@ -771,7 +791,7 @@ mod tests {
     #[test]
     fn a_whole_namespace_emit_is_one_copy_on_the_namespace_channel() {
         let a = adapter(NodeId::random());
-        let copies = a.copies("/chat", &Target::default());
+        let copies = a.copies("/chat", &Target::default(), &|_| true);
         assert_eq!(copies, vec![(a.channels.namespace("/chat"), vec![])]);
     }
 
@@ -784,7 +804,7 @@ mod tests {
             ..Target::default()
         };
         assert_eq!(
-            sorted(a.copies("/", &target)),
+            sorted(a.copies("/", &target, &|_| true)),
             sorted(vec![
                 (a.channels.room("/", "r1"), vec![0]),
                 (a.channels.room("/", "r2"), vec![1]),
@@ -809,7 +829,7 @@ mod tests {
             ..Target::default()
         };
         assert_eq!(
-            sorted(a.copies("/", &target)),
+            sorted(a.copies("/", &target, &|_| true)),
             sorted(vec![
                 (a.channels.room("/", "lobby"), vec![0]),
                 (a.channels.node(n1), vec![1, 4]),
@@ -835,7 +855,7 @@ mod tests {
             target.rooms.push(new_socket_id(*node));
             target.socket_ids.push(new_socket_id(*node));
         }
-        let copies = a.copies("/", &target);
+        let copies = a.copies("/", &target, &|_| true);
         let mut owners = vec![0u32; target.names()];
         for (_, responsible) in &copies {
             for &i in responsible {

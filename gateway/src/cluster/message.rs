@@ -20,13 +20,15 @@ pub(crate) enum BusMessage {
     Goodbye {
         node_id: NodeId,
     },
-    /// Sent to a node's channel: socket `sid` of `nsp`, which that node
-    /// still holds as connected, was recovered by node `by` (its client
-    /// came back there): the receiver drops its copy without keeping a
-    /// session for it.
+    /// Sent to a node's channel: socket `sid` of `nsp`, which node
+    /// `holder` still holds as connected, was recovered by node `by` (its
+    /// client came back there): `holder` drops its copy without keeping a
+    /// session for it. (A node's channel is also heard by nodes holding
+    /// sockets moved from it, hence the addressee.)
     Taken {
         nsp: String,
         sid: String,
+        holder: NodeId,
         by: NodeId,
     },
 }

@@ -145,6 +145,7 @@ impl Client {
         let ns = socket.namespace().clone();
         // Kept before its rooms are left, so they include everything.
         self.persist(socket, reason);
+        socket.release_moved();
         ns.remove(socket);
         self.io.namespaces().remove_if_empty(&ns.name);
         self.io.socket_gone();
@@ -235,7 +236,13 @@ impl Client {
             .filter(|r| **r != record.sid)
             .cloned()
             .collect();
-        let channels = self.io.connect_channels(nsp, policy, &rooms);
+        let mut channels = self.io.connect_channels(nsp, policy, &rooms);
+        // Recovered away from the node its id names: emits to its id go to
+        // that node's channel, which this node then hears too.
+        let moved = crate::ids::node_of(&record.sid)
+            .filter(|origin| *origin != self.io.node_id())
+            .map(|origin| self.io.adapter().channels().node(origin));
+        channels.extend(moved.clone());
         let _held = self.io.adapter().hold(channels.clone());
         let confirmed = !self.io.adapter().is_connected()
             || self.io.adapter().subscribed(&channels).await.is_ok();
@@ -292,7 +299,12 @@ impl Client {
             .await;
         record.sid = sid;
         let socket = match (attached, restored) {
-            (Ok(()), Some(socket)) => socket,
+            (Ok(()), Some(socket)) => {
+                if let Some(channel) = moved {
+                    socket.hold_moved(self.io.adapter().hold(vec![channel]));
+                }
+                socket
+            }
             (Err(refusal), _) => {
                 put_back(record);
                 return Err(match refusal {

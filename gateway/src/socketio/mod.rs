@@ -314,7 +314,13 @@ impl SocketIo {
         report.nodes_reached += self
             .inner
             .adapter
-            .publish_broadcast(nsp, target.clone(), text.as_str(), &args.attachments)
+            .publish_broadcast(
+                nsp,
+                target.clone(),
+                text.as_str(),
+                &args.attachments,
+                &|id| self.socket(nsp, id).is_some(),
+            )
             .await?;
         Ok(report)
     }
@@ -353,6 +359,7 @@ impl SocketIo {
                 text.as_str(),
                 &args.attachments,
                 sent,
+                &|id| self.socket(nsp, id).is_some(),
             )?,
             _ => {
                 if let Some(sent) = sent {

@@ -131,6 +131,10 @@ pub struct Socket {
     /// Taken by a recovery elsewhere (its client came back before this
     /// node noticed it was gone): its end is not recorded.
     taken: AtomicBool,
+    /// Recovered on a node other than the one its id names: that node's
+    /// channel, held while the socket lives here, brings the emits to its
+    /// id (see `docs/architecture.md`).
+    moved: Mutex<Option<crate::cluster::Held>>,
     next_ack: AtomicU64,
     pub(crate) next_event: AtomicU64,
     acks: Mutex<Acks>,
@@ -168,6 +172,7 @@ impl Socket {
             connected_at: SystemTime::now(),
             connected: AtomicBool::new(true),
             taken: AtomicBool::new(false),
+            moved: Mutex::new(None),
             next_ack: AtomicU64::new(0),
             next_event: AtomicU64::new(0),
             acks: Mutex::new(Acks::default()),
@@ -214,6 +219,16 @@ impl Socket {
     /// The client (Engine.IO connection) the socket belongs to.
     pub(crate) fn client(&self) -> Option<Arc<Client>> {
         self.client.upgrade()
+    }
+
+    /// Keeps the channel of the node its id names while it lives here.
+    pub(crate) fn hold_moved(&self, held: crate::cluster::Held) {
+        *self.moved.lock() = Some(held);
+    }
+
+    /// Lets go of that channel (the socket left).
+    pub(crate) fn release_moved(&self) {
+        self.moved.lock().take();
     }
 
     /// Marks the socket taken by a recovery elsewhere (see `taken`).

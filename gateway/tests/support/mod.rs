@@ -12,6 +12,7 @@
 //!   connection until the node closes it;
 //! - [`redis`]: Redis servers of the test's own (single, Cluster,
 //!   Sentinel);
+//! - [`recovery`]: connection state recovery from a client's side;
 //! - [`metrics`]: a node's metrics, rendered or scraped;
 //! - [`wait`]: waits that end when their condition holds, failing at a
 //!   deadline (nothing here sleeps to make an assertion);
@@ -26,6 +27,7 @@ pub mod eio;
 pub mod metrics;
 pub mod node;
 pub mod raw;
+pub mod recovery;
 pub mod redis;
 pub mod scrape;
 pub mod sio;
