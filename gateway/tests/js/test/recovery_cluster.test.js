@@ -377,6 +377,20 @@ enabled = true
 max_disconnection_ms = 30000
 `;
 
+/** The warning and error lines of every node's log (the last few of each). */
+function nodeWarnings(cluster) {
+  return cluster.nodes
+    .map((n) => {
+      const lines = n
+        .logs()
+        .split("\n")
+        .filter((l) => /\b(WARN|ERROR)\b/.test(l))
+        .slice(-10);
+      return `${n.nodeId}:\n${lines.join("\n")}`;
+    })
+    .join("\n");
+}
+
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Counts of `times` (ms) per whole second since `start`. */
@@ -469,13 +483,13 @@ describe("rolling restart under load with recovery over Redis (official client)"
       });
       socket.on("disconnect", (reason) => {
         member.reasons.push(reason);
-        member.log.push(`disconnect(${reason})`);
+        member.log.push(`disconnect(${reason}, +${Date.now() - began} ms, ${phase ? `restart of ${phase.node}` : "no restart"})`);
         if (phase) phase.disconnects.push(Date.now());
         else stray += 1;
       });
       socket.on("connect", () => {
         if (member.id === null) return; // the first connection
-        member.log.push(`connect(recovered=${socket.recovered})`);
+        member.log.push(`connect(recovered=${socket.recovered}, ${socket.id}, +${Date.now() - began} ms)`);
         if (socket.recovered !== true || socket.id !== member.id) member.notRecovered += 1;
         if (phase) phase.reconnects.push(Date.now());
         else stray += 1;
@@ -491,6 +505,7 @@ describe("rolling restart under load with recovery over Redis (official client)"
       await Promise.all(batch);
     }
     const setUp = Date.now();
+    const publishingFrom = () => `publishing from +${setUp - began} ms`;
     const perNode = [...proxy.forwarded.values()];
     t.diagnostic(`${members.length} clients connected and joined in ${setUp - began} ms (proxy: ${perNode})`);
 
@@ -592,7 +607,12 @@ describe("rolling restart under load with recovery over Redis (official client)"
         }
       }
     }
-    assert.equal(wrong.length, 0, `${wrong.length} client/publisher pairs are wrong, e.g.:\n${wrong.slice(0, 10).join("\n")}`);
+    assert.equal(
+      wrong.length,
+      0,
+      `${wrong.length} client/publisher pairs are wrong (${publishingFrom()}), e.g.:\n${wrong.slice(0, 10).join("\n")}` +
+        `\nwarnings of the nodes:\n${nodeWarnings(cluster)}`,
+    );
 
     const notRecovered = members.filter((m) => m.notRecovered > 0);
     assert.equal(notRecovered.length, 0, `${notRecovered.length} reconnections were not recoveries`);
