@@ -253,17 +253,15 @@ export class Cluster {
     this.token = token;
     this.bin = bin;
     this.graceMs = graceMs;
-    // Short registry timings: a node killed without a goodbye is forgotten
-    // in a few seconds, and cluster-wide requests wait at most a second for
-    // the missing.
+    // The registry's default timings (a node is gone after 6 s of silence),
+    // tolerant of a loaded machine; cluster-wide requests wait at most 3 s
+    // for a node killed without a goodbye.
     this.configFor = (id) => `
 [cluster]
 node_id = "${id}"
 redis_url = "${redisUrl}"
 channel_prefix = "${channelPrefix}"
-heartbeat_interval_ms = 500
-node_timeout_ms = 2000
-request_timeout_ms = 1000
+request_timeout_ms = 3000
 
 [admin]
 listen = "127.0.0.1:0"

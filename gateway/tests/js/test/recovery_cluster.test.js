@@ -504,6 +504,11 @@ describe("rolling restart under load with recovery over Redis (official client)"
       for (let i = k; i < Math.min(k + ROLLING.connectBatch, ROLLING.clients); i++) batch.push(join(i));
       await Promise.all(batch);
     }
+    // One event for everyone first: a client recovers only with the offset
+    // of an event it received (without one it sends no offset).
+    const welcomed = members.map((m) => once(m.socket, "welcome", { timeoutMs: 10_000 }));
+    await originals[0].admin.emit({ namespace: "/" }, "welcome");
+    await Promise.all(welcomed);
     const setUp = Date.now();
     const publishingFrom = () => `publishing from +${setUp - began} ms`;
     const perNode = [...proxy.forwarded.values()];
