@@ -396,6 +396,15 @@ impl Node {
                 "sessions still open after the grace period"
             );
         }
+        // The sessions of the clients just closed are in the recovery
+        // store before the node goes (over Redis, their records are
+        // written by a queue).
+        if tokio::time::timeout_at(deadline, self.io.flush_recovery())
+            .await
+            .is_err()
+        {
+            tracing::warn!("recovery records still being written at the end of the grace period");
+        }
         self.tasks.close();
         if tokio::time::timeout_at(deadline, self.tasks.wait())
             .await

@@ -377,3 +377,87 @@ async fn events_appended_while_a_node_resubscribes_are_not_lost() {
     n1.stop().await;
     n2.stop().await;
 }
+
+/// A drained node records its clients' sessions as lost before it exits,
+/// and they recover on another node.
+#[tokio::test]
+async fn a_drained_nodes_clients_recover_elsewhere() {
+    if skip_without_redis() {
+        return;
+    }
+    let redis = Redis::start().await;
+    let (n1, n2) = (
+        node(&redis, 60_000, 10_000).await,
+        node(&redis, 60_000, 10_000).await,
+    );
+    until_clustered(&[&n1, &n2]).await;
+    let mut a = connect(&n1, "/").await;
+    a.join("r").await;
+    emit(&n2, "/", Target::room("r"), "e0", json!([])).await;
+    let (_, _, offset) = stored_event(&mut a).await;
+    let pid = a.pid.clone().unwrap();
+    n1.stop().await;
+    let record = redis.cli(&["HGET", "sio-gw:rec:{1:/}:sess", &pid]);
+    assert!(
+        record.contains("|d|"),
+        "recorded lost at the drain: {record}"
+    );
+    emit(&n2, "/", Target::room("r"), "m1", json!([1])).await;
+    let mut back = reconnect(&n2, "/", &pid, &offset).await;
+    assert_eq!(back.id, a.id);
+    assert_eq!(stored_event(&mut back).await.0, "m1");
+    assert!(n2.io.socket("/", &a.id).is_some_and(|s| s.in_room("r")));
+    n2.stop().await;
+}
+
+/// On Redis Cluster, a namespace's keys and log channel share one slot
+/// (one hash tag), so the scripts run there and publish with `SPUBLISH`.
+#[tokio::test]
+async fn recovers_over_redis_cluster() {
+    if skip_without_redis() {
+        return;
+    }
+    let cluster = support::redis::RedisCluster::start(3).await;
+    let start = || async {
+        let mut config = config(
+            r#"
+            [cluster]
+            heartbeat_interval_ms = 200
+            node_timeout_ms = 1000
+            [limits]
+            rate_limit_per_sec = 0
+            [[namespaces]]
+            name = "/"
+            join = ["*"]
+            [namespaces.recovery]
+            enabled = true
+            "#,
+        );
+        config.cluster.redis_url = Some(cluster.url());
+        TestNode::builder(config).start().await
+    };
+    let (n1, n2) = (start().await, start().await);
+    until_clustered(&[&n1, &n2]).await;
+    let mut a = connect(&n1, "/").await;
+    a.join("r").await;
+    for i in 0..10 {
+        let from = if i % 2 == 0 { &n1 } else { &n2 };
+        emit(from, "/", Target::room("r"), "seq", json!([i])).await;
+    }
+    let mut offset = String::new();
+    for i in 0..10 {
+        let (_, args, o) = stored_event(&mut a).await;
+        assert_eq!(args, [json!(i)]);
+        offset = o;
+    }
+    drop_transport(&n1, &a).await;
+    emit(&n1, "/", Target::room("r"), "m1", json!([])).await;
+    emit(&n2, "/", Target::socket(a.id.clone()), "m2", json!([])).await;
+    let mut back = reconnect(&n2, "/", a.pid.as_deref().unwrap(), &offset).await;
+    assert_eq!(back.id, a.id);
+    assert_eq!(stored_event(&mut back).await.0, "m1");
+    assert_eq!(stored_event(&mut back).await.0, "m2");
+    back.no_event(QUIET).await;
+    n1.stop().await;
+    n2.stop().await;
+}

@@ -281,6 +281,10 @@ pub(crate) trait RecoveryStore: Send + Sync + 'static {
         None
     }
 
+    /// Waits until every record change made before has reached the store
+    /// (or failed): a draining node calls it before it exits.
+    async fn flush(&self) {}
+
     fn stats(&self) -> StoreStats;
 }
 

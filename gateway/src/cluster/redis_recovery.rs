@@ -19,10 +19,13 @@
 //!   `holder|state|at_ms|json` (`c`: connected on node `holder`; `d`: lost
 //!   at `at_ms`). A record is changed only by its holder; taking it for
 //!   recovery makes the taker its holder.
-//! - `B:held:<node>`, a set: the pids a node holds connected;
-//!   `B:holders`, a hash: each holder's last keepalive. A holder not heard
-//!   from within the node timeout is dead: the next keepalive of any node
-//!   marks its sockets lost (at that moment), so that they expire.
+//! - `B:held:<holder>`, a set: the pids a holder holds connected;
+//!   `B:holders`, a hash: each holder's last keepalive. A holder is a node
+//!   id and a random incarnation (`abcdef.Xy12Zq`), so that a node
+//!   restarted under the same id does not hold its predecessor's sockets. A
+//!   holder not heard from within the node timeout is dead: the next
+//!   keepalive of any node marks its sockets lost (at that moment), so that
+//!   they expire.
 //! - `B:exp`, a sorted set: lost sessions by expiry time, swept at every
 //!   keepalive.
 //!
@@ -268,6 +271,10 @@ fn is_offset(s: &str) -> bool {
     s.len() <= 41 && stream_id(s).is_some()
 }
 
+/// The name of a call that runs no script: answered once every call
+/// queued before it was answered.
+const FLUSH: &str = "flush";
+
 /// Told a script call's result.
 type CallDone = Box<dyn FnOnce(Result<Value, BusError>) + Send>;
 
@@ -486,31 +493,42 @@ async fn send_calls(client: Client, scripts: Arc<Scripts>, mut calls: mpsc::Rece
     let mut batch = Vec::with_capacity(BATCH);
     while calls.recv_many(&mut batch, BATCH).await > 0 {
         let pipeline = Pipeline::from(client.with_options(&super::redis::one_attempt()));
-        // EVALSHA sha numkeys keys... args...: routed by its first key.
-        let commands: Vec<Vec<Value>> = batch
+        // EVALSHA sha numkeys keys... args..., routed to the slot of its
+        // keys (the client would hash its first string, the SHA). A flush
+        // marker is not sent: it is answered in its turn.
+        let commands: Vec<(CustomCommand, Vec<Value>)> = batch
             .iter()
+            .filter(|call| call.script != FLUSH)
             .map(|call| {
+                let slot = ClusterHash::from(call.keys.first().map_or("", String::as_str));
                 let mut args = Vec::with_capacity(2 + call.keys.len() + call.args.len());
                 args.push(Value::from(script(call.script).sha1().clone()));
                 args.push(Value::from(call.keys.len() as i64));
                 args.extend(call.keys.iter().map(|k| Value::from(k.as_str())));
                 args.extend(call.args.iter().cloned());
-                args
+                (CustomCommand::new_static("EVALSHA", slot, false), args)
             })
             .collect();
+        let sent = commands.len();
         let mut queued = Ok(());
-        for args in commands {
+        for (evalsha, args) in commands {
             if queued.is_ok() {
-                let evalsha = CustomCommand::new_static("EVALSHA", ClusterHash::Offset(2), false);
                 queued = pipeline.custom::<(), Value>(evalsha, args).await;
             }
         }
         let results: Vec<Result<Value, fred::error::Error>> = match queued {
+            _ if sent == 0 => Vec::new(),
             Ok(()) => pipeline.try_all::<Value>().await,
-            Err(e) => batch.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => (0..sent).map(|_| Err(e.clone())).collect(),
         };
         let mut results = results.into_iter();
         for call in batch.drain(..) {
+            if call.script == FLUSH {
+                if let Some(done) = call.done {
+                    done(Ok(Value::Null));
+                }
+                continue;
+            }
             let result = match results.next() {
                 Some(Err(e)) if e.details().starts_with("NOSCRIPT") => {
                     eval(&client, script(call.script), call.keys, call.args).await
@@ -837,6 +855,21 @@ impl RecoveryStore for RedisRecovery {
         let last = reply.as_string().as_deref().and_then(stream_id);
         let seen = self.delivery.lock().get(nsp).and_then(|d| d.last);
         Some(last.is_some() && last != seen)
+    }
+
+    async fn flush(&self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queued = self.queue.try_send(Call {
+            script: FLUSH,
+            keys: Vec::new(),
+            args: Vec::new(),
+            done: Some(Box::new(move |_| {
+                let _ = tx.send(());
+            })),
+        });
+        if queued.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     fn stats(&self) -> StoreStats {

@@ -418,6 +418,14 @@ impl SocketIo {
         self.inner.connections.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Waits until connection state recovery's store has every record
+    /// change made so far (a draining node's lost sessions, before exit).
+    pub(crate) async fn flush_recovery(&self) {
+        if let Some(store) = &self.inner.recovery {
+            store.flush().await;
+        }
+    }
+
     /// Drops this node's copy of socket `sid` of `nsp`, recovered elsewhere
     /// (or by another connection here): its client came back before this
     /// node noticed it was gone. No session is kept for it.
