@@ -211,6 +211,11 @@ export class AdminClient {
     return this.call("FetchSockets", { target });
   }
 
+  /** The rooms of `namespace` with their member counts, cluster-wide. */
+  listRooms(namespace = "/") {
+    return this.call("ListRooms", { namespace, include_socket_rooms: false });
+  }
+
   clusterInfo() {
     return this.call("ClusterInfo", {});
   }

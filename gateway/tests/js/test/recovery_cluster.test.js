@@ -599,6 +599,15 @@ describe("rolling restart under load with recovery over Redis (official client)"
       );
     }
 
+    // The cluster agrees: every room still has all its members, on the
+    // replacement nodes.
+    const listed = await cluster.live[0].admin.listRooms("/");
+    assert.deepEqual(
+      listed.rooms.map((r) => [r.name, r.members]),
+      [...rooms].sort().map((r) => [r, ROLLING.clients / ROLLING.rooms]),
+      `rooms listed by the replacements (missing nodes: ${listed.missing_node_ids})`,
+    );
+
     assert.deepEqual(failures, [], "every emit was accepted");
     const wrong = [];
     for (const m of members) {
