@@ -12,7 +12,9 @@
 # by `timeout`.
 #
 # After each gateway run the nodes' /metrics (ops listener on a free port)
-# are saved under logs/ and the notes give WebSocket packets per write.
+# are saved under logs/ and the notes give WebSocket packets per write. The
+# notes also give Redis's CPU time during each run (the servers' CPU in the
+# table is the two nodes' only).
 #
 # Environment (defaults in brackets):
 #   SYSTEMS [node socketioxide gateway]   RUNS [A B idle churn]
@@ -237,6 +239,10 @@ cleanup_nodes() {
   PIDS=("$REDIS_PID")
 }
 
+# Redis's CPU time so far (user + system), in clock ticks.
+redis_ticks() { awk '{ print $14 + $15 }' "/proc/$REDIS_PID/stat"; }
+TICKS_PER_S="$(getconf CLK_TCK)"
+
 # The gateway nodes' /metrics after a run (packets sent per write shows how
 # much the writer shards coalesced): logs/gateway-<run>-metrics-<n>.txt and a
 # line in the notes.
@@ -279,6 +285,7 @@ for system in $SYSTEMS; do
       continue
     fi
     common=(--nodes "$nodes" --server-pids "$pids")
+    redis_before="$(redis_ticks)"
     case "$run" in
       A) loadtest "$system" A $((DURATION + RUN_SLACK)) fanout "${common[@]}" \
            --subscribers "$A_SUBS" --rooms "$A_ROOMS" --rate "$A_RATE" --duration "$DURATION" \
@@ -292,6 +299,7 @@ for system in $SYSTEMS; do
            --rate "$CHURN_RATE" --duration "$CHURN_DURATION" ;;
       *) echo "compare: unknown run $run" >&2; exit 2 ;;
     esac
+    note "$system $run: Redis CPU $(awk -v t="$(($(redis_ticks) - redis_before))" -v hz="$TICKS_PER_S" 'BEGIN { printf "%.2f", t / hz }') s during the run (setup included)"
     [[ "$system" == gateway ]] && scrape_gateway "$run"
     stop_pair
   done

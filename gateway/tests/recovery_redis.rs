@@ -289,6 +289,9 @@ async fn what_recovery_keeps_in_redis_stays_bounded() {
     for _ in 0..300 {
         keep.event().await;
     }
+    // Each stored emit is one publish, its entry coming back one receive.
+    assert!(n1.metric("gateway_redis_publishes_total", &[]) >= 300.0);
+    assert!(n1.metric("gateway_redis_receives_total", &[]) >= 300.0);
     let log = "sio-gw:rec:{1:/}:log";
     assert_eq!(number(&redis, &["XLEN", log]), 50);
     // It expires whole when nothing is appended for the window.

@@ -28,7 +28,7 @@ use crate::config::{Config, ConfigError};
 use crate::engine::{Connection, EngineHandler, Frame, Session};
 use crate::ids::NodeId;
 use crate::reason::DisconnectReason;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, RedisOp};
 use hooks::Hooks;
 use namespace::ChannelWatch;
 pub(crate) use namespace::{Namespaces, Policy};
@@ -212,7 +212,27 @@ impl SocketIo {
             text,
             attachments: args.attachments.clone(),
         };
+        // Over Redis an append is a publish: counted as one.
+        let remote = self.inner.adapter.bus().is_remote();
+        let done = match remote {
+            true => {
+                let metrics = self.inner.metrics.clone();
+                Some(Box::new(move |result: Result<Appended, BusError>| {
+                    match &result {
+                        Ok(_) => metrics.redis_published(),
+                        Err(_) => metrics.redis_error(RedisOp::Publish),
+                    }
+                    if let Some(done) = done {
+                        done(result);
+                    }
+                }) as AppendDone)
+            }
+            false => done,
+        };
         let appended = store.append(self.inner.node_id, nsp, packet, limits, done);
+        if remote && appended.is_err() {
+            self.inner.metrics.redis_error(RedisOp::Publish);
+        }
         self.note_recovery_store();
         appended
     }
@@ -516,6 +536,7 @@ impl Deliver for SocketIo {
     }
 
     fn logged(&self, payload: &[u8]) {
+        self.inner.metrics.redis_received(None);
         if let Some(store) = &self.inner.recovery {
             store.received(payload);
         }
