@@ -483,7 +483,8 @@ describe("rolling restart under load with recovery over Redis (official client)"
       });
       socket.on("disconnect", (reason) => {
         member.reasons.push(reason);
-        member.log.push(`disconnect(${reason}, +${Date.now() - began} ms, ${phase ? `restart of ${phase.node}` : "no restart"})`);
+        const during = phase ? `restart of ${phase.node}` : "no restart";
+        member.log.push(`disconnect(${reason}, +${Date.now() - began} ms, ${during})`);
         if (phase) phase.disconnects.push(Date.now());
         else stray += 1;
       });
@@ -558,7 +559,9 @@ describe("rolling restart under load with recovery over Redis (official client)"
         phase.exited = Date.now();
         assert.equal(status.code, 0, `node ${old.nodeId} drained and exited: ${JSON.stringify(status)}`);
         const current = phase;
-        await until(() => current.reconnects.length >= current.disconnects.length && members.every((m) => m.socket.connected), {
+        const allBack = () =>
+          current.reconnects.length >= current.disconnects.length && members.every((m) => m.socket.connected);
+        await until(allBack, {
           timeoutMs: 20_000,
           intervalMs: 50,
           what: () =>
