@@ -55,6 +55,15 @@ async fn node(redis: &Redis, window_ms: u64, max_packets: usize) -> TestNode {
     TestNode::builder(config).start().await
 }
 
+/// A Redis of the test's own and two nodes on it (see [`node`]), clustered.
+async fn pair(window_ms: u64, max_packets: usize) -> (Redis, TestNode, TestNode) {
+    let redis = Redis::start().await;
+    let n1 = node(&redis, window_ms, max_packets).await;
+    let n2 = node(&redis, window_ms, max_packets).await;
+    until_clustered(&[&n1, &n2]).await;
+    (redis, n1, n2)
+}
+
 /// `redis-cli` answers as a number.
 fn number(redis: &Redis, args: &[&str]) -> i64 {
     let out = redis.cli(args);
@@ -181,12 +190,7 @@ async fn a_socket_still_held_by_its_node_is_taken_over() {
     if skip_without_redis() {
         return;
     }
-    let redis = Redis::start().await;
-    let (n1, n2) = (
-        node(&redis, 60_000, 10_000).await,
-        node(&redis, 60_000, 10_000).await,
-    );
-    until_clustered(&[&n1, &n2]).await;
+    let (redis, n1, n2) = pair(60_000, 10_000).await;
     let mut a = connect(&n1, "/").await;
     a.join("r").await;
     emit(&n2, "/", Target::room("r"), "e0", json!([])).await;
@@ -354,12 +358,7 @@ async fn events_appended_while_a_node_resubscribes_are_not_lost() {
     if skip_without_redis() {
         return;
     }
-    let redis = Redis::start().await;
-    let (n1, n2) = (
-        node(&redis, 60_000, 10_000).await,
-        node(&redis, 60_000, 10_000).await,
-    );
-    until_clustered(&[&n1, &n2]).await;
+    let (redis, n1, n2) = pair(60_000, 10_000).await;
     let mut a = connect(&n1, "/").await;
     let pid = a.pid.clone().unwrap();
     emit(&n2, "/", Target::default(), "e", json!([0])).await;
@@ -401,12 +400,7 @@ async fn a_drained_nodes_clients_recover_elsewhere() {
     if skip_without_redis() {
         return;
     }
-    let redis = Redis::start().await;
-    let (n1, n2) = (
-        node(&redis, 60_000, 10_000).await,
-        node(&redis, 60_000, 10_000).await,
-    );
-    until_clustered(&[&n1, &n2]).await;
+    let (redis, n1, n2) = pair(60_000, 10_000).await;
     let mut a = connect(&n1, "/").await;
     a.join("r").await;
     emit(&n2, "/", Target::room("r"), "e0", json!([])).await;
@@ -487,12 +481,7 @@ async fn recoveries_under_steady_emits_deliver_each_event_once() {
     if skip_without_redis() {
         return;
     }
-    let redis = Redis::start().await;
-    let (n1, n2) = (
-        node(&redis, 60_000, 100_000).await,
-        node(&redis, 60_000, 100_000).await,
-    );
-    until_clustered(&[&n1, &n2]).await;
+    let (_redis, n1, n2) = pair(60_000, 100_000).await;
     const CLIENTS: usize = 60;
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
