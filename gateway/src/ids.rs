@@ -86,17 +86,19 @@ impl PartialEq<str> for NodeId {
     }
 }
 
-/// A fresh Engine.IO session id.
-pub(crate) fn new_session_id() -> String {
+/// A fresh Engine.IO session id of a session on node `node`: like a socket
+/// id, it starts with its node's id (then 84 random bits), so that any node
+/// can tell which node owns a session ([`node_of`]).
+pub(crate) fn new_session_id(node: NodeId) -> String {
+    new_socket_id(node)
+}
+
+/// A fresh private session id (`pid`) of connection state recovery: random
+/// (120 bits), and never shown to anyone but its client.
+pub(crate) fn new_pid() -> String {
     let mut s = String::with_capacity(ID_LEN);
     random_chars(&mut s, ID_LEN);
     s
-}
-
-/// A fresh private session id (`pid`) of connection state recovery: random,
-/// like a session id, and never shown to anyone but its client.
-pub(crate) fn new_pid() -> String {
-    new_session_id()
 }
 
 /// A fresh socket id naming `node` as its holder.
@@ -113,7 +115,8 @@ pub(crate) fn is_socket_id_shape(s: &str) -> bool {
     s.len() == ID_LEN && s.bytes().all(|b| ALPHABET.contains(&b))
 }
 
-/// The node that holds `socket_id`, when the id has the gateway's shape.
+/// The node that holds `socket_id` (or owns an Engine.IO session id), when
+/// the id has the gateway's shape.
 pub(crate) fn node_of(socket_id: &str) -> Option<NodeId> {
     if !is_socket_id_shape(socket_id) {
         return None;

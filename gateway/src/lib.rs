@@ -256,6 +256,7 @@ impl Node {
             .any(|p| io.hooks().handles_connect(&p.name));
         let engine = Arc::new(Engine::new(
             config.clone(),
+            io.node_id(),
             Arc::new(io.clone()),
             keep_headers,
             metrics.clone(),

@@ -79,7 +79,23 @@ async fn polling_handshake_opens_a_session() {
     assert!(body.starts_with('0'), "{body:?}");
     let open = parse_open(&body);
     assert_open_packet(&open, &["websocket"]);
-    assert!(node.engine.get(open["sid"].as_str().unwrap()).is_some());
+    let sid = open["sid"].as_str().unwrap();
+    assert!(node.engine.get(sid).is_some());
+    // The session id names the node that owns it, as socket ids do (so
+    // that any node can tell where a session lives), then random.
+    assert_eq!(sid.len(), 20);
+    assert!(sid.starts_with(&node.node_id()), "{sid}");
+    let again = parse_open(
+        &http
+            .get(node.url("EIO=4&transport=polling"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_ne!(again["sid"], open["sid"]);
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@ pub(crate) mod queue;
 pub(crate) mod session;
 pub(crate) mod websocket;
 
+use crate::ids::NodeId;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -160,6 +161,9 @@ pub struct Engine {
     pub(crate) metrics: Arc<crate::telemetry::Metrics>,
     /// The WebSocket writer tasks.
     pub(crate) flusher: flusher::Flusher,
+    /// The node serving the sessions: every session id starts with it, so
+    /// that any node can tell which one owns a session.
+    node_id: NodeId,
 }
 
 impl Drop for Engine {
@@ -171,6 +175,7 @@ impl Drop for Engine {
 impl Engine {
     pub(crate) fn new(
         config: Arc<Config>,
+        node_id: NodeId,
         handler: Arc<dyn EngineHandler>,
         keep_headers: bool,
         metrics: Arc<crate::telemetry::Metrics>,
@@ -190,6 +195,7 @@ impl Engine {
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
                 coalesce,
             ),
+            node_id,
         }
     }
 
@@ -236,7 +242,7 @@ impl Engine {
             return Err(EngineError::AtCapacity);
         }
         let session = Arc::new(Session::new(
-            crate::ids::new_session_id(),
+            crate::ids::new_session_id(self.node_id),
             transport,
             info,
             queue::QueueLimits {
