@@ -308,6 +308,21 @@ pub struct ClusterConfig {
     pub node_timeout_ms: u64,
     /// Longest wait for the answers of a cluster-wide request, ms. Default 5000.
     pub request_timeout_ms: u64,
+    /// Address of the internal listener on which this node serves the
+    /// long-polling requests other nodes forward to it (a request for a
+    /// session owned by another node is forwarded there, so no sticky
+    /// sessions are needed). Default none: a request for another node's
+    /// session gets `Session ID unknown`. Needs `cluster.secret` and
+    /// `cluster.redis_url`; keep it unreachable from clients.
+    pub internal_listen: Option<SocketAddr>,
+    /// The `host:port` other nodes reach the internal listener at (the
+    /// pod's IP and the internal port). Default: the internal listener's
+    /// address, when it is not a wildcard one.
+    pub internal_advertise: Option<String>,
+    /// The secret every node of the cluster shares, which forwarded requests
+    /// carry (at least 16 characters). Set it from a Secret
+    /// (`GATEWAY_CLUSTER__SECRET`), not in the file.
+    pub secret: Option<String>,
 }
 
 impl Default for ClusterConfig {
@@ -319,6 +334,9 @@ impl Default for ClusterConfig {
             heartbeat_interval_ms: 2_000,
             node_timeout_ms: 6_000,
             request_timeout_ms: 5_000,
+            internal_listen: None,
+            internal_advertise: None,
+            secret: None,
         }
     }
 }
@@ -1143,6 +1161,30 @@ impl Config {
                     format!("{url:?} must start with one of {known:?}"),
                 ));
             }
+        }
+        if c.internal_listen.is_some() {
+            if c.secret.as_ref().is_none_or(|s| s.len() < 16) {
+                return Err(invalid(
+                    "cluster.secret",
+                    "must be set (at least 16 characters) with cluster.internal_listen",
+                ));
+            }
+            if c.redis_url.is_none() {
+                return Err(invalid(
+                    "cluster.internal_listen",
+                    "forwarding needs other nodes: set cluster.redis_url",
+                ));
+            }
+        }
+        if let Some(addr) = &c.internal_advertise
+            && addr
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(invalid(
+                "cluster.internal_advertise",
+                format!("{addr:?} must be host:port"),
+            ));
         }
         self.validate_operations()?;
         let mut seen = std::collections::HashSet::new();

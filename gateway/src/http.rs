@@ -1,9 +1,15 @@
 //! The client-facing HTTP endpoint: routes Engine.IO requests to the polling
 //! or WebSocket transport, answers CORS preflights and turns
 //! [`EngineError`]s into the documented `{"code":N,"message":...}` answers.
+//!
+//! A long-polling request for a session another node owns (the session id
+//! names its node) is forwarded to that node's internal listener, which
+//! serves the same endpoint to requests carrying the cluster's secret: no
+//! sticky sessions are needed for polling (see `docs/architecture.md`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -18,15 +24,142 @@ use crate::protocol::engineio::Transport;
 use crate::reason::DisconnectReason;
 use crate::telemetry::HttpPhase;
 
-/// The router serving `config.server.path`.
-pub(crate) fn router(engine: Arc<Engine>) -> Router {
-    let path = engine.config().server.path.clone();
+/// The header a forwarded request carries: the cluster's secret.
+const FORWARDED: &str = "x-gateway-forwarded";
+/// The header a forwarded request carries: the client's address.
+const CLIENT: &str = "x-gateway-client";
+
+/// What the endpoint serves with.
+#[derive(Clone)]
+struct Http {
+    engine: Arc<Engine>,
+    /// Forwards requests for other nodes' sessions (the client listener,
+    /// when the cluster has a secret).
+    forward: Option<Arc<Forwarder>>,
+    /// Serves forwarded requests only: the internal listener, whose
+    /// requests must carry this secret.
+    internal: Option<Arc<str>>,
+}
+
+/// The router serving `config.server.path` to clients.
+pub(crate) fn router(engine: Arc<Engine>, forward: Option<Arc<Forwarder>>) -> Router {
+    routes(Http {
+        engine,
+        forward,
+        internal: None,
+    })
+}
+
+/// The router of the internal listener: the same endpoint, for requests
+/// other nodes forward with the cluster's `secret`; others are refused.
+pub(crate) fn internal_router(engine: Arc<Engine>, secret: &str) -> Router {
+    routes(Http {
+        engine,
+        forward: None,
+        internal: Some(secret.into()),
+    })
+}
+
+fn routes(state: Http) -> Router {
+    let path = state.engine.config().server.path.clone();
     let trimmed = path.trim_end_matches('/').to_owned();
     let mut router = Router::new().route(&path, axum::routing::any(endpoint));
     if !trimmed.is_empty() && trimmed != path {
         router = router.route(&trimmed, axum::routing::any(endpoint));
     }
-    router.with_state(engine)
+    router.with_state(state)
+}
+
+/// Forwards long-polling requests to the node owning their session.
+pub(crate) struct Forwarder {
+    adapter: Arc<crate::cluster::adapter::Adapter>,
+    client: reqwest::Client,
+    secret: String,
+    metrics: Arc<crate::telemetry::Metrics>,
+}
+
+impl Forwarder {
+    pub(crate) fn new(
+        adapter: Arc<crate::cluster::adapter::Adapter>,
+        secret: String,
+        metrics: Arc<crate::telemetry::Metrics>,
+    ) -> Self {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_idle_timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap_or_default();
+        Self {
+            adapter,
+            client,
+            secret,
+            metrics,
+        }
+    }
+
+    /// Sends the request to `addr` and relays the answer (status, content
+    /// type and body). When the owner cannot be reached, the client gets
+    /// what a missing session gets, and reconnects.
+    async fn forward(
+        &self,
+        engine: &Engine,
+        addr: &str,
+        remote: SocketAddr,
+        parts: &axum::http::request::Parts,
+        body: bytes::Bytes,
+    ) -> Response {
+        let started = std::time::Instant::now();
+        let server = &engine.config().server;
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut request = self
+            .client
+            .request(parts.method.clone(), format!("http://{addr}{path}"))
+            .header(FORWARDED, &self.secret)
+            .header(CLIENT, remote.to_string())
+            // A poll waits at most a ping interval; the rest is slack.
+            .timeout(server.ping_interval() + server.ping_timeout() + Duration::from_secs(5))
+            .body(body.clone());
+        if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
+            request = request.header(header::CONTENT_TYPE, ct.clone());
+        }
+        let answer = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+            let bytes = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, content_type, bytes))
+        }
+        .await;
+        let latency = started.elapsed();
+        match answer {
+            Ok((status, content_type, bytes)) => {
+                self.metrics
+                    .forwarded(true, body.len() as u64 + bytes.len() as u64, latency);
+                let mut response = (status, bytes).into_response();
+                if let Some(ct) = content_type {
+                    response.headers_mut().insert(header::CONTENT_TYPE, ct);
+                }
+                response
+            }
+            Err(e) => {
+                self.metrics.forwarded(false, 0, latency);
+                tracing::debug!(addr, error = %e, "forwarded request failed");
+                error(EngineError::UnknownSid)
+            }
+        }
+    }
+}
+
+/// Whether `given` is `secret`, compared in time independent of where
+/// they differ.
+fn same_secret(given: &[u8], secret: &[u8]) -> bool {
+    given.len() == secret.len()
+        && given
+            .iter()
+            .zip(secret)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 #[derive(Deserialize, Default)]
@@ -38,23 +171,44 @@ struct EngineQuery {
 }
 
 async fn endpoint(
-    State(engine): State<Arc<Engine>>,
+    State(http): State<Http>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
     let (mut parts, body) = request.into_parts();
-    let cors = cors_headers(&engine, &parts.headers);
-    let mut response = route(&engine, remote, &mut parts, body).await;
+    let mut remote = remote;
+    if let Some(secret) = &http.internal {
+        // The internal listener: forwarded requests from other nodes only.
+        let given = parts.headers.get(FORWARDED).map(|v| v.as_bytes());
+        if !given.is_some_and(|g| same_secret(g, secret.as_bytes())) {
+            return (
+                StatusCode::FORBIDDEN,
+                "not a forwarded request of this cluster",
+            )
+                .into_response();
+        }
+        if let Some(client) = parts
+            .headers
+            .get(CLIENT)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+        {
+            remote = client;
+        }
+        return route(&http, remote, &mut parts, body).await;
+    }
+    let cors = cors_headers(&http.engine, &parts.headers);
+    let mut response = route(&http, remote, &mut parts, body).await;
     response.headers_mut().extend(cors);
     response
 }
 
 async fn route(
-    engine: &Arc<Engine>,
+    http: &Http,
     remote: SocketAddr,
     parts: &mut axum::http::request::Parts,
     body: Body,
 ) -> Response {
+    let engine = &http.engine;
     if parts.method == Method::OPTIONS {
         return StatusCode::NO_CONTENT.into_response();
     }
@@ -139,7 +293,37 @@ async fn route(
         }
         (Transport::Polling, Some(sid)) => {
             let Some(session) = engine.get(&sid) else {
-                return error(EngineError::UnknownSid);
+                // Another node's session: forwarded to it when it can be.
+                let target = http
+                    .forward
+                    .as_ref()
+                    .and_then(|f| Some((f, f.adapter.forward_target(&sid)?)));
+                let Some((forwarder, (_, addr))) = target else {
+                    return error(EngineError::UnknownSid);
+                };
+                let bytes = if parts.method == Method::POST {
+                    let server = &engine.config().server;
+                    match read_body(
+                        body,
+                        server.max_payload as usize,
+                        server.request_body_timeout(),
+                    )
+                    .await
+                    {
+                        Ok(b) => b,
+                        Err(BodyError::TooLarge) => {
+                            return closing(error(EngineError::PayloadTooLarge));
+                        }
+                        Err(BodyError::Stalled) => {
+                            engine.metrics.http_timeout(HttpPhase::RequestBody);
+                            return closing(error(EngineError::RequestTimeout));
+                        }
+                        Err(BodyError::Failed) => return closing(error(EngineError::BadRequest)),
+                    }
+                } else {
+                    bytes::Bytes::new()
+                };
+                return forwarder.forward(engine, &addr, remote, parts, bytes).await;
             };
             if parts.method == Method::GET {
                 match polling::get(engine, session).await {

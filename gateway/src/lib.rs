@@ -95,6 +95,9 @@ pub struct Listeners {
     pub ops: Option<TcpListener>,
     /// The admin gRPC API, if served.
     pub admin: Option<TcpListener>,
+    /// The internal listener serving the long-polling requests other nodes
+    /// forward (`cluster.internal_listen`), if any.
+    pub internal: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -104,7 +107,16 @@ impl Listeners {
             client,
             ops: None,
             admin: None,
+            internal: None,
         }
+    }
+
+    /// Also serves forwarded requests on `internal` (it needs
+    /// `cluster.secret`; other nodes reach it at `cluster.internal_advertise`,
+    /// or at its address when that is not a wildcard one).
+    pub fn with_internal(mut self, internal: TcpListener) -> Self {
+        self.internal = Some(internal);
+        self
     }
 
     /// Also serves the admin API on `admin`.
@@ -336,8 +348,48 @@ impl Node {
             ops_stop.clone(),
         ));
 
-        let app = http::router(self.engine.clone());
+        // Requests for another node's session are forwarded to it when the
+        // cluster has a secret (and that node an internal listener).
+        let forwarder = match (
+            &self.config.cluster.secret,
+            self.io.adapter().bus().is_remote(),
+        ) {
+            (Some(secret), true) => Some(Arc::new(http::Forwarder::new(
+                self.io.adapter().clone(),
+                secret.clone(),
+                self.metrics.clone(),
+            ))),
+            _ => None,
+        };
+        let app = http::router(self.engine.clone(), forwarder);
         let stop = CancellationToken::new();
+        if let (Some(listener), Some(secret)) = (listeners.internal, &self.config.cluster.secret) {
+            let advertise = match &self.config.cluster.internal_advertise {
+                Some(addr) => Some(addr.clone()),
+                None => listener
+                    .local_addr()
+                    .ok()
+                    .filter(|a| !a.ip().is_unspecified())
+                    .map(|a| a.to_string()),
+            };
+            match advertise {
+                Some(addr) => self.io.adapter().set_internal(addr),
+                None => tracing::warn!(
+                    "the internal listener has a wildcard address and cluster.internal_advertise \
+                     is not set: other nodes cannot forward requests here"
+                ),
+            }
+            let internal_app = http::internal_router(self.engine.clone(), secret);
+            let internal_connections =
+                accept::ConnCount::new(self.config.limits.tcp_connections(), self.metrics.clone());
+            tokio::spawn(accept::serve(
+                listener,
+                internal_app,
+                self.config.server.request_head_timeout(),
+                internal_connections,
+                stop.clone(),
+            ));
+        }
         let tcp_connections =
             accept::ConnCount::new(self.config.limits.tcp_connections(), self.metrics.clone());
         let mut server = tokio::spawn(accept::serve(

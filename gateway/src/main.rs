@@ -161,6 +161,13 @@ async fn main() -> anyhow::Result<()> {
     );
     announce(format!("gateway admin listening on {admin_addr}\n")).await?;
     let mut listeners = gateway::Listeners::new(client).with_admin(admin);
+    if let Some(addr) = config.cluster.internal_listen {
+        let internal = bind(addr, "internal").await?;
+        let addr = internal.local_addr()?;
+        tracing::info!(%addr, "internal listener (forwarded requests) listening");
+        announce(format!("gateway internal listening on {addr}\n")).await?;
+        listeners = listeners.with_internal(internal);
+    }
     if let Some(ops) = ops {
         let addr = ops.local_addr()?;
         tracing::info!(%addr, "operations port listening");

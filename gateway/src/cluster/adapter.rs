@@ -65,6 +65,8 @@ pub struct Adapter {
     /// The node's in-flight work (answers to other nodes' requests), which
     /// a drain waits for.
     tasks: TaskTracker,
+    /// Where this node serves forwarded requests, when it does.
+    internal: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for Adapter {
@@ -109,6 +111,7 @@ impl Adapter {
             started_at_ms: now_ms(),
             publish_errors: AtomicU64::new(0),
             tasks,
+            internal: std::sync::OnceLock::new(),
         }
     }
 
@@ -472,11 +475,33 @@ impl Adapter {
             Ok(bytes) => self.bus.publish(&self.channels.heartbeats(), bytes).await,
             Err(e) => Err(e),
         };
+        if let Some(addr) = self.internal.get() {
+            let msg = BusMessage::Internal {
+                node_id: self.node_id,
+                addr: addr.clone(),
+            };
+            if let Ok(bytes) = msg.encode() {
+                let _ = self.bus.publish(&self.channels.heartbeats(), bytes).await;
+            }
+        }
         if published.is_err()
             && let Some(m) = &self.metrics
         {
             m.redis_error(RedisOp::Heartbeat);
         }
+    }
+
+    /// This node serves forwarded requests at `addr` (its internal
+    /// listener): announced with every heartbeat from now on.
+    pub(crate) fn set_internal(&self, addr: String) {
+        let _ = self.internal.set(addr);
+    }
+
+    /// Where to forward a request for Engine.IO session `sid`: its owning
+    /// node's internal listener, when that is another live node with one.
+    pub(crate) fn forward_target(&self, sid: &str) -> Option<(NodeId, String)> {
+        let owner = crate::ids::node_of(sid).filter(|n| *n != self.node_id)?;
+        Some((owner, self.registry.internal(owner)?))
     }
 
     /// Tells node `holder` that socket `sid` of `nsp` was recovered here.
@@ -748,6 +773,11 @@ async fn handle(adapter: &Arc<Adapter>, node: &Arc<dyn Deliver>, msg: BusMessage
             }
         }
         BusMessage::Goodbye { node_id } => adapter.registry.forget(node_id),
+        BusMessage::Internal { node_id, addr } => {
+            if node_id != adapter.node_id {
+                adapter.registry.set_internal(node_id, addr);
+            }
+        }
         BusMessage::Taken {
             nsp,
             sid,

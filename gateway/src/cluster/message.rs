@@ -20,6 +20,12 @@ pub(crate) enum BusMessage {
     Goodbye {
         node_id: NodeId,
     },
+    /// Where node `node_id` serves the requests other nodes forward to it
+    /// (its internal listener), sent with each heartbeat when it has one.
+    Internal {
+        node_id: NodeId,
+        addr: String,
+    },
     /// Sent to a node's channel: socket `sid` of `nsp`, which node
     /// `holder` still holds as connected, was recovered by node `by` (its
     /// client came back there): `holder` drops its copy without keeping a

@@ -25,6 +25,8 @@ pub struct NodeInfo {
 pub(crate) struct Registry {
     timeout: Duration,
     nodes: Mutex<HashMap<NodeId, (NodeInfo, Instant)>>,
+    /// Internal listeners' addresses, of the nodes that have one.
+    internal: Mutex<HashMap<NodeId, String>>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -39,6 +41,7 @@ impl Registry {
         Self {
             timeout,
             nodes: Mutex::new(HashMap::new()),
+            internal: Mutex::new(HashMap::new()),
         }
     }
 
@@ -60,6 +63,25 @@ impl Registry {
 
     pub(crate) fn forget(&self, node_id: NodeId) {
         self.nodes.lock().remove(&node_id);
+        self.internal.lock().remove(&node_id);
+    }
+
+    /// Records where `node_id` serves forwarded requests.
+    pub(crate) fn set_internal(&self, node_id: NodeId, addr: String) {
+        let mut internal = self.internal.lock();
+        if internal.get(&node_id) != Some(&addr) {
+            // One address per node: a bounded map (the registry's nodes).
+            internal.insert(node_id, addr);
+        }
+    }
+
+    /// Where a live `node_id` serves forwarded requests, if it does.
+    pub(crate) fn internal(&self, node_id: NodeId) -> Option<String> {
+        if !self.is_alive(node_id) {
+            self.internal.lock().remove(&node_id);
+            return None;
+        }
+        self.internal.lock().get(&node_id).cloned()
     }
 
     /// Live peers (this node excluded), dropping the expired ones.

@@ -70,6 +70,9 @@ pub mod names {
     pub const RECOVERY_SESSIONS: &str = "gateway_recovery_sessions";
     pub const RECOVERY_PACKETS: &str = "gateway_recovery_packets";
     pub const RECOVERY_BYTES: &str = "gateway_recovery_bytes";
+    pub const FORWARDED: &str = "gateway_forwarded_requests_total";
+    pub const FORWARDED_BYTES: &str = "gateway_forwarded_bytes_total";
+    pub const FORWARD_DURATION: &str = "gateway_forward_duration_seconds";
 }
 
 /// Buckets of `gateway_broadcast_fanout` (recipients of one broadcast).
@@ -338,7 +341,7 @@ impl HookResult {
 
 pub(super) fn describe(r: &PrometheusRecorder) {
     use names::*;
-    let help: [(&'static str, &'static str); 39] = [
+    let help: [(&'static str, &'static str); 42] = [
         (BUILD_INFO, "Build of this node; always 1"),
         (ENGINE_CONNECTIONS, "Open Engine.IO connections"),
         (SOCKETS, "Connected Socket.IO sockets"),
@@ -410,7 +413,7 @@ pub(super) fn describe(r: &PrometheusRecorder) {
         ),
         (
             RECOVERY_SESSIONS,
-            "Disconnected sessions kept for connection state recovery",
+            "Sessions kept for connection state recovery (over Redis: records of every socket of the recovering namespaces)",
         ),
         (
             RECOVERY_PACKETS,
@@ -419,6 +422,18 @@ pub(super) fn describe(r: &PrometheusRecorder) {
         (
             RECOVERY_BYTES,
             "Bytes of events kept in the connection state recovery logs",
+        ),
+        (
+            FORWARDED,
+            "Long-polling requests forwarded to the node owning their session, by result",
+        ),
+        (
+            FORWARDED_BYTES,
+            "Bytes of forwarded requests and their answers",
+        ),
+        (
+            FORWARD_DURATION,
+            "Time from forwarding a request to having the owner's answer",
         ),
     ];
     for (name, text) in help {

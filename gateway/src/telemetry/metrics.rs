@@ -235,6 +235,10 @@ pub struct Metrics {
     http_timeouts: [Counter; HttpPhase::ALL.len()],
     /// `[sessions, packets, bytes]` of the recovery store.
     recovery_store: [Gauge; 3],
+    /// Forwarded requests `[ok, error]`, their bytes, their latency.
+    forwarded: [Counter; 2],
+    forwarded_bytes: Counter,
+    forward_duration: Histogram,
     namespaces: RwLock<HashMap<Box<str>, Arc<NamespaceMetrics>>>,
     unknown_namespace: Arc<NamespaceMetrics>,
 }
@@ -255,6 +259,7 @@ impl Metrics {
             (names::REDIS_PUBSUB_LAG, LAG_BUCKETS),
             (names::ADMIN_DURATION, CALL_BUCKETS),
             (names::HOOK_DURATION, CALL_BUCKETS),
+            (names::FORWARD_DURATION, CALL_BUCKETS),
         ] {
             builder = builder
                 .set_buckets_for_metric(Matcher::Full(name.to_owned()), buckets)
@@ -334,6 +339,10 @@ impl Metrics {
                 names::RECOVERY_BYTES,
             ]
             .map(|name| r.gauge(name, vec![])),
+            forwarded: ["ok", "error"]
+                .map(|result| r.counter(names::FORWARDED, vec![("result", label(result))])),
+            forwarded_bytes: r.counter(names::FORWARDED_BYTES, vec![]),
+            forward_duration: r.histogram(names::FORWARD_DURATION, vec![]),
             namespaces: RwLock::new(by_name),
             unknown_namespace,
             handle,
@@ -595,6 +604,14 @@ impl Metrics {
     /// An HTTP connection was closed for a request not sent in time.
     pub(crate) fn http_timeout(&self, phase: HttpPhase) {
         self.http_timeouts[phase as usize].increment(1);
+    }
+
+    /// A request forwarded to its session's owner: answered or not, the
+    /// bytes both ways, how long it took.
+    pub(crate) fn forwarded(&self, ok: bool, bytes: u64, latency: Duration) {
+        self.forwarded[usize::from(!ok)].increment(1);
+        self.forwarded_bytes.increment(bytes);
+        self.forward_duration.record(latency.as_secs_f64());
     }
 }
 

@@ -56,9 +56,17 @@ pub struct NodeBuilder {
     bus: Option<Arc<LocalBus>>,
     admin: bool,
     ops: bool,
+    internal: bool,
 }
 
 impl NodeBuilder {
+    /// Serves forwarded requests on an internal listener of its own (the
+    /// configuration must have `cluster.secret`).
+    pub fn internal(mut self) -> Self {
+        self.internal = true;
+        self
+    }
+
     /// In-process application hooks instead of the configured ones (by
     /// default the node gets what the binary would: the gRPC client of the
     /// namespaces that name a backend, none otherwise).
@@ -110,6 +118,12 @@ impl NodeBuilder {
             admin_addr = Some(admin.local_addr().expect("local address"));
             listeners = listeners.with_admin(admin);
         }
+        let mut internal_addr = None;
+        if self.internal {
+            let internal = bind().await;
+            internal_addr = Some(internal.local_addr().expect("local address"));
+            listeners = listeners.with_internal(internal);
+        }
         let mut ops_addr = None;
         if self.ops {
             let ops = bind().await;
@@ -132,6 +146,7 @@ impl NodeBuilder {
             tasks,
             admin_addr,
             ops_addr,
+            internal_addr,
             bus: self.bus,
             stop: Some(stop),
             task: Some(task),
@@ -155,6 +170,7 @@ pub struct TestNode {
     pub tasks: TaskTracker,
     admin_addr: Option<SocketAddr>,
     ops_addr: Option<SocketAddr>,
+    internal_addr: Option<SocketAddr>,
     bus: Option<Arc<LocalBus>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), RunError>>>,
@@ -172,6 +188,7 @@ impl TestNode {
             bus: None,
             admin: false,
             ops: false,
+            internal: false,
         }
     }
 
@@ -188,6 +205,13 @@ impl TestNode {
     /// The admin API's address (the node was built with `.admin()`).
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr.expect("the node serves the admin API")
+    }
+
+    /// The internal listener's address (the node was built with
+    /// `.internal()`).
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal_addr
+            .expect("the node serves an internal listener")
     }
 
     /// The operations port's address (the node was built with `.ops()`).

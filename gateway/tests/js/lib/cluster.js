@@ -7,6 +7,7 @@
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
+import http from "node:http";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -411,5 +412,100 @@ export class TcpProxy {
     for (const s of this.#sockets) s.destroy();
     this.#sockets.clear();
     if (this.#server) await new Promise((resolve) => this.#server.close(() => resolve()));
+  }
+}
+
+/**
+ * An HTTP proxy on 127.0.0.1:0 standing in for a load balancer without
+ * affinity: each HTTP request goes to the next backend (round-robin), and
+ * each WebSocket upgrade too (its connection then stays there), as nginx's
+ * default upstream balancing does. Counts the answers of each status and
+ * those saying `Session ID unknown`.
+ */
+export class RoundRobinProxy {
+  #server;
+  #backends = [];
+  #next = 0;
+  #sockets = new Set();
+  #agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
+  /** Answers by HTTP status. */
+  statuses = new Map();
+  /** Answers with Engine.IO's `Session ID unknown` (code 1). */
+  unknownSid = 0;
+  /** Requests and upgrades sent, by backend port. */
+  sent = new Map();
+
+  static async start(backends) {
+    const proxy = new RoundRobinProxy();
+    proxy.#backends = backends.map((b) => (typeof b === "number" ? b : b.port));
+    proxy.#server = http.createServer((req, res) => proxy.#request(req, res));
+    proxy.#server.on("upgrade", (req, socket, head) => proxy.#upgrade(req, socket, head));
+    proxy.#server.on("connection", (s) => {
+      proxy.#sockets.add(s);
+      s.on("close", () => proxy.#sockets.delete(s));
+    });
+    await new Promise((resolve, reject) => {
+      proxy.#server.once("error", reject);
+      proxy.#server.listen({ port: 0, host: "127.0.0.1", backlog: 4096 }, resolve);
+    });
+    proxy.port = proxy.#server.address().port;
+    proxy.url = `http://127.0.0.1:${proxy.port}`;
+    return proxy;
+  }
+
+  #pick() {
+    const port = this.#backends[this.#next % this.#backends.length];
+    this.#next = (this.#next + 1) % this.#backends.length;
+    this.sent.set(port, (this.sent.get(port) ?? 0) + 1);
+    return port;
+  }
+
+  #request(req, res) {
+    const port = this.#pick();
+    const upstream = http.request(
+      { host: "127.0.0.1", port, method: req.method, path: req.url, headers: req.headers, agent: this.#agent },
+      (answer) => {
+        this.statuses.set(answer.statusCode, (this.statuses.get(answer.statusCode) ?? 0) + 1);
+        const chunks = [];
+        answer.on("data", (c) => chunks.push(c));
+        answer.on("end", () => {
+          const body = Buffer.concat(chunks);
+          if (answer.statusCode === 400 && /"code":1\b/.test(body.toString())) this.unknownSid += 1;
+          res.writeHead(answer.statusCode, answer.headers);
+          res.end(body);
+        });
+      },
+    );
+    upstream.on("error", () => {
+      this.statuses.set(502, (this.statuses.get(502) ?? 0) + 1);
+      if (!res.headersSent) res.writeHead(502);
+      res.end();
+    });
+    req.pipe(upstream);
+  }
+
+  #upgrade(req, socket, head) {
+    const port = this.#pick();
+    const upstream = net.connect(port, "127.0.0.1", () => {
+      const lines = [`${req.method} ${req.url} HTTP/1.1`];
+      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+      upstream.write(lines.join("\r\n") + "\r\n\r\n");
+      if (head?.length) upstream.write(head);
+      socket.pipe(upstream);
+      upstream.pipe(socket);
+    });
+    for (const s of [socket, upstream]) {
+      this.#sockets.add(s);
+      s.on("close", () => this.#sockets.delete(s));
+      s.on("error", () => {});
+    }
+    socket.on("close", () => upstream.destroy());
+    upstream.on("close", () => socket.destroy());
+  }
+
+  async close() {
+    for (const s of this.#sockets) s.destroy();
+    this.#agent.destroy();
+    await new Promise((resolve) => this.#server.close(() => resolve()));
   }
 }
