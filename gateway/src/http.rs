@@ -151,6 +151,111 @@ impl Forwarder {
     }
 }
 
+/// Most bytes of the owner's answer head to a forwarded upgrade.
+const UPGRADE_HEAD_MAX: usize = 8 * 1024;
+/// How long the owner has to answer a forwarded upgrade.
+const UPGRADE_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
+impl Forwarder {
+    /// A WebSocket upgrade of another node's session: the same upgrade is
+    /// made on the owner's internal listener; when the owner switches
+    /// protocols, so does this node (its answer is the one `accepted`
+    /// holds: the key is the client's either way), and the two byte
+    /// streams are spliced until either side closes. Otherwise the client
+    /// gets what a missing session gets.
+    async fn upgrade(
+        &self,
+        engine: &Arc<Engine>,
+        addr: &str,
+        remote: SocketAddr,
+        parts: &axum::http::request::Parts,
+        accepted: websocket::Accepted,
+        slot: Option<ConnSlot>,
+    ) -> Response {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let started = std::time::Instant::now();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut head = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n");
+        for name in [
+            header::UPGRADE,
+            header::CONNECTION,
+            header::SEC_WEBSOCKET_KEY,
+            header::SEC_WEBSOCKET_VERSION,
+        ] {
+            if let Some(v) = parts.headers.get(&name).and_then(|v| v.to_str().ok()) {
+                head.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        head.push_str(&format!(
+            "{FORWARDED}: {}\r\n{CLIENT}: {remote}\r\n\r\n",
+            self.secret
+        ));
+        let opened = tokio::time::timeout(UPGRADE_ANSWER_WAIT, async {
+            let mut owner = tokio::net::TcpStream::connect(addr).await?;
+            owner.write_all(head.as_bytes()).await?;
+            // The owner's answer head, and any bytes after it.
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            loop {
+                let n = owner.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(std::io::Error::other("closed before answering"));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let rest = buf.split_off(end + 4);
+                    return Ok((owner, buf, rest));
+                }
+                if buf.len() > UPGRADE_HEAD_MAX {
+                    return Err(std::io::Error::other("answer head too long"));
+                }
+            }
+        })
+        .await;
+        let (owner, answer, rest) = match opened {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(e)) => {
+                self.metrics.forwarded(false, 0, started.elapsed());
+                tracing::debug!(addr, error = %e, "forwarded upgrade failed");
+                return error(EngineError::UnknownSid);
+            }
+            Err(_) => {
+                self.metrics.forwarded(false, 0, started.elapsed());
+                tracing::debug!(addr, "forwarded upgrade not answered in time");
+                return error(EngineError::UnknownSid);
+            }
+        };
+        if !answer.starts_with(b"HTTP/1.1 101") {
+            // The owner refused it (the session is gone, or upgraded
+            // already): its status is the answer.
+            self.metrics.forwarded(true, answer.len() as u64, started.elapsed());
+            let status = std::str::from_utf8(&answer)
+                .ok()
+                .and_then(|a| a.split(' ').nth(1)?.parse::<u16>().ok())
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::BAD_REQUEST);
+            return closing(error_with_status(EngineError::UnknownSid, status));
+        }
+        self.metrics.forwarded(true, 0, started.elapsed());
+        let metrics = self.metrics.clone();
+        let upgrade = accepted.upgrade;
+        engine.tracker.spawn(async move {
+            // The client's TCP connection keeps its slot while spliced.
+            let _slot = slot;
+            let Ok(upgraded) = upgrade.await else { return };
+            let mut client = hyper_util::rt::TokioIo::new(upgraded);
+            let mut owner = owner;
+            if !rest.is_empty() && client.write_all(&rest).await.is_err() {
+                return;
+            }
+            if let Ok((up, down)) = tokio::io::copy_bidirectional(&mut client, &mut owner).await {
+                metrics.forwarded_bytes(up + down + rest.len() as u64);
+            }
+        });
+        accepted.response
+    }
+}
+
 /// Whether `given` is `secret`, compared in time independent of where
 /// they differ.
 fn same_secret(given: &[u8], secret: &[u8]) -> bool {
@@ -240,7 +345,21 @@ async fn route(
                 }
                 Some(sid) => {
                     let Some(session) = engine.get(sid) else {
-                        return error(EngineError::UnknownSid);
+                        // Another node's session: the upgrade is made there.
+                        let target = http
+                            .forward
+                            .as_ref()
+                            .and_then(|f| Some((f, f.adapter.forward_target(sid)?)));
+                        let Some((forwarder, (_, addr))) = target else {
+                            return error(EngineError::UnknownSid);
+                        };
+                        let Some(accepted) = websocket::accept(parts) else {
+                            return error(EngineError::BadRequest);
+                        };
+                        let slot = parts.extensions.get::<ConnSlot>().cloned();
+                        return forwarder
+                            .upgrade(engine, &addr, remote, parts, accepted, slot)
+                            .await;
                     };
                     if session.is_closed() {
                         return error(EngineError::BadRequest);
@@ -409,8 +528,13 @@ fn text_plain(body: Vec<u8>) -> Response {
 }
 
 fn error(e: EngineError) -> Response {
-    let body = format!("{{\"code\":{},\"message\":\"{}\"}}", e.code(), e.message());
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    error_with_status(e, status)
+}
+
+/// `e`'s answer body with another status (an owner's, relayed).
+fn error_with_status(e: EngineError, status: StatusCode) -> Response {
+    let body = format!("{{\"code\":{},\"message\":\"{}\"}}", e.code(), e.message());
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 

@@ -613,6 +613,11 @@ impl Metrics {
         self.forwarded_bytes.increment(bytes);
         self.forward_duration.record(latency.as_secs_f64());
     }
+
+    /// Bytes of a spliced WebSocket (a forwarded upgrade), when it ends.
+    pub(crate) fn forwarded_bytes(&self, bytes: u64) {
+        self.forwarded_bytes.increment(bytes);
+    }
 }
 
 /// An admin call being timed (see [`Metrics::admin_call`]).

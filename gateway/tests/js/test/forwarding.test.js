@@ -4,9 +4,10 @@
 // A polling request for a session another node owns is forwarded to that
 // node's internal listener (`cluster.internal_listen`, `cluster.secret`).
 // Official clients, polling only and with the default polling-then-WebSocket
-// upgrade, join rooms and publish for a while: every member gets every
-// message of its room once and in order, and no request is answered
-// `Session ID unknown`.
+// upgrade (which lands on any node too: it is made on the owner and the two
+// connections are spliced), join rooms and publish for a while: every member
+// gets every message of its room once and in order, and no request is
+// answered `Session ID unknown`.
 //
 // FORWARDING_SECONDS sets how long the clients publish (default 8).
 // Needs `redis-server` (skipped without it, unless GATEWAY_TESTS_REQUIRE_ALL=1).
@@ -95,6 +96,15 @@ describe("long-polling through any node (official client, round-robin load balan
           got[i].set(from, seen);
         }),
       );
+      if (transports.includes("websocket")) {
+        // The upgrade lands on any node too: it is made on the owner, and
+        // the two connections are spliced.
+        await until(() => sockets.every((s) => s.io.engine.transport.name === "websocket"), {
+          timeoutMs: 10_000,
+          what: () =>
+            `every client upgraded (${sockets.filter((s) => s.io.engine.transport.name === "websocket").length} of ${count})`,
+        });
+      }
       const roomOf = (i) => `fw-${label.length}-${i % rooms}`;
       await Promise.all(sockets.map(async (s, i) => assert.deepEqual(await ack(s, "$join", roomOf(i)), { ok: true })));
 
