@@ -228,7 +228,8 @@ impl Forwarder {
         if !answer.starts_with(b"HTTP/1.1 101") {
             // The owner refused it (the session is gone, or upgraded
             // already): its status is the answer.
-            self.metrics.forwarded(true, answer.len() as u64, started.elapsed());
+            self.metrics
+                .forwarded(true, answer.len() as u64, started.elapsed());
             let status = std::str::from_utf8(&answer)
                 .ok()
                 .and_then(|a| a.split(' ').nth(1)?.parse::<u16>().ok())
