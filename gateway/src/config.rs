@@ -1318,6 +1318,24 @@ mod tests {
     }
 
     #[test]
+    fn forwarding_needs_a_secret_and_redis() {
+        let base = "[cluster]\ninternal_listen = \"127.0.0.1:3100\"\n";
+        let e = Config::from_toml(base).unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("cluster.secret"), "{e}");
+        let short = format!("{base}secret = \"short\"\nredis_url = \"redis://r:6379\"\n");
+        let e = Config::from_toml(&short).unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("at least 16"), "{e}");
+        let alone = format!("{base}secret = \"0123456789abcdef\"\n");
+        let e = Config::from_toml(&alone).unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("cluster.redis_url"), "{e}");
+        let ok = format!("{alone}redis_url = \"redis://r:6379\"\n");
+        Config::from_toml(&ok).unwrap().validate().unwrap();
+        let bad = format!("{ok}internal_advertise = \"nohost\"\n");
+        let e = Config::from_toml(&bad).unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("cluster.internal_advertise"), "{e}");
+    }
+
+    #[test]
     fn parses_a_full_file() {
         let c = Config::from_toml(
             r#"
