@@ -26,6 +26,7 @@ async fn node(redis: &Redis, forwarding: bool) -> TestNode {
         [server]
         ping_interval_ms = 1000
         ping_timeout_ms = 1000
+        max_payload = 10000
         [cluster]
         heartbeat_interval_ms = 200
         node_timeout_ms = 1000
@@ -111,6 +112,11 @@ async fn polling_requests_reach_the_owner_through_any_node() {
     );
     let ok = n2.metric("gateway_forwarded_requests_total", &[("result", "ok")]);
     assert!(ok >= 5.0, "forwarded requests counted: {ok}");
+
+    // Limits hold through forwarding: a body over max_payload is refused by
+    // the node that reads it.
+    let (status, body) = client.post("4".repeat(20_000)).await;
+    assert_eq!(status, 413, "{body}");
 
     // A session no node has: the answer of a missing session, from either.
     let (status, body) = PollClient::for_sid(&n2, "nobody").get().await;

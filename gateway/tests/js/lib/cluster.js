@@ -453,6 +453,12 @@ export class RoundRobinProxy {
     return proxy;
   }
 
+  /** Where requests go from now on (a load balancer's health checks took a node out). */
+  setBackends(backends) {
+    this.#backends = backends.map((b) => (typeof b === "number" ? b : b.port));
+    this.#next = 0;
+  }
+
   #pick() {
     const port = this.#backends[this.#next % this.#backends.length];
     this.#next = (this.#next + 1) % this.#backends.length;
