@@ -177,6 +177,34 @@ pub(crate) trait LogSink: Send + Sync {
     fn deliver_logged(&self, nsp: &str, packet: &LoggedPacket) -> usize;
 }
 
+/// The nodes a store hands its events to (see [`RecoveryStore::register`]).
+#[derive(Default)]
+pub(crate) struct Sinks(RwLock<Vec<(NodeId, Weak<dyn LogSink>)>>);
+
+impl Sinks {
+    /// Adds node `node_id`'s sink, forgetting the dropped ones.
+    pub(crate) fn register(&self, node_id: NodeId, sink: Weak<dyn LogSink>) {
+        let mut sinks = self.0.write();
+        sinks.retain(|(_, s)| s.strong_count() > 0);
+        sinks.push((node_id, sink));
+    }
+
+    /// Hands `packet` of `nsp` to every live sink; calls `got` with each
+    /// node and how many of its sockets got it.
+    pub(crate) fn deliver(
+        &self,
+        nsp: &str,
+        packet: &LoggedPacket,
+        mut got: impl FnMut(NodeId, usize),
+    ) {
+        for (node, sink) in self.0.read().iter() {
+            if let Some(sink) = sink.upgrade() {
+                got(*node, sink.deliver_logged(nsp, packet));
+            }
+        }
+    }
+}
+
 /// Called under the log's order with the events after an offset.
 pub(crate) type Attach<'a> = &'a mut (dyn FnMut(&[Arc<LoggedPacket>]) + Send);
 
@@ -417,7 +445,7 @@ pub(crate) struct LocalRecovery {
     /// Per namespace, pids in the order their sessions were saved (some
     /// taken or expired since): the oldest go first beyond `max_sessions`.
     saved: Mutex<HashMap<String, VecDeque<String>>>,
-    sinks: RwLock<Vec<(NodeId, Weak<dyn LogSink>)>>,
+    sinks: Sinks,
     next_sweep: Mutex<Instant>,
     packets: AtomicU64,
     bytes: AtomicU64,
@@ -438,7 +466,7 @@ impl Default for LocalRecovery {
             logs: RwLock::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             saved: Mutex::new(HashMap::new()),
-            sinks: RwLock::new(Vec::new()),
+            sinks: Sinks::default(),
             next_sweep: Mutex::new(Instant::now()),
             packets: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -524,14 +552,12 @@ impl LocalRecovery {
             local: 0,
             nodes_reached: 0,
         };
-        for (node, sink) in self.sinks.read().iter() {
-            let Some(sink) = sink.upgrade() else { continue };
-            let n = sink.deliver_logged(nsp, &entry);
-            if *node == origin {
+        self.sinks.deliver(nsp, &entry, |node, n| {
+            if node == origin {
                 appended.local = n;
             }
             appended.nodes_reached += u64::from(n > 0);
-        }
+        });
         appended
     }
 
@@ -619,9 +645,7 @@ impl LocalRecovery {
 #[async_trait::async_trait]
 impl RecoveryStore for LocalRecovery {
     fn register(&self, node_id: NodeId, sink: Weak<dyn LogSink>) {
-        let mut sinks = self.sinks.write();
-        sinks.retain(|(_, s)| s.strong_count() > 0);
-        sinks.push((node_id, sink));
+        self.sinks.register(node_id, sink);
     }
 
     fn append(

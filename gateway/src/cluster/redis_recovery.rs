@@ -43,13 +43,13 @@ use fred::clients::{Client, Pipeline};
 use fred::interfaces::{ClientLike, LuaInterface};
 use fred::types::scripts::Script;
 use fred::types::{ClusterHash, CustomCommand, Value};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::recovery::{
     AppendDone, Appended, Attach, LogSink, LoggedPacket, RecoveryLimits, RecoveryStore, Refusal,
-    SessionRecord, StoreStats, StoredPacket, Taken, Track,
+    SessionRecord, Sinks, StoreStats, StoredPacket, Taken, Track,
 };
 use super::target::Target;
 use super::{BusError, Channels};
@@ -327,7 +327,7 @@ pub(crate) struct RedisRecovery {
     prefix: String,
     scripts: Arc<Scripts>,
     queue: mpsc::Sender<Call>,
-    sinks: RwLock<Vec<(NodeId, Weak<dyn LogSink>)>>,
+    sinks: Sinks,
     /// What this store's records name as their holder: the node id and a
     /// random incarnation (a node restarted under the same id does not
     /// hold its predecessor's sockets, which expire as a dead holder's).
@@ -374,7 +374,7 @@ impl RedisRecovery {
             prefix: channels.prefix().to_owned(),
             scripts,
             queue,
-            sinks: RwLock::new(Vec::new()),
+            sinks: Sinks::default(),
             holder: OnceLock::new(),
             delivery: Mutex::new(HashMap::new()),
             next_waiter: AtomicU64::new(0),
@@ -601,9 +601,7 @@ impl RecoveryStore for RedisRecovery {
     fn register(&self, node_id: NodeId, sink: Weak<dyn LogSink>) {
         let incarnation: String = crate::ids::new_pid().chars().take(6).collect();
         let _ = self.holder.set(format!("{node_id}.{incarnation}"));
-        let mut sinks = self.sinks.write();
-        sinks.retain(|(_, s)| s.strong_count() > 0);
-        sinks.push((node_id, sink));
+        self.sinks.register(node_id, sink);
     }
 
     fn append(
@@ -852,11 +850,7 @@ impl RecoveryStore for RedisRecovery {
             true => packet,
             false => Arc::new(packet.except(&had)),
         };
-        for (_, sink) in self.sinks.read().iter() {
-            if let Some(sink) = sink.upgrade() {
-                sink.deliver_logged(&nsp, &packet);
-            }
-        }
+        self.sinks.deliver(&nsp, &packet, |_, _| {});
     }
 
     async fn keepalive(&self, _node_id: NodeId, nsp: &str, limits: &RecoveryLimits) {
