@@ -347,11 +347,7 @@ async fn route(
                 Some(sid) => {
                     let Some(session) = engine.get(sid) else {
                         // Another node's session: the upgrade is made there.
-                        let target = http
-                            .forward
-                            .as_ref()
-                            .and_then(|f| Some((f, f.adapter.forward_target(sid)?)));
-                        let Some((forwarder, (_, addr))) = target else {
+                        let Some((forwarder, addr)) = http.forwarder_for(sid) else {
                             return error(EngineError::UnknownSid);
                         };
                         let Some(accepted) = websocket::accept(parts) else {
@@ -414,31 +410,13 @@ async fn route(
         (Transport::Polling, Some(sid)) => {
             let Some(session) = engine.get(&sid) else {
                 // Another node's session: forwarded to it when it can be.
-                let target = http
-                    .forward
-                    .as_ref()
-                    .and_then(|f| Some((f, f.adapter.forward_target(&sid)?)));
-                let Some((forwarder, (_, addr))) = target else {
+                let Some((forwarder, addr)) = http.forwarder_for(&sid) else {
                     return error(EngineError::UnknownSid);
                 };
                 let bytes = if parts.method == Method::POST {
-                    let server = &engine.config().server;
-                    match read_body(
-                        body,
-                        server.max_payload as usize,
-                        server.request_body_timeout(),
-                    )
-                    .await
-                    {
+                    match polling_body(engine, body).await {
                         Ok(b) => b,
-                        Err(BodyError::TooLarge) => {
-                            return closing(error(EngineError::PayloadTooLarge));
-                        }
-                        Err(BodyError::Stalled) => {
-                            engine.metrics.http_timeout(HttpPhase::RequestBody);
-                            return closing(error(EngineError::RequestTimeout));
-                        }
-                        Err(BodyError::Failed) => return closing(error(EngineError::BadRequest)),
+                        Err((answer, _)) => return answer,
                     }
                 } else {
                     bytes::Bytes::new()
@@ -451,31 +429,12 @@ async fn route(
                     Err(e) => error(e),
                 }
             } else if parts.method == Method::POST {
-                let server = &engine.config().server;
-                // A body announced over the limit is refused before any of
-                // it is read; one that stalls is cut off. Either way the
-                // connection closes (the rest of the body is never read).
-                let bytes = match read_body(
-                    body,
-                    server.max_payload as usize,
-                    server.request_body_timeout(),
-                )
-                .await
-                {
+                let bytes = match polling_body(engine, body).await {
                     Ok(b) => b,
-                    Err(BodyError::TooLarge) => {
-                        session.close(DisconnectReason::ProtocolError);
-                        return closing(error(EngineError::PayloadTooLarge));
-                    }
-                    Err(BodyError::Stalled) => {
-                        engine.metrics.http_timeout(HttpPhase::RequestBody);
-                        tracing::debug!(sid = %session.sid, "polling body stalled");
-                        session.close(DisconnectReason::TransportError);
-                        return closing(error(EngineError::RequestTimeout));
-                    }
-                    Err(BodyError::Failed) => {
-                        session.close(DisconnectReason::TransportError);
-                        return closing(error(EngineError::BadRequest));
+                    Err((answer, reason)) => {
+                        tracing::debug!(sid = %session.sid, %reason, "polling body refused");
+                        session.close(reason);
+                        return answer;
                     }
                 };
                 match polling::post(engine, session, bytes).await {
@@ -486,6 +445,50 @@ async fn route(
                 error(EngineError::BadRequest)
             }
         }
+    }
+}
+
+impl Http {
+    /// The forwarder and the owner's internal address for session `sid`,
+    /// when this endpoint forwards and `sid` is a live other node's.
+    fn forwarder_for(&self, sid: &str) -> Option<(&Forwarder, String)> {
+        let forwarder = self.forward.as_deref()?;
+        Some((forwarder, forwarder.adapter.forward_target(sid)?))
+    }
+}
+
+/// A polling POST's body. One announced over `max_payload` is refused
+/// before any of it is read; one that stalls is cut off. Either way the
+/// connection closes (the rest of the body is never read): the error is
+/// that answer, and why the session (when this node has it) closes.
+async fn polling_body(
+    engine: &Engine,
+    body: Body,
+) -> Result<bytes::Bytes, (Response, DisconnectReason)> {
+    let server = &engine.config().server;
+    match read_body(
+        body,
+        server.max_payload as usize,
+        server.request_body_timeout(),
+    )
+    .await
+    {
+        Ok(b) => Ok(b),
+        Err(BodyError::TooLarge) => Err((
+            closing(error(EngineError::PayloadTooLarge)),
+            DisconnectReason::ProtocolError,
+        )),
+        Err(BodyError::Stalled) => {
+            engine.metrics.http_timeout(HttpPhase::RequestBody);
+            Err((
+                closing(error(EngineError::RequestTimeout)),
+                DisconnectReason::TransportError,
+            ))
+        }
+        Err(BodyError::Failed) => Err((
+            closing(error(EngineError::BadRequest)),
+            DisconnectReason::TransportError,
+        )),
     }
 }
 

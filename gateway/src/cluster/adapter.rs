@@ -499,9 +499,9 @@ impl Adapter {
 
     /// Where to forward a request for Engine.IO session `sid`: its owning
     /// node's internal listener, when that is another live node with one.
-    pub(crate) fn forward_target(&self, sid: &str) -> Option<(NodeId, String)> {
+    pub(crate) fn forward_target(&self, sid: &str) -> Option<String> {
         let owner = crate::ids::node_of(sid).filter(|n| *n != self.node_id)?;
-        Some((owner, self.registry.internal(owner)?))
+        self.registry.internal(owner)
     }
 
     /// Tells node `holder` that socket `sid` of `nsp` was recovered here.
