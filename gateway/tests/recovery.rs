@@ -15,7 +15,7 @@ use gateway::socketio::{Payload, Target};
 use serde_json::json;
 use support::node::{TestNode, config};
 use support::recovery::{
-    connect, drop_transport, emit, payload, reconnect, recoveries, stored_event,
+    assert_new_session, connect, drop_transport, emit, payload, reconnect, recoveries, stored_event,
 };
 use support::sio::{AckMode, Incoming, SioClient};
 use support::wait::eventually;
@@ -277,11 +277,7 @@ async fn refused_claims_get_a_new_session() {
     let (_, _, offset) = stored_event(&mut a).await;
     drop_transport(&node, &a).await;
 
-    let fresh = |c: &SioClient| {
-        assert_ne!(c.id, a.id, "a new socket id");
-        assert!(c.pid.as_ref().is_some_and(|p| *p != pid), "a new pid");
-        assert_eq!(c.before_connect, 0);
-    };
+    let fresh = |c: &SioClient| assert_new_session(c, &a.id, &pid);
     // A forged pid, a foreign namespace, an unknown offset, no offset.
     fresh(&reconnect(&node, "/", "AAAAAAAAAAAAAAAAAAAA", &offset).await);
     fresh(&reconnect(&node, "/other", &pid, &offset).await);

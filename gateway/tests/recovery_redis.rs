@@ -16,7 +16,9 @@ use std::time::Duration;
 use gateway::socketio::{Payload, Target};
 use serde_json::{Value, json};
 use support::node::{TestNode, config, until_clustered};
-use support::recovery::{connect, drop_transport, emit, reconnect, recoveries, stored_event};
+use support::recovery::{
+    assert_new_session, connect, drop_transport, emit, reconnect, recoveries, stored_event,
+};
 use support::redis::Redis;
 use support::sio::SioClient;
 use support::tools::skip_without_redis;
@@ -246,11 +248,7 @@ async fn refusals_over_redis() {
     emit(&n1, "/", Target::default(), "e0", json!([])).await;
     let (_, _, offset) = stored_event(&mut a).await;
     drop_transport(&n1, &a).await;
-    let fresh = |c: &SioClient| {
-        assert_ne!(c.id, a.id, "a new socket id");
-        assert!(c.pid.as_ref().is_some_and(|p| *p != pid), "a new pid");
-        assert_eq!(c.before_connect, 0);
-    };
+    let fresh = |c: &SioClient| assert_new_session(c, &a.id, &pid);
     // A forged pid, another namespace's, offsets never issued or malformed.
     fresh(&reconnect(&n1, "/", "AAAAAAAAAAAAAAAAAAAA", &offset).await);
     fresh(&reconnect(&n1, "/other", &pid, &offset).await);

@@ -60,3 +60,11 @@ pub fn recoveries(node: &TestNode, result: &str) -> f64 {
         &[("namespace", "/"), ("result", result)],
     )
 }
+
+/// `c` got a new session, not the one of socket `id` with private id
+/// `pid`: another socket id, another pid, no replay.
+pub fn assert_new_session(c: &SioClient, id: &str, pid: &str) {
+    assert_ne!(c.id, id, "a new socket id");
+    assert!(c.pid.as_ref().is_some_and(|p| p != pid), "a new pid");
+    assert_eq!(c.before_connect, 0);
+}
