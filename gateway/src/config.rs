@@ -117,6 +117,39 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// The admin gRPC API (backend -> gateway).
     pub admin: AdminConfig,
+    /// Messages of the Socket.IO Redis emitter (`@socket.io/redis-emitter`).
+    pub redis_emitter: RedisEmitterConfig,
+}
+
+/// `[redis_emitter]`: what backends publish with `@socket.io/redis-emitter`
+/// (or one of its ports) into the cluster's Redis reaches the sockets of
+/// every node, as with Node's Redis adapter. Acts only with
+/// `cluster.redis_url`.
+///
+/// ```toml
+/// [redis_emitter]
+/// enabled = true
+/// key = "socket.io"
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisEmitterConfig {
+    /// Receive the emitter's messages. Default true (with
+    /// `cluster.redis_url`): one more Redis connection per node, with two
+    /// pattern subscriptions.
+    pub enabled: bool,
+    /// The emitter's `key` option, the prefix of its channels. Default
+    /// `socket.io`, the emitter's default.
+    pub key: String,
+}
+
+impl Default for RedisEmitterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            key: "socket.io".to_owned(),
+        }
+    }
 }
 
 /// `[server]`
@@ -1056,6 +1089,9 @@ impl Config {
     /// (the parts that use them load them as the node is built, see
     /// `Node::builder`).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.redis_emitter.key.is_empty() {
+            return Err(invalid("redis_emitter.key", "must not be empty"));
+        }
         let s = &self.server;
         if !s.path.starts_with('/') {
             return Err(invalid("server.path", "must start with '/'"));

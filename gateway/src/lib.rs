@@ -45,6 +45,7 @@ mod admin;
 mod auth;
 pub mod cluster;
 pub mod config;
+mod emitter;
 mod engine;
 pub mod hooks;
 mod http;
@@ -411,6 +412,16 @@ impl Node {
             let stop = cluster_stop.clone();
             tokio::spawn(async move { io.run_cluster(stop).await })
         };
+        // What backends publish with the Socket.IO Redis emitter.
+        let emitter = &self.config.redis_emitter;
+        if let (true, Some(url)) = (emitter.enabled, &self.config.cluster.redis_url) {
+            tokio::spawn(emitter::run(
+                self.io.clone(),
+                url.clone(),
+                emitter.key.clone(),
+                cluster_stop.clone(),
+            ));
+        }
 
         shutdown.await;
         let shutdown_cfg = &self.config.shutdown;

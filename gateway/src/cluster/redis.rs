@@ -55,7 +55,7 @@ type Outgoing = (String, Bytes, Option<Sent>);
 /// the resubscription and leave a channel subscribed that nobody wants any
 /// more (or unsubscribe one that is wanted again): the reconciler decides
 /// what to send after a reconnection.
-pub(super) fn one_attempt() -> Options {
+pub(crate) fn one_attempt() -> Options {
     Options {
         max_attempts: Some(1),
         fail_fast: true,
@@ -65,7 +65,7 @@ pub(super) fn one_attempt() -> Options {
 }
 
 /// The error of a failed Redis `op`, the client's error as its source.
-pub(super) fn failed(op: &'static str) -> impl FnOnce(fred::error::Error) -> BusError {
+pub(crate) fn failed(op: &'static str) -> impl FnOnce(fred::error::Error) -> BusError {
     move |e| BusError::Redis {
         op,
         source: readable(e),
@@ -126,6 +126,14 @@ fn client(config: &Config) -> Result<Client, BusError> {
         .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
         .build()
         .map_err(failed("connect"))
+}
+
+/// A connection of its own to the bus's Redis (`url` as
+/// `cluster.redis_url` gives it), configured and reconnecting as the bus's
+/// are: for what other programs publish there (the Socket.IO Redis
+/// emitter). Not connected yet.
+pub(crate) fn connection(url: &str) -> Result<Client, BusError> {
+    client(&Config::from_url(url).map_err(failed("connect"))?)
 }
 
 impl RedisBus {

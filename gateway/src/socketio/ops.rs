@@ -203,6 +203,12 @@ impl SocketIo {
         Ok(())
     }
 
+    /// This node's part of an operation that every node receives on its
+    /// own (the Redis emitter's requests), with nobody to answer.
+    pub(crate) async fn apply_local(&self, nsp: &str, target: &Target, op: &Op) {
+        self.answer_local(nsp, target, op).await;
+    }
+
     /// This node's answer to a cluster-wide operation.
     pub(super) async fn answer_local(&self, nsp: &str, target: &Target, op: &Op) -> Answer {
         let ns = self.inner.namespaces.get(nsp);

@@ -29,6 +29,21 @@ impl HttpPhase {
     }
 }
 
+/// What a message of the Socket.IO Redis emitter is (`kind` label of
+/// `gateway_emitter_messages_total`).
+pub(crate) const EMITTER_KINDS: [&str; 6] = [
+    "emit",
+    "join",
+    "leave",
+    "disconnect",
+    "server_side_emit",
+    "other",
+];
+
+/// What became of it (`result` label): carried out, not understood, or
+/// understood and not supported (`serverSideEmit`, other servers' requests).
+pub(crate) const EMITTER_RESULTS: [&str; 3] = ["ok", "malformed", "unsupported"];
+
 /// Metric names, as exported.
 pub mod names {
     pub const BUILD_INFO: &str = "gateway_build_info";
@@ -73,6 +88,7 @@ pub mod names {
     pub const FORWARDED: &str = "gateway_forwarded_requests_total";
     pub const FORWARDED_BYTES: &str = "gateway_forwarded_bytes_total";
     pub const FORWARD_DURATION: &str = "gateway_forward_duration_seconds";
+    pub(crate) const EMITTER_MESSAGES: &str = "gateway_emitter_messages_total";
 }
 
 /// Buckets of `gateway_broadcast_fanout` (recipients of one broadcast).
@@ -341,7 +357,7 @@ impl HookResult {
 
 pub(super) fn describe(r: &PrometheusRecorder) {
     use names::*;
-    let help: [(&'static str, &'static str); 42] = [
+    let help: [(&'static str, &'static str); 43] = [
         (BUILD_INFO, "Build of this node; always 1"),
         (ENGINE_CONNECTIONS, "Open Engine.IO connections"),
         (SOCKETS, "Connected Socket.IO sockets"),
@@ -434,6 +450,10 @@ pub(super) fn describe(r: &PrometheusRecorder) {
         (
             FORWARD_DURATION,
             "Time from forwarding a request to having the owner's answer",
+        ),
+        (
+            EMITTER_MESSAGES,
+            "Messages of the Socket.IO Redis emitter received, by kind and result",
         ),
     ];
     for (name, text) in help {

@@ -35,7 +35,7 @@ pub(crate) use super::contract::{
     UNKNOWN_NAMESPACE, names,
 };
 use super::contract::{
-    CALL_BUCKETS, FANOUT_BUCKETS, GRPC_CANCELLED, GRPC_CODES, GRPC_OK, LAG_BUCKETS, describe,
+    CALL_BUCKETS, EMITTER_KINDS, EMITTER_RESULTS, FANOUT_BUCKETS, GRPC_CANCELLED, GRPC_CODES, GRPC_OK, LAG_BUCKETS, describe,
     grpc_code_index,
 };
 use crate::protocol::engineio::Transport;
@@ -239,6 +239,8 @@ pub struct Metrics {
     forwarded: [Counter; 2],
     forwarded_bytes: Counter,
     forward_duration: Histogram,
+    /// Emitter messages by `[kind][result]`.
+    emitter: [[Counter; EMITTER_RESULTS.len()]; EMITTER_KINDS.len()],
     namespaces: RwLock<HashMap<Box<str>, Arc<NamespaceMetrics>>>,
     unknown_namespace: Arc<NamespaceMetrics>,
 }
@@ -343,6 +345,14 @@ impl Metrics {
                 .map(|result| r.counter(names::FORWARDED, vec![("result", label(result))])),
             forwarded_bytes: r.counter(names::FORWARDED_BYTES, vec![]),
             forward_duration: r.histogram(names::FORWARD_DURATION, vec![]),
+            emitter: EMITTER_KINDS.map(|kind| {
+                EMITTER_RESULTS.map(|result| {
+                    r.counter(
+                        names::EMITTER_MESSAGES,
+                        vec![("kind", label(kind)), ("result", label(result))],
+                    )
+                })
+            }),
             namespaces: RwLock::new(by_name),
             unknown_namespace,
             handle,
@@ -612,6 +622,16 @@ impl Metrics {
         self.forwarded[usize::from(!ok)].increment(1);
         self.forwarded_bytes.increment(bytes);
         self.forward_duration.record(latency.as_secs_f64());
+    }
+
+    /// A message of the Socket.IO Redis emitter: `kind` and `result` are
+    /// names of [`EMITTER_KINDS`] and [`EMITTER_RESULTS`].
+    pub(crate) fn emitter_message(&self, kind: &str, result: &str) {
+        let k = EMITTER_KINDS.iter().position(|k| *k == kind);
+        let r = EMITTER_RESULTS.iter().position(|r| *r == result);
+        if let (Some(k), Some(r)) = (k, r) {
+            self.emitter[k][r].increment(1);
+        }
     }
 
     /// Bytes of a spliced WebSocket (a forwarded upgrade), when it ends.
