@@ -119,6 +119,112 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Messages of the Socket.IO Redis emitter (`@socket.io/redis-emitter`).
     pub redis_emitter: RedisEmitterConfig,
+    /// The server side of the Socket.IO Admin UI (`@socket.io/admin-ui`).
+    pub admin_ui: AdminUiConfig,
+}
+
+/// `[admin_ui]`: the server side of the Socket.IO Admin UI
+/// (`@socket.io/admin-ui` 0.5), on a namespace of the client listener. The
+/// UI, pointed at any node, shows every node of the cluster and every
+/// socket, and acts on sockets of any node.
+///
+/// ```toml
+/// [admin_ui]
+/// enabled = true
+/// username = "admin"
+/// # bcrypt hash of the password (GATEWAY_ADMIN_UI__PASSWORD_HASH)
+/// password_hash = "$2b$10$..."
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminUiConfig {
+    /// Serve the Admin UI's namespace. Default false.
+    pub enabled: bool,
+    /// Its namespace. Default `/admin`, the UI's default.
+    pub namespace: String,
+    /// The user name the UI logs in with. Required when enabled.
+    pub username: Option<String>,
+    /// The bcrypt hash of the password (`$2a$`, `$2b$` or `$2y$`, as
+    /// `bcrypt.hash` and `htpasswd -B` write it). Required when enabled; set
+    /// it from a Secret (`GATEWAY_ADMIN_UI__PASSWORD_HASH`).
+    pub password_hash: Option<String>,
+    /// Show sockets and rooms and offer no action (join, leave, disconnect,
+    /// emit). Default false.
+    pub readonly: bool,
+    /// Interval between a node's statistics, ms. Default 2000.
+    pub stats_interval_ms: u64,
+    /// Most sockets listed to a UI as it connects (across the cluster).
+    /// Default 10000.
+    pub max_sockets: usize,
+    /// A directory of the UI's built files (`ui/dist` of the
+    /// `@socket.io/admin-ui` npm package), served on the ops listener at
+    /// `/admin-ui/`. Default none.
+    pub static_dir: Option<PathBuf>,
+}
+
+impl Default for AdminUiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            namespace: "/admin".to_owned(),
+            username: None,
+            password_hash: None,
+            readonly: false,
+            stats_interval_ms: 2_000,
+            max_sockets: 10_000,
+            static_dir: None,
+        }
+    }
+}
+
+impl AdminUiConfig {
+    pub fn validate(&self, namespaces: &[NamespaceConfig]) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if !self.namespace.starts_with('/') {
+            return Err(invalid("admin_ui.namespace", "must start with '/'"));
+        }
+        if namespaces
+            .iter()
+            .any(|ns| NamespaceMatcher::new(&ns.name).is_ok_and(|m| m.matches(&self.namespace)))
+        {
+            return Err(invalid(
+                "admin_ui.namespace",
+                format!(
+                    "{:?} is a namespace of the [[namespaces]] list",
+                    self.namespace
+                ),
+            ));
+        }
+        if self.username.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid("admin_ui.username", "required when enabled"));
+        }
+        let hash = self.password_hash.as_deref().unwrap_or("");
+        let bcrypt_shape = hash.len() == 60
+            && ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p))
+            && hash[4..6].bytes().all(|b| b.is_ascii_digit())
+            && &hash[6..7] == "$";
+        if !bcrypt_shape {
+            return Err(invalid(
+                "admin_ui.password_hash",
+                "required when enabled: a bcrypt hash ($2b$10$ and 53 more characters)",
+            ));
+        }
+        if self.stats_interval_ms < 100 || self.stats_interval_ms > 60_000 {
+            return Err(invalid(
+                "admin_ui.stats_interval_ms",
+                "must be between 100 and 60000",
+            ));
+        }
+        if self.max_sockets == 0 || self.max_sockets > 1_000_000 {
+            return Err(invalid(
+                "admin_ui.max_sockets",
+                "must be between 1 and 1000000",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[redis_emitter]`: what backends publish with `@socket.io/redis-emitter`
@@ -1069,8 +1175,25 @@ impl Config {
         Ok(config)
     }
 
-    /// The namespaces in effect: the configured ones, or the default `/`.
+    /// The namespaces in effect: the configured ones, or the default `/`;
+    /// and the Admin UI's when it is on.
     pub fn effective_namespaces(&self) -> Vec<NamespaceConfig> {
+        let mut all = self.client_namespaces();
+        if self.admin_ui.enabled {
+            all.push(NamespaceConfig {
+                name: self.admin_ui.namespace.clone(),
+                join: Vec::new(),
+                publish: false,
+                jwt: None,
+                hooks: None,
+                recovery: RecoveryConfig::default(),
+            });
+        }
+        all
+    }
+
+    /// The configured namespaces, or the default `/`.
+    fn client_namespaces(&self) -> Vec<NamespaceConfig> {
         if self.namespaces.is_empty() {
             vec![NamespaceConfig {
                 name: "/".to_owned(),
@@ -1248,6 +1371,7 @@ impl Config {
                 .map_err(|reason| invalid("recovery", reason).in_namespace(&ns.name))?;
         }
         validate_backends(&self.namespaces)?;
+        self.admin_ui.validate(&self.client_namespaces())?;
         Ok(())
     }
 }

@@ -42,6 +42,7 @@
 
 mod accept;
 mod admin;
+mod admin_ui;
 mod auth;
 pub mod cluster;
 pub mod config;
@@ -152,6 +153,8 @@ pub struct Node {
     io: SocketIo,
     engine: Arc<Engine>,
     admin: admin::AdminApi,
+    /// The Socket.IO Admin UI's server side, when enabled.
+    admin_ui: Option<Arc<admin_ui::AdminUi>>,
     // -- operations (telemetry, readiness, drain) --
     metrics: Arc<telemetry::Metrics>,
     readiness: ops::Readiness,
@@ -253,6 +256,15 @@ impl Node {
             .as_deref()
             .and_then(ids::NodeId::parse)
             .unwrap_or_else(ids::NodeId::random);
+        // The Admin UI serves its namespace and hands the others to the hooks.
+        let admin_ui = config
+            .admin_ui
+            .enabled
+            .then(|| admin_ui::AdminUi::new(&config.admin_ui, hooks.clone()));
+        let hooks: Arc<dyn Hooks> = match &admin_ui {
+            Some(ui) => ui.clone(),
+            None => hooks,
+        };
         let tasks = TaskTracker::new();
         let io = SocketIo::new(
             config.clone(),
@@ -262,6 +274,9 @@ impl Node {
             metrics.clone(),
             tasks.clone(),
         )?;
+        if let Some(ui) = &admin_ui {
+            ui.attach(&io);
+        }
         let keep_headers = io
             .namespaces()
             .policies()
@@ -282,6 +297,7 @@ impl Node {
             io,
             engine,
             admin,
+            admin_ui,
             metrics,
             readiness: ops::Readiness::new(),
             tasks,
@@ -333,7 +349,15 @@ impl Node {
         let admin_api = listeners.admin.map(|listener| (self.admin, listener));
         let ops_stop = CancellationToken::new();
         let ops_server = listeners.ops.map(|listener| {
-            let app = ops::router(self.metrics.clone(), self.readiness.clone());
+            let app = ops::router(
+                self.metrics.clone(),
+                self.readiness.clone(),
+                self.config
+                    .admin_ui
+                    .enabled
+                    .then(|| self.config.admin_ui.static_dir.clone())
+                    .flatten(),
+            );
             let stop = ops_stop.clone();
             tokio::spawn(async move {
                 axum::serve(listener, app)
@@ -412,6 +436,9 @@ impl Node {
             let stop = cluster_stop.clone();
             tokio::spawn(async move { io.run_cluster(stop).await })
         };
+        if let Some(ui) = &self.admin_ui {
+            tokio::spawn(ui.clone().run(cluster_stop.clone()));
+        }
         // What backends publish with the Socket.IO Redis emitter.
         let emitter = &self.config.redis_emitter;
         if let (true, Some(url)) = (emitter.enabled, &self.config.cluster.redis_url) {

@@ -8,10 +8,11 @@
 //! node out of rotation without restarting it.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -108,12 +109,67 @@ struct OpsState {
 }
 
 /// The router of the operations port.
-pub(crate) fn router(metrics: Arc<Metrics>, readiness: Readiness) -> Router {
-    Router::new()
+pub(crate) fn router(
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+    admin_ui_files: Option<PathBuf>,
+) -> Router {
+    let router = Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(OpsState { metrics, readiness })
+        .with_state(OpsState { metrics, readiness });
+    match admin_ui_files {
+        Some(dir) => {
+            let dir = Arc::new(dir);
+            router
+                .route(
+                    "/admin-ui",
+                    get(|| async { axum::response::Redirect::permanent("/admin-ui/") }),
+                )
+                .route(
+                    "/admin-ui/",
+                    get({
+                        let dir = dir.clone();
+                        move || static_file(dir, "index.html".to_owned())
+                    }),
+                )
+                .route(
+                    "/admin-ui/{*path}",
+                    get(move |Path(path): Path<String>| static_file(dir, path)),
+                )
+        }
+        None => router,
+    }
+}
+
+/// A file of the Admin UI's built files under `dir`: only plain relative
+/// paths (no `..`, no absolute path), only files.
+async fn static_file(dir: Arc<PathBuf>, path: String) -> Response {
+    let relative = std::path::Path::new(&path);
+    let plain = relative
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain || path.is_empty() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let file = dir.join(relative);
+    let content_type = match file.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("json" | "map") => "application/json",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("ico") => "image/x-icon",
+        Some("woff2") => "font/woff2",
+        Some("woff") => "font/woff",
+        _ => "application/octet-stream",
+    };
+    match tokio::fs::read(&file).await {
+        Ok(body) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn metrics_text(State(state): State<OpsState>) -> Response {

@@ -100,6 +100,12 @@ pub(crate) enum Op {
         attachments: Vec<Bytes>,
         timeout_ms: u64,
     },
+    /// Every socket of every namespace, at most `max`, as the Socket.IO
+    /// Admin UI shows them (the request's namespace and target are not
+    /// used).
+    FetchAdminSockets {
+        max: u32,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,6 +128,8 @@ pub(crate) enum Answer {
     /// The node could not do its part because the bus failed it (a join
     /// whose room subscription was not confirmed; the join is undone).
     Unavailable(String),
+    /// Sockets in the Socket.IO Admin UI's shape, each as JSON text.
+    AdminSockets(Vec<String>),
 }
 
 /// A socket as fetch-sockets reports it.

@@ -52,9 +52,18 @@ pub struct Emit {
 /// A server-side request of the emitter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    Join { target: Target, rooms: Vec<String> },
-    Leave { target: Target, rooms: Vec<String> },
-    Disconnect { target: Target, close: bool },
+    Join {
+        target: Target,
+        rooms: Vec<String>,
+    },
+    Leave {
+        target: Target,
+        rooms: Vec<String>,
+    },
+    Disconnect {
+        target: Target,
+        close: bool,
+    },
     /// `serverSideEmit(...args)`: for the servers themselves, which the
     /// gateway has no code of its own to run.
     ServerSideEmit,
@@ -325,6 +334,12 @@ fn timestamp(data: &[u8]) -> Option<String> {
     if nanos >= 1_000_000_000 {
         return None;
     }
+    iso8601(secs, nanos / 1_000_000)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` of a Unix time (as JavaScript's
+/// `Date.prototype.toISOString`), for years 0 to 9999.
+pub(crate) fn iso8601(secs: i64, millis: u32) -> Option<String> {
     let days = secs.div_euclid(86_400);
     let of_day = secs.rem_euclid(86_400);
     let (y, m, d) = civil(days);
@@ -336,7 +351,7 @@ fn timestamp(data: &[u8]) -> Option<String> {
         of_day / 3600,
         of_day % 3600 / 60,
         of_day % 60,
-        nanos / 1_000_000
+        millis
     ))
 }
 
@@ -394,7 +409,10 @@ mod tests {
             ],
             vec![
                 (s("rooms"), Value::Array(vec![s("a"), Value::from(7)])),
-                (s("flags"), Value::Map(vec![(s("volatile"), Value::from(true))])),
+                (
+                    s("flags"),
+                    Value::Map(vec![(s("volatile"), Value::from(true))]),
+                ),
                 (s("except"), Value::Array(vec![s("x")])),
             ],
         );
@@ -405,7 +423,10 @@ mod tests {
             e.args.args,
             r#"[{"b":{"_placeholder":true,"num":0},"n":1.5},{"_placeholder":true,"num":1},null]"#
         );
-        assert_eq!(e.args.attachments, vec![Bytes::from_static(&[1, 2, 3]), Bytes::from_static(&[9])]);
+        assert_eq!(
+            e.args.attachments,
+            vec![Bytes::from_static(&[1, 2, 3]), Bytes::from_static(&[9])]
+        );
         assert_eq!(e.target.rooms, vec!["a", "7"]);
         assert_eq!(e.target.except_rooms, vec!["x"]);
         assert!(e.target.volatile);
@@ -418,10 +439,16 @@ mod tests {
         let ns: u64 = 89_000_000;
         let ts = ((ns << 34) | secs).to_be_bytes().to_vec();
         let bytes = message(vec![s("t"), Value::Ext(-1, ts)], vec![]);
-        assert_eq!(emit(&bytes).unwrap().args.args, r#"["2021-03-04T05:06:07.089Z"]"#);
+        assert_eq!(
+            emit(&bytes).unwrap().args.args,
+            r#"["2021-03-04T05:06:07.089Z"]"#
+        );
         let t32 = Value::Ext(-1, 0u32.to_be_bytes().to_vec());
         let bytes = message(vec![s("t"), t32], vec![]);
-        assert_eq!(emit(&bytes).unwrap().args.args, r#"["1970-01-01T00:00:00.000Z"]"#);
+        assert_eq!(
+            emit(&bytes).unwrap().args.args,
+            r#"["1970-01-01T00:00:00.000Z"]"#
+        );
     }
 
     #[test]
@@ -496,12 +523,18 @@ mod tests {
 
     #[test]
     fn request_channels_name_their_namespace() {
-        assert_eq!(request_namespace("socket.io", "socket.io-request#/#"), Some("/"));
+        assert_eq!(
+            request_namespace("socket.io", "socket.io-request#/#"),
+            Some("/")
+        );
         assert_eq!(
             request_namespace("socket.io", "socket.io-request#/chat#"),
             Some("/chat")
         );
-        assert_eq!(request_namespace("socket.io", "socket.io-request#chat#"), None);
+        assert_eq!(
+            request_namespace("socket.io", "socket.io-request#chat#"),
+            None
+        );
         assert_eq!(request_namespace("socket.io", "other-request#/#"), None);
     }
 }

@@ -183,7 +183,10 @@ impl Ingest {
     fn malformed(&mut self, kind: &str, channel: &str, why: &str) {
         self.io.metrics().emitter_message(kind, "malformed");
         let now = Instant::now();
-        if self.warned.is_some_and(|at| now.duration_since(at) < WARN_EVERY) {
+        if self
+            .warned
+            .is_some_and(|at| now.duration_since(at) < WARN_EVERY)
+        {
             self.suppressed += 1;
             return;
         }

@@ -76,6 +76,8 @@ pub(crate) trait Connection: Send + Sync {
     async fn on_binary(&self, data: Bytes) -> Result<(), DisconnectReason>;
     /// The session ended; called exactly once.
     fn on_close(&self, reason: DisconnectReason);
+    /// The session moved from long-polling to WebSocket.
+    fn on_upgrade(&self) {}
 }
 
 /// Creates the [`Connection`] of each new session.

@@ -107,6 +107,13 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
+    /// Tells the connection that the session moved to WebSocket.
+    pub(crate) fn upgraded(&self) {
+        if let Some(conn) = self.conn.get() {
+            conn.on_upgrade();
+        }
+    }
+
     pub(crate) fn new(
         sid: String,
         transport: Transport,

@@ -270,6 +270,7 @@ pub(crate) async fn serve_upgrade(
         return;
     }
     engine.metrics.engine_upgraded();
+    session.upgraded();
     read_loop(&engine, &session, reader).await;
 }
 

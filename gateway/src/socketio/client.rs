@@ -150,6 +150,9 @@ impl Client {
         self.io.namespaces().remove_if_empty(&ns.name);
         self.io.socket_gone();
         self.io.metrics().socket_disconnected(&ns.metrics, reason);
+        if let Some(observer) = self.io.observer() {
+            observer.disconnected(socket, reason);
+        }
         match events {
             // Events still queued for the hooks go first: the queue reports
             // the departure once it has handed them over.
@@ -322,6 +325,9 @@ impl Client {
         session.mark_connected();
         socket.namespace().metrics.connected();
         self.io.hooks().on_connected(&socket);
+        if let Some(observer) = self.io.observer() {
+            observer.connected(&socket);
+        }
         tracing::debug!(socket = socket.id(), nsp, "socket recovered");
         Ok(())
     }
@@ -561,6 +567,9 @@ impl Client {
         session.mark_connected();
         socket.namespace().metrics.connected();
         hooks.on_connected(&socket);
+        if let Some(observer) = io.observer() {
+            observer.connected(&socket);
+        }
         Ok(())
     }
 
@@ -839,6 +848,15 @@ impl Connection for Client {
                     .await
             }
             None => Ok(()),
+        }
+    }
+
+    fn on_upgrade(&self) {
+        if let Some(observer) = self.io.observer() {
+            let sockets = self.sockets.lock().clone();
+            for socket in &sockets {
+                observer.upgraded(socket);
+            }
         }
     }
 

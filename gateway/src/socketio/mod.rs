@@ -37,6 +37,20 @@ pub use payload::{Payload, PayloadError};
 pub use socket::{AckError, EmitError, PendingAck, Socket};
 use tokio_util::task::TaskTracker;
 
+/// Told of what happens to this node's sockets, beside the hooks (the
+/// Socket.IO Admin UI): called outside the namespaces' locks; must not
+/// block.
+pub(crate) trait Observer: Send + Sync {
+    /// The socket is connected (or recovered).
+    fn connected(&self, socket: &Arc<Socket>);
+    /// The socket left (its rooms were left first).
+    fn disconnected(&self, socket: &Socket, reason: DisconnectReason);
+    fn joined(&self, socket: &Socket, room: &str);
+    fn left(&self, socket: &Socket, room: &str);
+    /// The socket's connection moved from long-polling to WebSocket.
+    fn upgraded(&self, socket: &Socket);
+}
+
 /// A cluster-wide operation that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
@@ -61,6 +75,8 @@ struct Inner {
     sockets: AtomicU64,
     /// The node's in-flight work, which a drain waits for.
     tasks: TaskTracker,
+    /// See [`Observer`]; shared with the namespaces.
+    observer: Arc<std::sync::OnceLock<Arc<dyn Observer>>>,
 }
 
 /// The Socket.IO server of one node.
@@ -74,6 +90,16 @@ impl std::fmt::Debug for SocketIo {
         f.debug_struct("SocketIo")
             .field("node_id", &self.inner.node_id)
             .finish_non_exhaustive()
+    }
+}
+
+/// A [`SocketIo`] that does not keep it alive (held by parts it owns).
+#[derive(Clone)]
+pub(crate) struct WeakSocketIo(Weak<Inner>);
+
+impl WeakSocketIo {
+    pub(crate) fn upgrade(&self) -> Option<SocketIo> {
+        self.0.upgrade().map(|inner| SocketIo { inner })
     }
 }
 
@@ -110,11 +136,13 @@ impl SocketIo {
             .any(|n| n.recovery.enabled)
             .then(|| bus.recovery_store(&adapter.channels, &config.cluster))
             .flatten();
+        let observer = Arc::new(std::sync::OnceLock::new());
         let watch = Arc::new(ChannelWatch {
             subscriptions: adapter.subscriptions.clone(),
             channels: adapter.channels.clone(),
             metrics: metrics.clone(),
             recovery: recovery.clone(),
+            observer: observer.clone(),
         });
         let namespaces = Namespaces::new(&config, watch)?;
         let inner = Arc::new(Inner {
@@ -128,6 +156,7 @@ impl SocketIo {
             connections: AtomicU64::new(0),
             sockets: AtomicU64::new(0),
             tasks,
+            observer,
         });
         if let Some(store) = &inner.recovery {
             let sink: Weak<dyn LogSink> = Arc::downgrade(&inner) as Weak<Inner>;
@@ -239,6 +268,21 @@ impl SocketIo {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Sets the node's [`Observer`] (once).
+    pub(crate) fn set_observer(&self, observer: Arc<dyn Observer>) {
+        let _ = self.inner.observer.set(observer);
+    }
+
+    /// The node's [`Observer`], when it has one.
+    pub(crate) fn observer(&self) -> Option<&Arc<dyn Observer>> {
+        self.inner.observer.get()
+    }
+
+    /// A handle that does not keep the server alive.
+    pub(crate) fn downgrade(&self) -> WeakSocketIo {
+        WeakSocketIo(Arc::downgrade(&self.inner))
     }
 
     pub fn node_id(&self) -> NodeId {

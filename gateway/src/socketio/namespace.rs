@@ -74,6 +74,8 @@ pub(crate) struct ChannelWatch {
     pub(crate) metrics: Arc<Metrics>,
     /// Connection state recovery's store, when a namespace has it on.
     pub(crate) recovery: Option<Arc<dyn RecoveryStore>>,
+    /// Told of rooms joined and left (see [`super::Observer`]).
+    pub(crate) observer: Arc<std::sync::OnceLock<Arc<dyn super::Observer>>>,
 }
 
 impl ChannelWatch {
@@ -180,6 +182,19 @@ impl Namespace {
         if crate::ids::is_socket_id_shape(room) {
             return Err("room name reserved: it has the shape of a socket id");
         }
+        let joined = self.join_locked(socket, room, max_rooms)?;
+        if let (Joined::Yes { .. }, Some(observer)) = (joined, self.watch.observer.get()) {
+            observer.joined(socket, room);
+        }
+        Ok(joined)
+    }
+
+    fn join_locked(
+        &self,
+        socket: &Arc<Socket>,
+        room: &str,
+        max_rooms: usize,
+    ) -> Result<Joined, &'static str> {
         let mut rooms = self.rooms.write();
         let mut own = socket.rooms_mut();
         if own.iter().any(|r| &**r == room) {
@@ -211,6 +226,14 @@ impl Namespace {
 
     /// Removes `socket` from `room`; returns `Some(last_local)` when it was in it.
     pub(crate) fn leave(&self, socket: &Socket, room: &str) -> Option<bool> {
+        let left = self.leave_locked(socket, room);
+        if let (Some(_), Some(observer)) = (left, self.watch.observer.get()) {
+            observer.left(socket, room);
+        }
+        left
+    }
+
+    fn leave_locked(&self, socket: &Socket, room: &str) -> Option<bool> {
         let mut rooms = self.rooms.write();
         let mut own = socket.rooms_mut();
         let pos = own.iter().position(|r| &**r == room)?;
@@ -230,9 +253,14 @@ impl Namespace {
     /// rooms that no local socket is in any more.
     pub(crate) fn remove(&self, socket: &Socket) -> Vec<Arc<str>> {
         let mut emptied = Vec::new();
+        let observer = self.watch.observer.get();
+        let mut left = Vec::new();
         {
             let mut rooms = self.rooms.write();
             let mut own = socket.rooms_mut();
+            if observer.is_some() {
+                left.extend(own.iter().cloned());
+            }
             for room in own.drain(..) {
                 if let Some(members) = rooms.get_mut(&room) {
                     members.remove(socket.id());
@@ -245,6 +273,11 @@ impl Namespace {
             }
         }
         self.sockets.write().remove(socket.id());
+        if let Some(observer) = observer {
+            for room in left {
+                observer.left(socket, &room);
+            }
+        }
         emptied
     }
 

@@ -74,6 +74,25 @@ impl SocketIo {
         Ok((out, g.missing))
     }
 
+    /// Every socket of the cluster (at most `max`) in the Socket.IO Admin
+    /// UI's shape, as JSON texts; and the nodes that did not answer.
+    pub(crate) async fn fetch_admin_sockets(
+        &self,
+        max: u32,
+    ) -> Result<(Vec<String>, Vec<NodeId>), OpError> {
+        let timeout = self.inner.adapter.request_timeout();
+        let op = Op::FetchAdminSockets { max };
+        let g = self.request("/", &Target::default(), op, timeout).await?;
+        let mut out = Vec::new();
+        for (_, a) in g.answers {
+            if let Answer::AdminSockets(s) = a {
+                out.extend(s);
+            }
+        }
+        out.truncate(max as usize);
+        Ok((out, g.missing))
+    }
+
     /// `socketsJoin(rooms)` on every node; returns the sockets matched.
     pub async fn join_rooms(
         &self,
@@ -276,6 +295,18 @@ impl SocketIo {
                     s.disconnect(*close);
                 }
                 Answer::Count(selected.len() as u64)
+            }
+            Op::FetchAdminSockets { max } => {
+                let mut out = Vec::new();
+                'all: for ns in self.inner.namespaces.all() {
+                    for s in ns.select(&Target::default()) {
+                        if out.len() >= *max as usize {
+                            break 'all;
+                        }
+                        out.push(crate::admin_ui::socket_json(&s, self.config()).to_string());
+                    }
+                }
+                Answer::AdminSockets(out)
             }
             Op::ListRooms => Answer::Rooms(
                 ns.map(|ns| {

@@ -19,6 +19,7 @@
 //! live in [`super::contract`], the handles that record into them here.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -35,8 +36,8 @@ pub(crate) use super::contract::{
     UNKNOWN_NAMESPACE, names,
 };
 use super::contract::{
-    CALL_BUCKETS, EMITTER_KINDS, EMITTER_RESULTS, FANOUT_BUCKETS, GRPC_CANCELLED, GRPC_CODES, GRPC_OK, LAG_BUCKETS, describe,
-    grpc_code_index,
+    CALL_BUCKETS, EMITTER_KINDS, EMITTER_RESULTS, FANOUT_BUCKETS, GRPC_CANCELLED, GRPC_CODES,
+    GRPC_OK, LAG_BUCKETS, describe, grpc_code_index,
 };
 use crate::protocol::engineio::Transport;
 use crate::reason::DisconnectReason;
@@ -87,6 +88,22 @@ fn label(v: &'static str) -> SharedString {
     SharedString::const_str(v)
 }
 
+/// Running totals that the Socket.IO Admin UI's statistics are made of
+/// (its `aggregatedEvents` and polling count), readable unlike the
+/// exporter's handles: kept only when the UI is on.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) connections: AtomicU64,
+    /// By [`DisconnectReason`], in declaration order.
+    pub(crate) disconnections: [AtomicU64; DisconnectReason::ALL.len()],
+    pub(crate) packets_in: AtomicU64,
+    pub(crate) bytes_in: AtomicU64,
+    pub(crate) packets_out: AtomicU64,
+    pub(crate) bytes_out: AtomicU64,
+    /// Connections on long-polling now.
+    pub(crate) polling: AtomicI64,
+}
+
 /// Traffic counters and the connection gauge of one transport.
 #[derive(Debug)]
 pub(crate) struct TransportMetrics {
@@ -96,12 +113,14 @@ pub(crate) struct TransportMetrics {
     bytes_received: Counter,
     bytes_sent: Counter,
     writes: Counter,
+    tally: Option<Arc<Tally>>,
 }
 
 impl TransportMetrics {
-    fn new(r: &Registrar<'_>, t: Transport) -> Self {
+    fn new(r: &Registrar<'_>, t: Transport, tally: Option<Arc<Tally>>) -> Self {
         let l = || vec![("transport", label(t.as_str()))];
         Self {
+            tally,
             connections: r.gauge(names::ENGINE_CONNECTIONS, l()),
             packets_received: r.counter(names::PACKETS_RECEIVED, l()),
             packets_sent: r.counter(names::PACKETS_SENT, l()),
@@ -115,6 +134,10 @@ impl TransportMetrics {
     pub(crate) fn received(&self, packets: u64, bytes: u64) {
         self.packets_received.increment(packets);
         self.bytes_received.increment(bytes);
+        if let Some(t) = &self.tally {
+            t.packets_in.fetch_add(packets, Ordering::Relaxed);
+            t.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        }
     }
 
     /// `packets` Engine.IO packets of `bytes` bytes in total went out in
@@ -123,6 +146,10 @@ impl TransportMetrics {
         self.packets_sent.increment(packets);
         self.bytes_sent.increment(bytes);
         self.writes.increment(writes);
+        if let Some(t) = &self.tally {
+            t.packets_out.fetch_add(packets, Ordering::Relaxed);
+            t.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        }
     }
 }
 
@@ -213,6 +240,7 @@ pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     transports: [TransportMetrics; 2],
+    tally: Option<Arc<Tally>>,
     disconnects: [Counter; DisconnectReason::ALL.len()],
     deliveries: Counter,
     slow_consumer_disconnects: Counter,
@@ -254,7 +282,14 @@ impl std::fmt::Debug for Metrics {
 impl Metrics {
     /// A fresh set of metrics with its own recorder. `namespaces` are the
     /// configured policy names, registered up front.
+    #[cfg(test)]
     pub(crate) fn new<'a>(namespaces: impl IntoIterator<Item = &'a str>) -> Self {
+        Self::with_tally(namespaces, false)
+    }
+
+    /// [`Metrics::new`], keeping a [`Tally`] when `tally`.
+    fn with_tally<'a>(namespaces: impl IntoIterator<Item = &'a str>, tally: bool) -> Self {
+        let tally = tally.then(|| Arc::new(Tally::default()));
         let mut builder = PrometheusBuilder::new();
         for (name, buckets) in [
             (names::BROADCAST_FANOUT, FANOUT_BUCKETS),
@@ -309,7 +344,8 @@ impl Metrics {
         }
         let unknown_namespace = Arc::new(NamespaceMetrics::new(&r, UNKNOWN_NAMESPACE));
         let metrics = Self {
-            transports: TRANSPORTS.map(|t| TransportMetrics::new(&r, t)),
+            transports: TRANSPORTS.map(|t| TransportMetrics::new(&r, t, tally.clone())),
+            tally,
             disconnects: DisconnectReason::ALL.map(|reason| {
                 r.counter(names::DISCONNECTS, vec![("reason", label(reason.as_str()))])
             }),
@@ -371,7 +407,12 @@ impl Metrics {
             .into_iter()
             .map(|n| n.name)
             .collect();
-        Self::new(names.iter().map(String::as_str))
+        Self::with_tally(names.iter().map(String::as_str), config.admin_ui.enabled)
+    }
+
+    /// The running totals, when the Admin UI is on.
+    pub(crate) fn tally(&self) -> Option<&Arc<Tally>> {
+        self.tally.as_ref()
     }
 
     fn registrar(&self) -> Registrar<'_> {
@@ -409,10 +450,19 @@ impl Metrics {
     /// An Engine.IO connection opened on `t`.
     pub(crate) fn engine_opened(&self, t: Transport) {
         self.transport(t).connections.increment(1.0);
+        if let Some(tally) = &self.tally {
+            tally.connections.fetch_add(1, Ordering::Relaxed);
+            if t == Transport::Polling {
+                tally.polling.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// A connection moved from polling to WebSocket.
     pub(crate) fn engine_upgraded(&self) {
+        if let Some(tally) = &self.tally {
+            tally.polling.fetch_sub(1, Ordering::Relaxed);
+        }
         self.transport(Transport::Polling)
             .connections
             .decrement(1.0);
@@ -427,6 +477,12 @@ impl Metrics {
     /// [`Metrics::socket_disconnected`].
     pub(crate) fn engine_closed(&self, t: Transport, reason: DisconnectReason) {
         self.transport(t).connections.decrement(1.0);
+        if let Some(tally) = &self.tally {
+            tally.disconnections[reason as usize].fetch_add(1, Ordering::Relaxed);
+            if t == Transport::Polling {
+                tally.polling.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
         match reason {
             DisconnectReason::SlowConsumer => self.slow_consumer_disconnects.increment(1),
             DisconnectReason::ConnectTimeout => self

@@ -20,7 +20,7 @@ pub use contract::names;
 pub use metrics::Metrics;
 pub(crate) use metrics::{
     AdminCall, ConnectErrorReason, HookCall, HookKind, HookResult, HttpPhase, NamespaceMetrics,
-    RecoveryResult, RedisOp,
+    RecoveryResult, RedisOp, Tally,
 };
 pub(crate) use trace::ErrorChain;
 pub use trace::{TelemetryError, TelemetryGuard, TraceContext, TracingOptions, admin_span, init};
