@@ -1496,6 +1496,46 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_ui_needs_a_user_and_a_bcrypt_hash_and_a_free_namespace() {
+        const HASH: &str = "$2b$04$abcdefghijklmnopqrstuuVRvbNKVD3W7fCnO0mMTPx.lBT4ha3Vm";
+        let ok = format!(
+            "[admin_ui]\nenabled = true\nusername = \"admin\"\npassword_hash = \"{HASH}\"\n"
+        );
+        let c = Config::from_toml(&ok).unwrap();
+        c.validate().unwrap();
+        // Its namespace is in effect beside the default one.
+        let names: Vec<_> = c
+            .effective_namespaces()
+            .into_iter()
+            .map(|n| n.name)
+            .collect();
+        assert_eq!(names, ["/", "/admin"]);
+        // Off by default, and then nothing is required.
+        let off = Config::default();
+        assert!(!off.admin_ui.enabled);
+        assert_eq!(off.effective_namespaces().len(), 1);
+        for bad in [
+            "[admin_ui]\nenabled = true\npassword_hash = \"HASH\"\n".to_owned(),
+            "[admin_ui]\nenabled = true\nusername = \"admin\"\n".to_owned(),
+            "[admin_ui]\nenabled = true\nusername = \"admin\"\npassword_hash = \"secret\"\n"
+                .to_owned(),
+            format!("{ok}namespace = \"admin\"\n"),
+            format!("{ok}stats_interval_ms = 10\n"),
+            format!("[[namespaces]]\nname = \"/*\"\n{ok}"),
+        ] {
+            let bad = bad.replace("HASH", HASH);
+            let c = Config::from_toml(&bad).unwrap();
+            assert!(c.validate().is_err(), "accepted: {bad}");
+        }
+        assert!(
+            Config::from_toml("[redis_emitter]\nkey = \"\"")
+                .unwrap()
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
     fn parses_a_full_file() {
         let c = Config::from_toml(
             r#"

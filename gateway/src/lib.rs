@@ -44,6 +44,7 @@ mod accept;
 mod admin;
 mod admin_ui;
 mod auth;
+mod clock;
 pub mod cluster;
 pub mod config;
 mod emitter;

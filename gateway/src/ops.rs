@@ -199,6 +199,35 @@ async fn readyz(State(state): State<OpsState>) -> Response {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_admin_ui_files_are_served_and_nothing_outside_them() {
+        let dir = std::env::temp_dir().join(format!("gateway-ui-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("js")).unwrap();
+        std::fs::write(dir.join("index.html"), "<html>").unwrap();
+        std::fs::write(dir.join("js/app.js"), "1").unwrap();
+        let dir = Arc::new(dir);
+        let index = static_file(dir.clone(), "index.html".into()).await;
+        assert_eq!(index.status(), StatusCode::OK);
+        assert_eq!(
+            index.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        let js = static_file(dir.clone(), "js/app.js".into()).await;
+        assert_eq!(js.status(), StatusCode::OK);
+        for outside in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "js/../../x",
+            "",
+            "js",
+            "missing.html",
+        ] {
+            let r = static_file(dir.clone(), outside.into()).await;
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{outside}");
+        }
+        std::fs::remove_dir_all(&*dir).unwrap();
+    }
+
     #[test]
     fn readiness_names_what_fails() {
         let r = Readiness::new();

@@ -27,20 +27,18 @@ mod session;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AdminUiConfig, Config};
+use crate::clock::now_ms;
+use crate::config::AdminUiConfig;
 use crate::reason::DisconnectReason;
 use crate::socketio::hooks::{ConnectDecision, ConnectRequest, Event, HookError, Hooks};
 use crate::socketio::{Observer, Payload, Socket, SocketIo, Target, WeakSocketIo};
 use crate::telemetry::{ErrorChain, Tally};
 use session::Sessions;
-
-/// Characters of the Engine.IO session id the UI groups sockets by.
-const CLIENT_ID_LEN: usize = 12;
 
 pub(crate) struct AdminUi {
     namespace: String,
@@ -276,81 +274,8 @@ fn aggregated(tally: &Tally) -> Vec<Value> {
     out
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn iso(ms: i64) -> String {
-    crate::emitter::decode::iso8601(ms.div_euclid(1000), ms.rem_euclid(1000) as u32)
-        .unwrap_or_default()
-}
-
 fn now_iso() -> Value {
-    Value::String(iso(now_ms()))
-}
-
-/// A socket as the Admin UI shows it (what Node's `instrument` sends): its
-/// id, Engine.IO connection, transport, namespace, data, handshake and rooms.
-pub(crate) fn socket_json(socket: &Socket, config: &Config) -> Value {
-    let session = socket.session();
-    let info = &session.info;
-    let header = |name: &str| {
-        info.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| &**v)
-    };
-    let headers: Map<String, Value> = info
-        .headers
-        .iter()
-        .map(|(k, v)| (k.to_ascii_lowercase(), Value::String(v.to_string())))
-        .collect();
-    let query: Map<String, Value> = form_urlencoded::parse(info.query.as_bytes())
-        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
-        .collect();
-    let address = header("cf-connecting-ip")
-        .or_else(|| header("x-forwarded-for"))
-        .map(str::to_owned)
-        .unwrap_or_else(|| info.remote.ip().to_string());
-    let issued = socket
-        .connected_at()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let mut data = match socket.data() {
-        Some(Value::Object(m)) => m,
-        Some(other) => {
-            let mut m = Map::new();
-            m.insert("data".into(), other);
-            m
-        }
-        None => Map::new(),
-    };
-    if let Some(user) = socket.user_id() {
-        data.entry("userId").or_insert_with(|| user.into());
-    }
-    let sid: &str = &session.sid;
-    json!({
-        "id": socket.id(),
-        "clientId": &sid[..sid.len().min(CLIENT_ID_LEN)],
-        "transport": socket.transport().as_str(),
-        "nsp": &*socket.namespace().name,
-        "data": data,
-        "handshake": {
-            "address": address,
-            "headers": headers,
-            "query": query,
-            "issued": issued,
-            "secure": header("x-forwarded-proto") == Some("https"),
-            "time": iso(issued),
-            "url": format!("{}/?{}", config.server.path.trim_end_matches('/'), info.query),
-            "xdomain": header("origin").is_some(),
-        },
-        "rooms": socket.rooms(),
-    })
+    Value::String(crate::clock::iso8601_ms(now_ms()))
 }
 
 impl Observer for AdminUi {
@@ -358,7 +283,10 @@ impl Observer for AdminUi {
         let Some(io) = self.io() else { return };
         self.broadcast(
             "socket_connected",
-            &[socket_json(socket, io.config()), now_iso()],
+            &[
+                crate::socketio::admin_socket_json(socket, io.config()),
+                now_iso(),
+            ],
         );
     }
 

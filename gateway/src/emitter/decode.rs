@@ -334,39 +334,7 @@ fn timestamp(data: &[u8]) -> Option<String> {
     if nanos >= 1_000_000_000 {
         return None;
     }
-    iso8601(secs, nanos / 1_000_000)
-}
-
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` of a Unix time (as JavaScript's
-/// `Date.prototype.toISOString`), for years 0 to 9999.
-pub(crate) fn iso8601(secs: i64, millis: u32) -> Option<String> {
-    let days = secs.div_euclid(86_400);
-    let of_day = secs.rem_euclid(86_400);
-    let (y, m, d) = civil(days);
-    if !(0..=9999).contains(&y) {
-        return None;
-    }
-    Some(format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60,
-        millis
-    ))
-}
-
-/// The proleptic Gregorian date of a day count from 1970-01-01.
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    crate::clock::iso8601(secs, nanos / 1_000_000)
 }
 
 #[cfg(test)]

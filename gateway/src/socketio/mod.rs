@@ -33,6 +33,7 @@ use hooks::Hooks;
 use namespace::ChannelWatch;
 pub(crate) use namespace::{Namespaces, Policy};
 pub use ops::AckReport;
+pub(crate) use ops::admin_socket_json;
 pub use payload::{Payload, PayloadError};
 pub use socket::{AckError, EmitError, PendingAck, Socket};
 use tokio_util::task::TaskTracker;

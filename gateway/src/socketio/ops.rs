@@ -6,12 +6,15 @@
 
 use std::time::Duration;
 
+use serde_json::{Map, Value, json};
+
 use super::namespace::Joined;
 use super::payload::{self, Payload};
 use super::{OpError, Socket, SocketIo, Target};
 use crate::cluster::BusError;
 use crate::cluster::adapter::{ClusterError, Gathered};
 use crate::cluster::message::{Answer, Op, SocketAck, SocketInfo};
+use crate::config::Config;
 use crate::ids::{NodeId, RoomNameError};
 use crate::telemetry::ErrorChain;
 
@@ -39,6 +42,70 @@ fn socket_info(s: &Socket, node_id: NodeId) -> SocketInfo {
             .unwrap_or(0),
         data: s.data().map(|d| d.to_string()),
     }
+}
+
+/// Characters of the Engine.IO session id the Admin UI groups sockets by.
+const ADMIN_CLIENT_ID_LEN: usize = 12;
+
+/// A socket as the Admin UI shows it (what Node's `instrument` sends): its
+/// id, Engine.IO connection, transport, namespace, data, handshake and rooms.
+pub(crate) fn admin_socket_json(socket: &Socket, config: &Config) -> Value {
+    let session = socket.session();
+    let info = &session.info;
+    let header = |name: &str| {
+        info.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| &**v)
+    };
+    let headers: Map<String, Value> = info
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), Value::String(v.to_string())))
+        .collect();
+    let query: Map<String, Value> = form_urlencoded::parse(info.query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), Value::String(v.into_owned())))
+        .collect();
+    let address = header("cf-connecting-ip")
+        .or_else(|| header("x-forwarded-for"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| info.remote.ip().to_string());
+    let issued = socket
+        .connected_at()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let mut data = match socket.data() {
+        Some(Value::Object(m)) => m,
+        Some(other) => {
+            let mut m = Map::new();
+            m.insert("data".into(), other);
+            m
+        }
+        None => Map::new(),
+    };
+    if let Some(user) = socket.user_id() {
+        data.entry("userId").or_insert_with(|| user.into());
+    }
+    let sid: &str = &session.sid;
+    json!({
+        "id": socket.id(),
+        "clientId": &sid[..sid.len().min(ADMIN_CLIENT_ID_LEN)],
+        "transport": socket.transport().as_str(),
+        "nsp": &*socket.namespace().name,
+        "data": data,
+        "handshake": {
+            "address": address,
+            "headers": headers,
+            "query": query,
+            "issued": issued,
+            "secure": header("x-forwarded-proto") == Some("https"),
+            "time": crate::clock::iso8601_ms(issued),
+            "url": format!("{}/?{}", config.server.path.trim_end_matches('/'), info.query),
+            "xdomain": header("origin").is_some(),
+        },
+        "rooms": socket.rooms(),
+    })
 }
 
 impl SocketIo {
@@ -303,7 +370,7 @@ impl SocketIo {
                         if out.len() >= *max as usize {
                             break 'all;
                         }
-                        out.push(crate::admin_ui::socket_json(&s, self.config()).to_string());
+                        out.push(admin_socket_json(&s, self.config()).to_string());
                     }
                 }
                 Answer::AdminSockets(out)
