@@ -19,7 +19,14 @@
 # Environment (defaults in brackets):
 #   SYSTEMS [node socketioxide gateway]   RUNS [A B idle churn]
 #   DURATION [20] seconds of publishing per fanout workload
+#   SCHEDULE [poisson]: publishers' timing, `poisson` (independent) or `lockstep`
 #   A: A_SUBS [2000] A_ROOMS [10] A_RATE [500]   B: B_SUBS [8000] B_ROOMS [1] B_RATE [25]
+#   Across: A with every publisher on the first node and every subscriber on
+#     the second (each delivery crosses Redis)
+#   C2 (chat): C2_SOCKETS [18000] in rooms of C2_MIN..C2_MAX [2..8] members,
+#     C2_RATE [1000] msg/s over all rooms, C2_PUBLISHERS [40] (each speaks in
+#     every 40th room). 18000, not 20000: the load generator holds every
+#     socket in one process, and a process may open 20000 files here.
 #   PUBLISHERS [4] PAYLOAD_BYTES [100]  THREADS [2] loadtest worker threads
 #   IDLE_N [15000] IDLE_HOLD [10]   CHURN_RATE [100] CHURN_DURATION [10]
 #   OUT [loadtest/results/<time>]   REDIS_SERVER [redis-server]
@@ -38,6 +45,9 @@ RUNS="${RUNS:-A B idle churn}"
 DURATION="${DURATION:-20}"
 A_SUBS="${A_SUBS:-2000}" A_ROOMS="${A_ROOMS:-10}" A_RATE="${A_RATE:-500}"
 B_SUBS="${B_SUBS:-8000}" B_ROOMS="${B_ROOMS:-1}" B_RATE="${B_RATE:-25}"
+C2_SOCKETS="${C2_SOCKETS:-18000}" C2_MIN="${C2_MIN:-2}" C2_MAX="${C2_MAX:-8}"
+C2_RATE="${C2_RATE:-1000}" C2_PUBLISHERS="${C2_PUBLISHERS:-40}"
+SCHEDULE="${SCHEDULE:-poisson}"
 PUBLISHERS="${PUBLISHERS:-4}" PAYLOAD_BYTES="${PAYLOAD_BYTES:-100}" THREADS="${THREADS:-2}"
 IDLE_N="${IDLE_N:-15000}" IDLE_HOLD="${IDLE_HOLD:-10}"
 CHURN_RATE="${CHURN_RATE:-100}" CHURN_DURATION="${CHURN_DURATION:-10}"
@@ -287,12 +297,19 @@ for system in $SYSTEMS; do
     common=(--nodes "$nodes" --server-pids "$pids")
     redis_before="$(redis_ticks)"
     case "$run" in
-      A) loadtest "$system" A $((DURATION + RUN_SLACK)) fanout "${common[@]}" \
+      A) loadtest "$system" A $((DURATION + RUN_SLACK)) fanout "${common[@]}" --schedule "$SCHEDULE" \
            --subscribers "$A_SUBS" --rooms "$A_ROOMS" --rate "$A_RATE" --duration "$DURATION" \
            --publishers "$PUBLISHERS" --payload-bytes "$PAYLOAD_BYTES" ;;
-      B) loadtest "$system" B $((DURATION + RUN_SLACK)) fanout "${common[@]}" \
+      B) loadtest "$system" B $((DURATION + RUN_SLACK)) fanout "${common[@]}" --schedule "$SCHEDULE" \
            --subscribers "$B_SUBS" --rooms "$B_ROOMS" --rate "$B_RATE" --duration "$DURATION" \
            --publishers "$PUBLISHERS" --payload-bytes "$PAYLOAD_BYTES" ;;
+      Across) loadtest "$system" Across $((DURATION + RUN_SLACK)) fanout "${common[@]}" --schedule "$SCHEDULE" \
+           --subscribers "$A_SUBS" --rooms "$A_ROOMS" --rate "$A_RATE" --duration "$DURATION" \
+           --publishers "$PUBLISHERS" --payload-bytes "$PAYLOAD_BYTES" --placement cross ;;
+      C2) loadtest "$system" C2 $((DURATION + RUN_SLACK)) chat "${common[@]}" --schedule "$SCHEDULE" \
+           --sockets "$C2_SOCKETS" --min-members "$C2_MIN" --max-members "$C2_MAX" \
+           --rate "$C2_RATE" --duration "$DURATION" \
+           --publishers "$C2_PUBLISHERS" --payload-bytes "$PAYLOAD_BYTES" ;;
       idle) loadtest "$system" idle $((IDLE_HOLD + RUN_SLACK)) idle "${common[@]}" \
            --connections "$IDLE_N" --hold "$IDLE_HOLD" ;;
       churn) loadtest "$system" churn $((CHURN_DURATION + RUN_SLACK)) churn "${common[@]}" \

@@ -32,6 +32,9 @@ pub enum Scenario {
     Churn(ChurnArgs),
     /// Emit to single socket ids, across nodes: latency and loss.
     Targeted(TargetedArgs),
+    /// Many small rooms ("chat"): sockets in rooms of a few members each,
+    /// spread over the nodes, every room with its own low rate.
+    Chat(ChatArgs),
     /// Print one Markdown table with ratios from a comparison run's JSON
     /// reports (see compare.sh).
     Table(crate::table::TableArgs),
@@ -45,6 +48,7 @@ impl Scenario {
             Self::Idle(a) => Some(&a.common),
             Self::Churn(a) => Some(&a.common),
             Self::Targeted(a) => Some(&a.common),
+            Self::Chat(a) => Some(&a.common),
             Self::Table(_) => None,
         }
     }
@@ -162,7 +166,31 @@ pub enum Via {
     Grpc,
 }
 
-/// Options of the publishing side, shared by `fanout` and `targeted`.
+/// When each publisher sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Each publisher's gaps drawn from an exponential distribution (a
+    /// Poisson process) with its own seed: independent publishers, as real
+    /// traffic has.
+    Poisson,
+    /// Every publisher on one fixed period from one common start: all of
+    /// them send together, in bursts.
+    Lockstep,
+}
+
+/// Where publishers and receivers connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// Both spread over every node, round-robin.
+    Spread,
+    /// Publishers on the first node, receivers on the others: every
+    /// delivery crosses the bus (needs two nodes or more).
+    Cross,
+}
+
+/// Options of the publishing side, shared by `fanout`, `targeted` and `chat`.
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct PublishArgs {
     /// Publishing connections (clients, or admin API channels).
@@ -192,6 +220,13 @@ pub struct PublishArgs {
     /// arrived for this many seconds.
     #[arg(long, default_value_t = 5.0)]
     pub drain_timeout: f64,
+    /// When publishers send.
+    #[arg(long, value_enum, default_value_t = Schedule::Poisson)]
+    pub schedule: Schedule,
+    /// Seed of the publishers' schedules (publisher p uses seed + p) and of
+    /// the chat scenario's room sizes: runs with one seed send alike.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 impl PublishArgs {
@@ -236,6 +271,42 @@ pub struct FanoutArgs {
     /// Client event that joins a room: (room) with an ack.
     #[arg(long, default_value = "$join")]
     pub join_event: String,
+    /// Where publishers and subscribers connect.
+    #[arg(long, value_enum, default_value_t = Placement::Spread)]
+    pub placement: Placement,
+}
+
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct ChatArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub publish: PublishArgs,
+    /// Receiving sockets, each in one room.
+    #[arg(long, default_value_t = 20_000)]
+    pub sockets: usize,
+    /// Fewest and most members of a room (sizes drawn uniformly with
+    /// `--seed`; the last room takes what is left).
+    #[arg(long, default_value_t = 2)]
+    pub min_members: usize,
+    #[arg(long, default_value_t = 8)]
+    pub max_members: usize,
+    #[arg(long, default_value = "chat-")]
+    pub room_prefix: String,
+    #[arg(long, default_value = "$join")]
+    pub join_event: String,
+}
+
+impl ChatArgs {
+    pub fn validate(&self) -> Result<()> {
+        if self.sockets == 0 {
+            bail!("--sockets must be positive");
+        }
+        if self.min_members == 0 || self.min_members > self.max_members {
+            bail!("--min-members must be within 1..=--max-members");
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Args, Serialize)]
@@ -344,6 +415,8 @@ mod tests {
         assert_eq!(a.rooms, 10);
         assert_eq!(a.publish.publish_event, "$publish");
         assert_eq!(a.publish.via, Via::Client);
+        assert_eq!(a.publish.schedule, Schedule::Poisson);
+        assert_eq!(a.placement, Placement::Spread);
         assert_eq!(a.common.server_pids, vec![10, 20]);
         assert_eq!(a.common.nodes().unwrap().len(), 2);
         a.common.validate().unwrap();

@@ -77,6 +77,7 @@ fn run(scenario: &Scenario) -> Result<report::Report> {
         match scenario {
             Scenario::Fanout(a) => scenario::delivery::fanout(a).await,
             Scenario::Targeted(a) => scenario::delivery::targeted(a).await,
+            Scenario::Chat(a) => scenario::delivery::chat(a).await,
             Scenario::Idle(a) => scenario::idle::idle(a).await,
             Scenario::Churn(a) => scenario::churn::churn(a).await,
             Scenario::Table(_) => anyhow::bail!("table runs no scenario"),

@@ -117,6 +117,62 @@ const FIGURES: &[Figure] = &[
         decimals: 2,
     },
     Figure {
+        run: "Across",
+        label: "Across: deliveries per server CPU-second",
+        pointer: "/server/deliveries_per_cpu_sec",
+        better: Better::Higher,
+        decimals: 0,
+    },
+    Figure {
+        run: "Across",
+        label: "Across: p50 latency (ms)",
+        pointer: "/delivery/latency_ms/p50",
+        better: Better::Lower,
+        decimals: 2,
+    },
+    Figure {
+        run: "Across",
+        label: "Across: p99 latency (ms)",
+        pointer: "/delivery/latency_ms/p99",
+        better: Better::Lower,
+        decimals: 2,
+    },
+    Figure {
+        run: "Across",
+        label: "Across: lost",
+        pointer: "/delivery/lost",
+        better: Better::Neither,
+        decimals: 0,
+    },
+    Figure {
+        run: "C2",
+        label: "C2: deliveries per server CPU-second",
+        pointer: "/server/deliveries_per_cpu_sec",
+        better: Better::Higher,
+        decimals: 0,
+    },
+    Figure {
+        run: "C2",
+        label: "C2: p50 latency (ms)",
+        pointer: "/delivery/latency_ms/p50",
+        better: Better::Lower,
+        decimals: 2,
+    },
+    Figure {
+        run: "C2",
+        label: "C2: p99 latency (ms)",
+        pointer: "/delivery/latency_ms/p99",
+        better: Better::Lower,
+        decimals: 2,
+    },
+    Figure {
+        run: "C2",
+        label: "C2: lost",
+        pointer: "/delivery/lost",
+        better: Better::Neither,
+        decimals: 0,
+    },
+    Figure {
         run: "B",
         label: "B: deliveries per server CPU-second",
         pointer: "/server/deliveries_per_cpu_sec",
@@ -222,7 +278,7 @@ pub type Reports = BTreeMap<String, BTreeMap<String, Value>>;
 pub fn load(dir: &Path, systems: &[String]) -> Result<Reports> {
     let mut reports = Reports::new();
     for system in systems {
-        for run in ["A", "B", "idle", "churn"] {
+        for run in ["A", "B", "Across", "C2", "idle", "churn"] {
             let path = dir.join(format!("{system}-{run}.json"));
             let Ok(text) = fs::read_to_string(&path) else {
                 continue;

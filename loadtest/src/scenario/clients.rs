@@ -14,6 +14,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::cli::Schedule;
 use crate::protocol::{self, SioKind, Stamp};
 use crate::shards::{Counters, ShardCtx};
 use crate::stats::ReceiverTally;
@@ -245,6 +246,57 @@ pub struct PublisherSpec {
     pub count: u64,
     /// Messages per second.
     pub rate: f64,
+    pub schedule: Schedule,
+    /// Seed of its Poisson schedule.
+    pub seed: u64,
+}
+
+/// When a publisher's next message is due: on the common period from the
+/// start (lockstep), or after exponential gaps of its own (Poisson).
+struct Pacer {
+    schedule: Schedule,
+    rate: f64,
+    start: Instant,
+    rng: super::delivery::SplitMix,
+    sent: u64,
+    due: Instant,
+}
+
+impl Pacer {
+    fn new(spec: &PublisherSpec, start: Instant) -> Self {
+        let mut pacer = Self {
+            schedule: spec.schedule,
+            rate: spec.rate,
+            start,
+            rng: super::delivery::SplitMix::new(spec.seed),
+            sent: 0,
+            due: start,
+        };
+        if pacer.schedule == Schedule::Poisson {
+            pacer.due = start + pacer.gap();
+        }
+        pacer
+    }
+
+    fn gap(&mut self) -> Duration {
+        Duration::from_secs_f64(self.rng.exponential_secs(self.rate))
+    }
+
+    fn due(&self) -> Instant {
+        self.due
+    }
+
+    /// One more message went.
+    fn advance(&mut self) {
+        self.sent += 1;
+        self.due = match self.schedule {
+            // From the start, so that rounding does not drift.
+            Schedule::Lockstep => {
+                self.start + Duration::from_secs_f64(self.sent as f64 / self.rate)
+            }
+            Schedule::Poisson => self.due + self.gap(),
+        };
+    }
 }
 
 /// What a publisher sent.
@@ -351,6 +403,7 @@ pub async fn publisher(ctx: ShardCtx, env: Arc<ClientEnv>, spec: PublisherSpec, 
             h
         })
         .collect();
+    let mut pacer = Pacer::new(&spec, start);
     let mut seqs = vec![0u64; spec.channels.len()];
     let mut pending: HashMap<u64, Instant> = HashMap::new();
     let mut next_id: u64 = 1;
@@ -362,7 +415,7 @@ pub async fn publisher(ctx: ShardCtx, env: Arc<ClientEnv>, spec: PublisherSpec, 
     loop {
         let now = Instant::now();
         let wake = if sent < spec.count {
-            let due = start + Duration::from_secs_f64(sent as f64 / spec.rate);
+            let due = pacer.due();
             if now >= due {
                 let slot = (sent as usize + spec.id as usize) % spec.channels.len();
                 let stamp = Stamp {
@@ -383,6 +436,7 @@ pub async fn publisher(ctx: ShardCtx, env: Arc<ClientEnv>, spec: PublisherSpec, 
                 next_id += 1;
                 seqs[slot] += 1;
                 sent += 1;
+                pacer.advance();
                 Counters::inc(&ctx.counters.published);
                 continue;
             }
@@ -528,12 +582,13 @@ pub async fn admin_publisher<S: AdminSink>(
     };
     let mut seqs = vec![0u64; spec.channels.len()];
     let mut refusal = None;
+    let mut pacer = Pacer::new(&spec, start);
     for sent in 0..spec.count {
-        let due = start + Duration::from_secs_f64(sent as f64 / spec.rate);
         tokio::select! {
             _ = env.stop.cancelled() => break,
-            _ = tokio::time::sleep_until(due) => {}
+            _ = tokio::time::sleep_until(pacer.due()) => {}
         }
+        pacer.advance();
         let slot = (sent as usize + spec.id as usize) % spec.channels.len();
         let (channel, name) = &spec.channels[slot];
         let stamp = Stamp {
@@ -661,6 +716,8 @@ mod tests {
             channels: vec![(0, "a".into()), (1, "no".into())],
             count: 5,
             rate: 10.0,
+            schedule: Schedule::Lockstep,
+            seed: 1,
         };
         let ctx = ctx();
         let counters = ctx.counters.clone();

@@ -22,7 +22,7 @@ use super::clients::{
     self, ClientEnv, PublisherIo, PublisherResult, PublisherSpec, Ready, ReceiverSpec,
 };
 use super::{Progress, collect, fill_connections, new_report, remember_error};
-use crate::cli::{Common, FanoutArgs, PublishArgs, TargetedArgs, Via, secs};
+use crate::cli::{ChatArgs, Common, FanoutArgs, Placement, PublishArgs, TargetedArgs, Via, secs};
 use crate::procfs::Sampler;
 use crate::report::{Delivery, Report, Server};
 use crate::shards::Shards;
@@ -48,6 +48,17 @@ struct Plan {
     /// Channels are socket ids (admin publishers target sockets, not rooms).
     #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
     by_socket_id: bool,
+    /// The node every publisher connects to; none: spread round-robin.
+    publishers_on: Option<usize>,
+}
+
+/// The node of client `i` of `n`: round-robin over every node, or over the
+/// nodes after the first when `cross` (the first has the publishers).
+fn receiver_node(i: usize, nodes: usize, placement: Placement) -> usize {
+    match placement {
+        Placement::Cross if nodes > 1 => 1 + i % (nodes - 1),
+        _ => i % nodes,
+    }
 }
 
 pub async fn fanout(args: &FanoutArgs) -> Result<Report> {
@@ -55,10 +66,13 @@ pub async fn fanout(args: &FanoutArgs) -> Result<Report> {
         bail!("--rooms must be positive");
     }
     let nodes = args.common.nodes()?.len();
+    if args.placement == Placement::Cross && nodes < 2 {
+        bail!("--placement cross needs two nodes or more");
+    }
     let receivers = (0..args.subscribers)
         .map(|i| ReceiverSpec {
             index: i,
-            node: i % nodes,
+            node: receiver_node(i, nodes, args.placement),
             transport: TransportKind::for_client(i, args.common.polling_share),
             channel: (i % args.rooms) as u32,
             room: Some(format!("{}{}", args.room_prefix, i % args.rooms)),
@@ -70,6 +84,7 @@ pub async fn fanout(args: &FanoutArgs) -> Result<Report> {
         receivers,
         join_event: args.join_event.clone(),
         by_socket_id: false,
+        publishers_on: (args.placement == Placement::Cross).then_some(0),
         channels_for: Box::new(move |_, _, _| {
             (0..rooms)
                 .map(|r| (r as u32, format!("{prefix}{r}")))
@@ -77,6 +92,93 @@ pub async fn fanout(args: &FanoutArgs) -> Result<Report> {
         }),
     };
     run(&args.common, &args.publish, plan, args).await
+}
+
+/// The member counts of chat rooms for `sockets` sockets: each drawn
+/// uniformly from `min..=max`; the last room takes the rest (at most
+/// `max`, and at least one member).
+fn chat_rooms(sockets: usize, min: usize, max: usize, seed: u64) -> Vec<usize> {
+    let mut rng = SplitMix::new(seed);
+    let mut sizes = Vec::new();
+    let mut left = sockets;
+    while left > 0 {
+        let size = (min + (rng.next() % (max - min + 1) as u64) as usize).min(left);
+        sizes.push(size);
+        left -= size;
+    }
+    sizes
+}
+
+pub async fn chat(args: &ChatArgs) -> Result<Report> {
+    args.validate()?;
+    let nodes = args.common.nodes()?.len();
+    let sizes = chat_rooms(
+        args.sockets,
+        args.min_members,
+        args.max_members,
+        args.publish.seed,
+    );
+    let rooms = sizes.len();
+    // Members of a room go round-robin over the nodes: a room of two or
+    // more members spans nodes whenever there are several.
+    let mut receivers = Vec::with_capacity(args.sockets);
+    for (room, size) in sizes.iter().enumerate() {
+        for _ in 0..*size {
+            let i = receivers.len();
+            receivers.push(ReceiverSpec {
+                index: i,
+                node: i % nodes,
+                transport: TransportKind::for_client(i, args.common.polling_share),
+                channel: room as u32,
+                room: Some(format!("{}{room}", args.room_prefix)),
+            });
+        }
+    }
+    let publishers = args.publish.publishers;
+    let prefix = args.room_prefix.clone();
+    let plan = Plan {
+        scenario: "chat",
+        receivers,
+        join_event: args.join_event.clone(),
+        by_socket_id: false,
+        publishers_on: None,
+        // Publisher p speaks in rooms p, p + P, p + 2P...
+        channels_for: Box::new(move |p, _, _| {
+            (p..rooms)
+                .step_by(publishers)
+                .map(|r| (r as u32, format!("{prefix}{r}")))
+                .collect()
+        }),
+    };
+    run(&args.common, &args.publish, plan, args).await
+}
+
+/// A small deterministic generator (SplitMix64) for schedules and room
+/// sizes: the same seed gives the same run.
+pub struct SplitMix(u64);
+
+impl SplitMix {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1].
+    pub fn unit(&mut self) -> f64 {
+        ((self.next() >> 11) + 1) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A gap of a Poisson process of `rate` per second: exponential.
+    pub fn exponential_secs(&mut self, rate: f64) -> f64 {
+        -self.unit().ln() / rate
+    }
 }
 
 pub async fn targeted(args: &TargetedArgs) -> Result<Report> {
@@ -95,6 +197,7 @@ pub async fn targeted(args: &TargetedArgs) -> Result<Report> {
         receivers,
         join_event: String::new(),
         by_socket_id: true,
+        publishers_on: None,
         // Targets on other nodes than the publisher's, when there are any.
         channels_for: Box::new(move |_, node, up| {
             let elsewhere: Vec<_> = up
@@ -205,7 +308,7 @@ async fn run<S: serde::Serialize>(
     let (pub_ready_tx, mut pub_ready_rx) = mpsc::unbounded_channel();
     let (result_tx, mut result_rx) = mpsc::unbounded_channel();
     for p in 0..n_pub {
-        let node = p % nodes.len();
+        let node = plan.publishers_on.unwrap_or(p % nodes.len());
         let channels = (plan.channels_for)(p, node, &up);
         if channels.is_empty() {
             bail!("publisher {p} has nothing to publish to");
@@ -217,6 +320,8 @@ async fn run<S: serde::Serialize>(
             channels,
             count: total / n_pub as u64 + u64::from((p as u64) < total % n_pub as u64),
             rate: rate_each,
+            schedule: publish.schedule,
+            seed: publish.seed.wrapping_add(p as u64),
         };
         let io = PublisherIo {
             ready: pub_ready_tx.clone(),
@@ -383,5 +488,42 @@ pub async fn settle_closes(shards: &Shards) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::*;
+
+    #[test]
+    fn chat_rooms_have_their_sizes_and_hold_everyone() {
+        let sizes = chat_rooms(20_000, 2, 8, 1);
+        assert_eq!(sizes.iter().sum::<usize>(), 20_000);
+        assert!(sizes.iter().all(|s| (1..=8).contains(s)));
+        assert!(sizes[..sizes.len() - 1].iter().all(|s| *s >= 2));
+        // About 20000 / 5 rooms, and the same for the same seed.
+        assert!((3_800..4_200).contains(&sizes.len()), "{}", sizes.len());
+        assert_eq!(sizes, chat_rooms(20_000, 2, 8, 1));
+        assert_ne!(sizes, chat_rooms(20_000, 2, 8, 2));
+    }
+
+    #[test]
+    fn poisson_gaps_average_the_period() {
+        let mut rng = SplitMix::new(7);
+        let n = 100_000;
+        let mean = (0..n).map(|_| rng.exponential_secs(50.0)).sum::<f64>() / n as f64;
+        assert!((mean - 0.02).abs() < 0.0005, "{mean}");
+    }
+
+    #[test]
+    fn cross_placement_keeps_receivers_off_the_first_node() {
+        assert!((0..10).all(|i| receiver_node(i, 2, Placement::Cross) == 1));
+        assert_eq!(
+            (0..4)
+                .map(|i| receiver_node(i, 3, Placement::Cross))
+                .collect::<Vec<_>>(),
+            [1, 2, 1, 2]
+        );
+        assert_eq!(receiver_node(3, 2, Placement::Spread), 1);
     }
 }
