@@ -7,13 +7,13 @@
 #
 # Environment: GATEWAY_BIN (required): started as `--listen 127.0.0.1:0`,
 # it must print `gateway listening on <addr>`; LOADTEST_BIN (built with
-# cargo when unset); SMOKE_SCENARIOS [fanout targeted idle churn].
+# cargo when unset); SMOKE_SCENARIOS [fanout targeted chat idle churn].
 # Bounded: each step has a timeout; the node is stopped on exit.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 : "${GATEWAY_BIN:?set GATEWAY_BIN to the gateway binary}"
-SCENARIOS="${SMOKE_SCENARIOS:-fanout targeted idle churn}"
+SCENARIOS="${SMOKE_SCENARIOS:-fanout targeted chat idle churn}"
 
 if [[ -z "${LOADTEST_BIN:-}" ]]; then
   timeout 900 cargo build --quiet --manifest-path "$HERE/Cargo.toml" --bin loadtest
@@ -67,6 +67,7 @@ for scenario in $SCENARIOS; do
   case "$scenario" in
     fanout) args=(fanout --subscribers 30 --rooms 3 --publishers 2 --rate 40 --duration 2) ;;
     targeted) args=(targeted --targets 20 --publishers 2 --rate 20 --duration 2) ;;
+    chat) args=(chat --sockets 60 --publishers 3 --rate 30 --duration 2) ;;
     idle) args=(idle --connections 40 --hold 1 --settle 0.5) ;;
     churn) args=(churn --rate 20 --duration 2 --hold-ms 100 --settle 0.5) ;;
     *) echo "smoke: unknown scenario $scenario" >&2; exit 2 ;;
