@@ -110,7 +110,7 @@ consistency() {
     local f rc=0
     for f in base overlays-example; do
         echo "$f:"
-        "$PYTHON" deploy/checks.py consistency "$WORK/$f.yaml" || rc=1
+        "$PYTHON" deploy/checks.py consistency --external Secret/gateway-admin "$WORK/$f.yaml" || rc=1
     done
     return "$rc"
 }

@@ -12,8 +12,11 @@ Subcommands:
   consistency FILE       cross-references inside one rendered stream: Service
                          selectors and target ports, ServiceMonitor -> Service
                          -> port, Ingress -> Service, HPA / PDB targets,
-                         ConfigMap / Secret references, probes, and the drain
-                         timing (preStop + grace period < termination grace).
+                         ConfigMap / Secret references (--external KIND/NAME:
+                         an object the operator creates, not rendered on
+                         purpose), NetworkPolicy ports, probes, the drain
+                         timing (preStop + grace period < termination grace),
+                         and no Secret rendered with a token in it.
   dashboard FILE         structure of the Grafana dashboard JSON.
   promql FILE            prints a Prometheus rule file holding every dashboard
                          query (Grafana variables replaced), so that promtool
@@ -278,7 +281,7 @@ def cmd_consistency(args: argparse.Namespace) -> int:
                 src = e.get("valueFrom", {})
                 if "configMapKeyRef" in src:
                     refs.append(("ConfigMap", src["configMapKeyRef"]["name"]))
-                if "secretKeyRef" in src:
+                if "secretKeyRef" in src and not src["secretKeyRef"].get("optional"):
                     refs.append(("Secret", src["secretKeyRef"]["name"]))
             names = {p.get("name") for p in c.get("ports", [])}
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -291,8 +294,29 @@ def cmd_consistency(args: argparse.Namespace) -> int:
             if "secret" in v:
                 refs.append(("Secret", v["secret"]["secretName"]))
         for kind, name in refs:
-            if (kind, ns_of(w), name) not in objs:
+            if (kind, ns_of(w), name) not in objs and f"{kind}/{name}" not in args.external:
                 rep.error(f"{kn(w)}: references {kind} {name!r}, which is not rendered")
+
+    # The secrets the operator creates are not rendered: a rendered one
+    # would put a token in git.
+    for ext in args.external:
+        kind, _, name = ext.partition("/")
+        if any(k == kind and n == name for k, _, n in objs):
+            rep.error(f"{ext} is rendered, but must come from the cluster's secret store")
+
+    # NetworkPolicies: named ports exist on the pods they select.
+    for np in of_kind("NetworkPolicy"):
+        sel = np["spec"]["podSelector"].get("matchLabels")
+        pods = [w for w in workloads if ns_of(w) == ns_of(np)
+                and selects(sel, w["spec"]["template"]["metadata"].get("labels"))]
+        if not pods:
+            rep.error(f"{kn(np)}: podSelector {sel} matches no workload")
+        names = {p.get("name") for w in pods for c in pod_spec(w).get("containers", [])
+                 for p in c.get("ports", [])}
+        for rule in np["spec"].get("ingress", []):
+            for port in rule.get("ports", []):
+                if isinstance(port.get("port"), str) and port["port"] not in names:
+                    rep.error(f"{kn(np)}: port {port['port']!r} is not a named port of the pods it selects")
 
     gateway = next((d for d in of_kind("Deployment") if d["metadata"]["name"] == "gateway"), None)
     if gateway is None:
@@ -517,6 +541,8 @@ def main() -> int:
     p.add_argument("files", nargs="+")
     p.set_defaults(fn=cmd_validate)
     p = sub.add_parser("consistency")
+    p.add_argument("--external", action="append", default=[],
+                   help="KIND/NAME of an object the operator creates (not rendered)")
     p.add_argument("file")
     p.set_defaults(fn=cmd_consistency)
     p = sub.add_parser("dashboard")

@@ -8,8 +8,9 @@
 //! - [`convert`]: request checks (`INVALID_ARGUMENT`), conversions, and the
 //!   status of a failed operation (`UNAVAILABLE` when the bus is down);
 //! - [`deadline`]: the client's `grpc-timeout` (`DEADLINE_EXCEEDED`);
-//! - [`auth`]: the bearer token (`UNAUTHENTICATED`), a tower layer in front
-//!   of every service on the port, reflection included;
+//! - [`auth`]: the bearer tokens (`UNAUTHENTICATED`), a tower layer in front
+//!   of every service on the port, reflection included; `admin.token_file`
+//!   is read again every 10 s and on SIGHUP while the port is served;
 //! - [`call`]: every call counted by method and status code, and timed, in
 //!   the node's metrics (through [`crate::telemetry`], which also opens a
 //!   span per call).
@@ -27,6 +28,7 @@ pub(crate) mod service;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use gateway_proto::admin::v1::admin_server::{AdminServer, SERVICE_NAME};
 use tokio::net::TcpListener;
@@ -35,7 +37,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::config::{AdminConfig, ConfigError};
 use crate::socketio::SocketIo;
-use crate::telemetry::Metrics;
+use crate::telemetry::{ErrorChain, Metrics};
 pub(crate) use service::AdminService;
 
 /// Why the admin port could not be served.
@@ -67,6 +69,9 @@ pub enum AdminError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// `admin.token_file` cannot be read or holds no usable token.
+    #[error(transparent)]
+    TokenFile(#[from] auth::TokenFileError),
     #[error("admin reflection service cannot be built")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("admin server failed")]
@@ -102,7 +107,7 @@ pub(crate) fn tls_config(cfg: &AdminConfig) -> Result<Option<ServerTlsConfig>, A
 /// The admin port of one node, ready to serve.
 pub(crate) struct AdminApi {
     service: AdminService,
-    token: Option<String>,
+    tokens: auth::Tokens,
     tls: Option<ServerTlsConfig>,
     metrics: Arc<Metrics>,
 }
@@ -117,7 +122,7 @@ impl AdminApi {
     ) -> Result<Self, AdminError> {
         Ok(Self {
             service: AdminService::new(io, metrics.clone()),
-            token: cfg.token.clone(),
+            tokens: auth::Tokens::load(cfg.token.as_deref(), cfg.token_file.as_deref())?,
             tls: tls_config(cfg)?,
             metrics,
         })
@@ -144,14 +149,67 @@ impl AdminApi {
             server = server.tls_config(tls)?;
         }
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        server
-            .layer(auth::AuthLayer::new(self.token.as_deref(), self.metrics))
+        let served = server
+            .layer(auth::AuthLayer::new(self.tokens.clone(), self.metrics))
             .add_service(AdminServer::new(self.service))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await?;
+            .serve_with_incoming_shutdown(incoming, shutdown);
+        tokio::select! {
+            served = served => served?,
+            never = reload_tokens(self.tokens) => match never {},
+        }
         Ok(())
+    }
+}
+
+/// How often `admin.token_file` is read again to notice a change.
+const TOKEN_FILE_POLL: Duration = Duration::from_secs(10);
+
+/// Reads `admin.token_file` again every [`TOKEN_FILE_POLL`] and at once on
+/// SIGHUP, for as long as the port is served (never returns; pending
+/// forever without a token file).
+async fn reload_tokens(tokens: auth::Tokens) -> std::convert::Infallible {
+    let Some(path) = tokens.file().map(Path::to_owned) else {
+        return std::future::pending().await;
+    };
+    #[cfg(unix)]
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(
+                error = %ErrorChain(&e),
+                "no SIGHUP handler: admin.token_file is read again every {} s only",
+                TOKEN_FILE_POLL.as_secs()
+            );
+            None
+        }
+    };
+    let mut poll = tokio::time::interval(TOKEN_FILE_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.reset();
+    loop {
+        #[cfg(unix)]
+        let why = tokio::select! {
+            _ = poll.tick() => "changed",
+            Some(()) = async { match &mut hangup { Some(h) => h.recv().await, None => None } } => "SIGHUP",
+        };
+        #[cfg(not(unix))]
+        let why = {
+            poll.tick().await;
+            "changed"
+        };
+        match tokens.reload() {
+            Ok(true) => tracing::info!(file = %path.display(), on = why, "admin tokens reloaded"),
+            Ok(false) if why == "SIGHUP" => {
+                tracing::info!(file = %path.display(), "admin tokens unchanged")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                error = %ErrorChain(&e),
+                "admin tokens not reloaded: the tokens loaded before stay in use"
+            ),
+        }
     }
 }
 
