@@ -127,9 +127,15 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// HTTP path of the Engine.IO endpoint. Default `/socket.io/`.
     pub path: String,
-    /// Origins allowed by CORS; `"*"` allows any. Default none (no CORS headers).
+    /// Origins allowed by CORS; `"*"` allows any. Default none (no CORS
+    /// headers). In the environment either JSON
+    /// (`GATEWAY_SERVER__CORS_ORIGINS='["https://a","https://b"]'`) or a
+    /// comma-separated list (`GATEWAY_SERVER__CORS_ORIGINS=https://a,https://b`).
+    #[serde(deserialize_with = "list")]
     pub cors_origins: Vec<String>,
-    /// Transports clients may use. Default `["polling", "websocket"]`.
+    /// Transports clients may use. Default `["polling", "websocket"]`. In
+    /// the environment also comma-separated (`polling,websocket`).
+    #[serde(deserialize_with = "list")]
     pub transports: Vec<Transport>,
     /// Interval between server pings, ms. Default 25000.
     pub ping_interval_ms: u64,
@@ -995,6 +1001,43 @@ impl JwtConfig {
     }
 }
 
+/// A list, or a string of comma-separated items (blank ones skipped): the
+/// form a list takes in an environment variable. Each item is read as a
+/// `T`, so a bad item is reported as such.
+fn list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct ListVisitor<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ListVisitor<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list, or a string of comma-separated items")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<T>, E> {
+            text.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| T::deserialize(serde::de::value::StrDeserializer::<E>::new(item)))
+                .collect()
+        }
+    }
+
+    d.deserialize_any(ListVisitor(std::marker::PhantomData))
+}
+
 /// A string or a list of strings, read as a list.
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
@@ -1538,6 +1581,25 @@ mod tests {
         }
         assert!(Config::from_toml("[ops]\nport = 1").is_err());
         assert!(Config::from_toml("[telemetry]\nlog_format = \"xml\"").is_err());
+    }
+
+    #[test]
+    fn lists_are_arrays_or_comma_separated_strings() {
+        let c = Config::from_toml(
+            "[server]\ncors_origins = \"https://a.example, https://b.example,\"\n\
+             transports = \"websocket\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.server.cors_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(c.server.transports, [Transport::Websocket]);
+        let c = Config::from_toml("[server]\ncors_origins = [\"https://a,b\"]").unwrap();
+        assert_eq!(c.server.cors_origins, ["https://a,b"]);
+        let e = Config::from_toml("[server]\ntransports = \"polling,pigeon\"").unwrap_err();
+        let chain = format!("{}", crate::telemetry::ErrorChain(&e));
+        assert!(chain.contains("pigeon"), "{chain}");
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub enum TokenFileError {
     Empty { path: PathBuf },
 }
 
+/// Tokens as they are compared: bytes, shared with the calls in flight.
+type TokenList = Arc<[Box<[u8]>]>;
+
 /// The accepted admin tokens: `admin.token` and those of `admin.token_file`.
 /// Shared by the auth layer (read on every call) and the reloader.
 #[derive(Clone)]
@@ -50,7 +53,7 @@ pub(crate) struct Tokens {
     fixed: Option<Arc<[u8]>>,
     file: Option<PathBuf>,
     /// The tokens of the file as last loaded.
-    from_file: Arc<RwLock<Arc<[Box<[u8]>]>>>,
+    from_file: Arc<RwLock<TokenList>>,
 }
 
 impl Tokens {
@@ -115,7 +118,7 @@ impl Tokens {
 }
 
 /// The tokens of the file at `path`, one per line, each checked.
-fn read_token_file(path: &Path) -> Result<Arc<[Box<[u8]>]>, TokenFileError> {
+fn read_token_file(path: &Path) -> Result<TokenList, TokenFileError> {
     let text = std::fs::read_to_string(path).map_err(|source| TokenFileError::Read {
         path: path.to_owned(),
         source,

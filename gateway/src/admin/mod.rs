@@ -185,6 +185,11 @@ async fn reload_tokens(tokens: auth::Tokens) -> std::convert::Infallible {
             None
         }
     };
+    tracing::info!(
+        file = %path.display(),
+        every_s = TOKEN_FILE_POLL.as_secs(),
+        "admin tokens: the file is read again when it changes and on SIGHUP"
+    );
     let mut poll = tokio::time::interval(TOKEN_FILE_POLL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.reset();
