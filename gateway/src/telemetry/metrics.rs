@@ -351,6 +351,8 @@ impl Metrics {
         for method in AdminMethod::ALL {
             metrics.admin_counter(method, GRPC_OK);
         }
+        // Exported from the start; `for_config` sets the configured limit.
+        metrics.registrar().gauge(names::CONNECTIONS_LIMIT, vec![]);
         metrics
     }
 
@@ -361,7 +363,12 @@ impl Metrics {
             .into_iter()
             .map(|n| n.name)
             .collect();
-        Self::new(names.iter().map(String::as_str))
+        let metrics = Self::new(names.iter().map(String::as_str));
+        metrics
+            .registrar()
+            .gauge(names::CONNECTIONS_LIMIT, vec![])
+            .set(config.limits.max_connections as f64);
+        metrics
     }
 
     fn registrar(&self) -> Registrar<'_> {
