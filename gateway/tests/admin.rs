@@ -760,6 +760,67 @@ async fn a_token_file_with_a_placeholder_is_refused_at_start() {
     assert!(err.contains("cannot read admin.token_file"), "{err}");
 }
 
+#[tokio::test]
+async fn the_health_service_follows_readiness_without_a_token() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let node = start(config("[admin]\ntoken = \"s3cret-admin-token\"")).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.admin_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = HealthClient::new(channel.clone());
+    let status = |service: &'static str| {
+        let mut health = health.clone();
+        async move {
+            let request = HealthCheckRequest {
+                service: service.to_owned(),
+            };
+            health.check(request).await.map(|r| r.into_inner().status())
+        }
+    };
+    for service in ["", "socketio_gateway.admin.v1.Admin"] {
+        assert_eq!(status(service).await.unwrap(), ServingStatus::Serving);
+    }
+    let unknown = status("no.such.Service").await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+
+    node.readiness.set("redis", false);
+    poll_for("NOT_SERVING", Duration::from_secs(5), || async {
+        (status("").await.unwrap() == ServingStatus::NotServing).then_some(())
+    })
+    .await;
+    assert_eq!(
+        status("socketio_gateway.admin.v1.Admin").await.unwrap(),
+        ServingStatus::NotServing
+    );
+    node.readiness.set("redis", true);
+    poll_for("SERVING again", Duration::from_secs(5), || async {
+        (status("").await.unwrap() == ServingStatus::Serving).then_some(())
+    })
+    .await;
+
+    // The token is still needed for everything else.
+    assert_code(
+        node.admin_with(None)
+            .await
+            .cluster_info(pb::ClusterInfoRequest {})
+            .await,
+        Code::Unauthenticated,
+        "missing admin token",
+    );
+    let services = reflection_services(channel, Some("s3cret-admin-token"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        services.contains(&"grpc.health.v1.Health".to_owned()),
+        "{services:?}"
+    );
+    node.stop().await;
+}
+
 /// The services a v1 reflection client lists, sending `token`.
 async fn reflection_services(
     channel: tonic::transport::Channel,

@@ -2,7 +2,8 @@
 //! service and reflection alike), as a tower layer in front of tonic's
 //! router.
 //!
-//! A call carries `authorization: Bearer <token>`; the token is compared in
+//! Every call but those of the health service (`grpc.health.v1.Health`)
+//! carries `authorization: Bearer <token>`; the token is compared in
 //! constant time with every accepted token (only lengths can be told from
 //! the timing). A missing or wrong token is answered `UNAUTHENTICATED`
 //! without reaching the service, and counted in the admin metrics.
@@ -214,6 +215,17 @@ where
         let Some(tokens) = &self.tokens else {
             return Either::Right(self.inner.call(request));
         };
+        // The standard health service answers without a token, as `/readyz`
+        // does: load balancers and probes carry none.
+        if request
+            .uri()
+            .path()
+            .strip_prefix('/')
+            .and_then(|p| p.strip_prefix(super::HEALTH_SERVICE))
+            .is_some_and(|rest| rest.starts_with('/'))
+        {
+            return Either::Right(self.inner.call(request));
+        }
         match check(tokens, request.headers()) {
             Ok(()) => Either::Right(self.inner.call(request)),
             Err(message) => {

@@ -16,8 +16,10 @@
 //!   span per call).
 //!
 //! [`AdminApi::serve`] runs the port: the admin service, gRPC reflection
-//! (v1 and v1alpha, so `grpcurl` needs no `.proto` files), the token check,
-//! and TLS when `[admin] tls_cert`/`tls_key` are set.
+//! (v1 and v1alpha, so `grpcurl` needs no `.proto` files), the standard
+//! health service `grpc.health.v1.Health` (SERVING while the node is ready,
+//! NOT_SERVING otherwise; answered without a token, like `/readyz`), the
+//! token check, and TLS when `[admin] tls_cert`/`tls_key` are set.
 
 pub(crate) mod auth;
 pub(crate) mod call;
@@ -129,18 +131,22 @@ impl AdminApi {
     }
 
     /// Serves on `listener` until `shutdown` resolves, then stops accepting
-    /// and lets the calls in flight finish.
+    /// and lets the calls in flight finish. The health service follows
+    /// `ready` (the node's readiness).
     pub(crate) async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
+        ready: impl Fn() -> bool,
     ) -> Result<(), AdminError> {
         // v1 for grpcurl and current clients, v1alpha for older ones (such
         // as Python's grpcio-reflection).
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(gateway_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
                 .with_service_name(SERVICE_NAME)
+                .with_service_name(HEALTH_SERVICE)
         };
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -148,18 +154,54 @@ impl AdminApi {
         if let Some(tls) = self.tls {
             server = server.tls_config(tls)?;
         }
+        let (health, health_service) = tonic_health::server::health_reporter();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let served = server
             .layer(auth::AuthLayer::new(self.tokens.clone(), self.metrics))
             .add_service(AdminServer::new(self.service))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
+            .add_service(health_service)
             .serve_with_incoming_shutdown(incoming, shutdown);
         tokio::select! {
             served = served => served?,
             never = reload_tokens(self.tokens) => match never {},
+            never = follow_readiness(health, ready) => match never {},
         }
         Ok(())
+    }
+}
+
+/// The name of the standard health service.
+pub(crate) const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
+/// How often the health service's status is brought in line with the
+/// node's readiness.
+const HEALTH_POLL: Duration = Duration::from_millis(500);
+
+/// Sets the health status of the whole server (`""`) and of the admin
+/// service to SERVING while `ready()` holds and NOT_SERVING otherwise,
+/// checking every [`HEALTH_POLL`] (never returns).
+async fn follow_readiness(
+    health: tonic_health::server::HealthReporter,
+    ready: impl Fn() -> bool,
+) -> std::convert::Infallible {
+    use tonic_health::ServingStatus;
+    let mut reported = None;
+    let mut poll = tokio::time::interval(HEALTH_POLL);
+    loop {
+        poll.tick().await;
+        let status = if ready() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if reported != Some(status) {
+            for service in ["", SERVICE_NAME] {
+                health.set_service_status(service, status).await;
+            }
+            reported = Some(status);
+        }
     }
 }
 

@@ -352,7 +352,10 @@ impl Metrics {
             metrics.admin_counter(method, GRPC_OK);
         }
         // Exported from the start; `for_config` sets the configured limit.
-        metrics.registrar().gauge(names::CONNECTIONS_LIMIT, vec![]);
+        metrics
+            .registrar()
+            .gauge(names::CONNECTIONS_LIMIT, vec![])
+            .set(0.0);
         metrics
     }
 
