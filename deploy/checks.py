@@ -17,6 +17,11 @@ Subcommands:
                          purpose), NetworkPolicy ports, probes, the drain
                          timing (preStop + grace period < termination grace),
                          and no Secret rendered with a token in it.
+  adapter RULES HPA...   the prometheus-adapter rules: each maps the Kubernetes
+                         namespace and pod, names a metric the gateway
+                         exports, and serves every Pods metric the rendered
+                         HPAs use; prints a Prometheus rule file of the
+                         rules' queries (templates filled in) for promtool.
   dashboard FILE         structure of the Grafana dashboard JSON.
   promql FILE            prints a Prometheus rule file holding every dashboard
                          query (Grafana variables replaced), so that promtool
@@ -407,6 +412,47 @@ def dashboard_exprs(dash: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def cmd_adapter(args: argparse.Namespace) -> int:
+    rep = Report()
+    rules = yaml.safe_load(pathlib.Path(args.rules).read_text())["rules"]
+    known = {l.strip() for l in (DEPLOY / "metric-names.txt").read_text().splitlines()
+             if l.strip() and not l.startswith("#")}
+    served = set()
+    queries = []
+    for i, rule in enumerate(rules):
+        overrides = rule.get("resources", {}).get("overrides", {})
+        mapped = {v.get("resource"): k for k, v in overrides.items()}
+        for resource in ("namespace", "pod"):
+            if resource not in mapped:
+                rep.error(f"rule {i}: no label mapped to the {resource} resource")
+        series = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule.get("seriesQuery", ""))
+        if not series or series.group(0) not in known:
+            rep.error(f"rule {i}: seriesQuery {rule.get('seriesQuery')!r} names no exported metric")
+            continue
+        name = rule.get("name", {}).get("as") or series.group(0)
+        served.add(name)
+        query = (rule["metricsQuery"]
+                 .replace("<<.Series>>", series.group(0))
+                 .replace("<<.LabelMatchers>>",
+                          ",".join(f'{mapped.get(r, r)}="x"' for r in ("namespace", "pod")))
+                 .replace("<<.GroupBy>>", ",".join(mapped.get(r, r) for r in ("namespace", "pod"))))
+        if "<<" in query:
+            rep.error(f"rule {i}: unknown template in metricsQuery {rule['metricsQuery']!r}")
+        queries.append({"record": f"adapter:{name}", "expr": query})
+    for doc in (d for f in args.hpa for d in load_stream(f)):
+        if doc.get("kind") != "HorizontalPodAutoscaler":
+            continue
+        for m in doc["spec"].get("metrics", []):
+            if m["type"] == "Pods" and m["pods"]["metric"]["name"] not in served:
+                rep.error(f"{kn(doc)}: Pods metric {m['pods']['metric']['name']!r} "
+                          f"is not served by {args.rules}")
+            elif m["type"] == "Pods":
+                print(f"  {kn(doc)}: Pods metric {m['pods']['metric']['name']} served by the adapter rules",
+                      file=sys.stderr)
+    print(yaml.safe_dump({"groups": [{"name": "adapter", "rules": queries}]}, sort_keys=False))
+    return rep.exit_code()
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     rep = Report()
     with open(args.file) as f:
@@ -545,6 +591,10 @@ def main() -> int:
                    help="KIND/NAME of an object the operator creates (not rendered)")
     p.add_argument("file")
     p.set_defaults(fn=cmd_consistency)
+    p = sub.add_parser("adapter")
+    p.add_argument("rules")
+    p.add_argument("hpa", nargs="+", help="rendered manifests holding the HPAs")
+    p.set_defaults(fn=cmd_adapter)
     p = sub.add_parser("dashboard")
     p.add_argument("file")
     p.set_defaults(fn=cmd_dashboard)
