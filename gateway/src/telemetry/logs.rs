@@ -226,6 +226,58 @@ mod tests {
         assert_eq!(t.admit(), Some(0));
     }
 
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_lines_carry_the_node_id_fields_and_spans() {
+        use tracing_subscriber::layer::SubscriberExt;
+
+        let out = Lines::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                .event_format(JsonLines {
+                    node_id: Some(Arc::from("nodeA1")),
+                }),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(port = 3000_u64, "outside any span");
+            let span = tracing::info_span!("admin", method = "Emit");
+            let _entered = span.enter();
+            let error = std::io::Error::other("refused");
+            tracing::warn!(error = &error as &dyn std::error::Error, "inside");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["message"], "outside any span");
+        assert_eq!(lines[0]["port"], 3000);
+        assert_eq!(lines[0]["node_id"], "nodeA1");
+        assert!(lines[0].get("spans").is_none(), "{text}");
+        assert_eq!(lines[1]["message"], "inside");
+        assert_eq!(lines[1]["level"], "WARN");
+        assert_eq!(lines[1]["error"], "refused");
+        assert_eq!(lines[1]["spans"][0]["name"], "admin");
+        assert_eq!(lines[1]["spans"][0]["method"], "Emit");
+    }
+
     #[test]
     fn the_redis_client_is_quiet_unless_named() {
         assert_eq!(with_redis_client_quiet("info"), "info,fred=off");
