@@ -110,9 +110,15 @@ consistency() {
     local f rc=0
     for f in base overlays-example; do
         echo "$f:"
-        "$PYTHON" deploy/checks.py consistency "$WORK/$f.yaml" || rc=1
+        "$PYTHON" deploy/checks.py consistency --external Secret/gateway-admin "$WORK/$f.yaml" || rc=1
     done
     return "$rc"
+}
+
+adapter_rules() {
+    "$PYTHON" deploy/checks.py adapter deploy/prometheus/adapter-rules.yaml \
+        "$WORK/base.yaml" "$WORK/overlays-example.yaml" >"$WORK/adapter-queries.yaml"
+    "$PROMTOOL" check rules "$WORK/adapter-queries.yaml"
 }
 
 dashboard_promql() {
@@ -135,6 +141,7 @@ run "PrometheusRule matches alerts.yaml" "$PYTHON" deploy/prometheus/render-prom
 run "kubectl kustomize (base, overlays/example, redis)" render
 run "kubernetes-validate (strict; ServiceMonitor/PrometheusRule skipped)" validate
 run "cross-references and drain timing" consistency
+run "prometheus-adapter rules serve the HPA's metric (promtool)" adapter_rules
 run "Grafana dashboard structure" "$PYTHON" deploy/checks.py dashboard deploy/grafana/gateway-dashboard.json
 run "PromQL of the dashboard queries (promtool)" dashboard_promql
 run "metric names used by the dashboard and the rules" metric_names

@@ -12,8 +12,16 @@ Subcommands:
   consistency FILE       cross-references inside one rendered stream: Service
                          selectors and target ports, ServiceMonitor -> Service
                          -> port, Ingress -> Service, HPA / PDB targets,
-                         ConfigMap / Secret references, probes, and the drain
-                         timing (preStop + grace period < termination grace).
+                         ConfigMap / Secret references (--external KIND/NAME:
+                         an object the operator creates, not rendered on
+                         purpose), NetworkPolicy ports, probes, the drain
+                         timing (preStop + grace period < termination grace),
+                         and no Secret rendered with a token in it.
+  adapter RULES HPA...   the prometheus-adapter rules: each maps the Kubernetes
+                         namespace and pod, names a metric the gateway
+                         exports, and serves every Pods metric the rendered
+                         HPAs use; prints a Prometheus rule file of the
+                         rules' queries (templates filled in) for promtool.
   dashboard FILE         structure of the Grafana dashboard JSON.
   promql FILE            prints a Prometheus rule file holding every dashboard
                          query (Grafana variables replaced), so that promtool
@@ -278,7 +286,7 @@ def cmd_consistency(args: argparse.Namespace) -> int:
                 src = e.get("valueFrom", {})
                 if "configMapKeyRef" in src:
                     refs.append(("ConfigMap", src["configMapKeyRef"]["name"]))
-                if "secretKeyRef" in src:
+                if "secretKeyRef" in src and not src["secretKeyRef"].get("optional"):
                     refs.append(("Secret", src["secretKeyRef"]["name"]))
             names = {p.get("name") for p in c.get("ports", [])}
             for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
@@ -291,8 +299,29 @@ def cmd_consistency(args: argparse.Namespace) -> int:
             if "secret" in v:
                 refs.append(("Secret", v["secret"]["secretName"]))
         for kind, name in refs:
-            if (kind, ns_of(w), name) not in objs:
+            if (kind, ns_of(w), name) not in objs and f"{kind}/{name}" not in args.external:
                 rep.error(f"{kn(w)}: references {kind} {name!r}, which is not rendered")
+
+    # The secrets the operator creates are not rendered: a rendered one
+    # would put a token in git.
+    for ext in args.external:
+        kind, _, name = ext.partition("/")
+        if any(k == kind and n == name for k, _, n in objs):
+            rep.error(f"{ext} is rendered, but must come from the cluster's secret store")
+
+    # NetworkPolicies: named ports exist on the pods they select.
+    for np in of_kind("NetworkPolicy"):
+        sel = np["spec"]["podSelector"].get("matchLabels")
+        pods = [w for w in workloads if ns_of(w) == ns_of(np)
+                and selects(sel, w["spec"]["template"]["metadata"].get("labels"))]
+        if not pods:
+            rep.error(f"{kn(np)}: podSelector {sel} matches no workload")
+        names = {p.get("name") for w in pods for c in pod_spec(w).get("containers", [])
+                 for p in c.get("ports", [])}
+        for rule in np["spec"].get("ingress", []):
+            for port in rule.get("ports", []):
+                if isinstance(port.get("port"), str) and port["port"] not in names:
+                    rep.error(f"{kn(np)}: port {port['port']!r} is not a named port of the pods it selects")
 
     gateway = next((d for d in of_kind("Deployment") if d["metadata"]["name"] == "gateway"), None)
     if gateway is None:
@@ -381,6 +410,47 @@ def dashboard_exprs(dash: dict[str, Any]) -> list[tuple[str, str]]:
             q = q.get("query") if isinstance(q, dict) else q
             out.append((f"variable_{v['name']}", q or v.get("definition", "")))
     return out
+
+
+def cmd_adapter(args: argparse.Namespace) -> int:
+    rep = Report()
+    rules = yaml.safe_load(pathlib.Path(args.rules).read_text())["rules"]
+    known = {l.strip() for l in (DEPLOY / "metric-names.txt").read_text().splitlines()
+             if l.strip() and not l.startswith("#")}
+    served = set()
+    queries = []
+    for i, rule in enumerate(rules):
+        overrides = rule.get("resources", {}).get("overrides", {})
+        mapped = {v.get("resource"): k for k, v in overrides.items()}
+        for resource in ("namespace", "pod"):
+            if resource not in mapped:
+                rep.error(f"rule {i}: no label mapped to the {resource} resource")
+        series = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule.get("seriesQuery", ""))
+        if not series or series.group(0) not in known:
+            rep.error(f"rule {i}: seriesQuery {rule.get('seriesQuery')!r} names no exported metric")
+            continue
+        name = rule.get("name", {}).get("as") or series.group(0)
+        served.add(name)
+        query = (rule["metricsQuery"]
+                 .replace("<<.Series>>", series.group(0))
+                 .replace("<<.LabelMatchers>>",
+                          ",".join(f'{mapped.get(r, r)}="x"' for r in ("namespace", "pod")))
+                 .replace("<<.GroupBy>>", ",".join(mapped.get(r, r) for r in ("namespace", "pod"))))
+        if "<<" in query:
+            rep.error(f"rule {i}: unknown template in metricsQuery {rule['metricsQuery']!r}")
+        queries.append({"record": f"adapter:{name}", "expr": query})
+    for doc in (d for f in args.hpa for d in load_stream(f)):
+        if doc.get("kind") != "HorizontalPodAutoscaler":
+            continue
+        for m in doc["spec"].get("metrics", []):
+            if m["type"] == "Pods" and m["pods"]["metric"]["name"] not in served:
+                rep.error(f"{kn(doc)}: Pods metric {m['pods']['metric']['name']!r} "
+                          f"is not served by {args.rules}")
+            elif m["type"] == "Pods":
+                print(f"  {kn(doc)}: Pods metric {m['pods']['metric']['name']} served by the adapter rules",
+                      file=sys.stderr)
+    print(yaml.safe_dump({"groups": [{"name": "adapter", "rules": queries}]}, sort_keys=False))
+    return rep.exit_code()
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -517,8 +587,14 @@ def main() -> int:
     p.add_argument("files", nargs="+")
     p.set_defaults(fn=cmd_validate)
     p = sub.add_parser("consistency")
+    p.add_argument("--external", action="append", default=[],
+                   help="KIND/NAME of an object the operator creates (not rendered)")
     p.add_argument("file")
     p.set_defaults(fn=cmd_consistency)
+    p = sub.add_parser("adapter")
+    p.add_argument("rules")
+    p.add_argument("hpa", nargs="+", help="rendered manifests holding the HPAs")
+    p.set_defaults(fn=cmd_adapter)
     p = sub.add_parser("dashboard")
     p.add_argument("file")
     p.set_defaults(fn=cmd_dashboard)

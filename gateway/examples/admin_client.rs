@@ -3,10 +3,10 @@
 //!
 //! ```sh
 //! # A node with an admin token (the admin API on 127.0.0.1:50051):
-//! GATEWAY_ADMIN__TOKEN=s3cret cargo run -p gateway
+//! GATEWAY_ADMIN__TOKEN=s3cret-0123456789abcdef cargo run -p gateway
 //!
 //! # In another terminal:
-//! export GATEWAY_ADMIN_TOKEN=s3cret
+//! export GATEWAY_ADMIN_TOKEN=s3cret-0123456789abcdef
 //! cargo run -p gateway --example admin_client -- emit --room lobby announcement '"maintenance at noon"'
 //! cargo run -p gateway --example admin_client -- ask --room lobby --timeout-ms 2000 poll '"yes or no?"'
 //! cargo run -p gateway --example admin_client -- fetch --room lobby

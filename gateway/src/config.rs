@@ -266,9 +266,15 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// HTTP path of the Engine.IO endpoint. Default `/socket.io/`.
     pub path: String,
-    /// Origins allowed by CORS; `"*"` allows any. Default none (no CORS headers).
+    /// Origins allowed by CORS; `"*"` allows any. Default none (no CORS
+    /// headers). In the environment either JSON
+    /// (`GATEWAY_SERVER__CORS_ORIGINS='["https://a","https://b"]'`) or a
+    /// comma-separated list (`GATEWAY_SERVER__CORS_ORIGINS=https://a,https://b`).
+    #[serde(deserialize_with = "list")]
     pub cors_origins: Vec<String>,
-    /// Transports clients may use. Default `["polling", "websocket"]`.
+    /// Transports clients may use. Default `["polling", "websocket"]`. In
+    /// the environment also comma-separated (`polling,websocket`).
+    #[serde(deserialize_with = "list")]
     pub transports: Vec<Transport>,
     /// Interval between server pings, ms. Default 25000.
     pub ping_interval_ms: u64,
@@ -586,10 +592,23 @@ pub struct AdminConfig {
     /// be a loopback address unless `token` is set.
     pub listen: SocketAddr,
     /// Bearer token every admin call must carry as the metadata
-    /// `authorization: Bearer <token>` (printable ASCII, no spaces). Default
-    /// none: calls are not authenticated and the API listens on localhost
-    /// only. Prefer the environment (`GATEWAY_ADMIN__TOKEN`) to a file.
+    /// `authorization: Bearer <token>`: printable ASCII without spaces, at
+    /// least 16 characters, and not a known placeholder (such as
+    /// `replace-me-in-the-overlay`). Default none: with neither `token` nor
+    /// `token_file`, calls are not authenticated and the API listens on
+    /// localhost only. Prefer the environment (`GATEWAY_ADMIN__TOKEN`) to a
+    /// file.
     pub token: Option<String>,
+    /// File of accepted bearer tokens, one per line (blank lines and lines
+    /// starting with `#` are skipped), each held to the rules of `token`.
+    /// Every token of the file is accepted, together with `token` when both
+    /// are set: during a rotation it holds the new token and the old one.
+    /// Read when the node is built, then again every 10 s when it changes
+    /// and at once on SIGHUP; a file that cannot be read or holds an
+    /// unusable token keeps the tokens already loaded (and logs a warning).
+    /// Default none. Kubernetes: a Secret mounted as a volume (updated in
+    /// place, unlike environment variables).
+    pub token_file: Option<PathBuf>,
     /// PEM file with the certificate chain the admin API presents (TLS).
     /// Default none: plaintext HTTP/2. Set together with `tls_key`.
     pub tls_cert: Option<PathBuf>,
@@ -602,6 +621,7 @@ impl Default for AdminConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             token: None,
+            token_file: None,
             tls_cert: None,
             tls_key: None,
         }
@@ -614,6 +634,7 @@ impl std::fmt::Debug for AdminConfig {
         f.debug_struct("AdminConfig")
             .field("listen", &self.listen)
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .finish()
@@ -625,21 +646,14 @@ impl AdminConfig {
     /// usable token, a TLS certificate and key both or neither.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(token) = &self.token {
-            if token.is_empty() {
-                return Err(invalid("admin.token", "must not be empty when set"));
-            }
-            if !token.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(invalid(
-                    "admin.token",
-                    "must be printable ASCII without spaces (it travels in an HTTP header)",
-                ));
-            }
-        } else if !self.listen.ip().is_loopback() {
+            check_admin_token(token).map_err(|reason| invalid("admin.token", reason))?;
+        } else if self.token_file.is_none() && !self.listen.ip().is_loopback() {
             return Err(invalid(
                 "admin.listen",
                 format!(
                     "{} is not a loopback address: without admin.token \
-                     (GATEWAY_ADMIN__TOKEN) the admin API listens on localhost only",
+                     (GATEWAY_ADMIN__TOKEN) or admin.token_file the admin API \
+                     listens on localhost only",
                     self.listen
                 ),
             ));
@@ -662,6 +676,49 @@ impl AdminConfig {
             )),
         }
     }
+}
+
+/// The fewest characters an admin token may have.
+pub const ADMIN_TOKEN_MIN_LEN: usize = 16;
+
+/// Words that mark a token as a placeholder or an example copied from the
+/// manifests or the docs rather than a generated secret (compared without
+/// case).
+const PLACEHOLDER_WORDS: [&str; 7] = [
+    "replace-me",
+    "replace_me",
+    "changeme",
+    "change-me",
+    "not-a-secret",
+    "placeholder",
+    "example",
+];
+
+/// Why `token` cannot be an admin token, if it cannot: it travels in an
+/// HTTP header (printable ASCII, no spaces), must not be guessable by
+/// length, and must not be a placeholder left in a manifest. Used for
+/// `admin.token` and for every line of `admin.token_file`.
+pub(crate) fn check_admin_token(token: &str) -> Result<(), String> {
+    if token.is_empty() {
+        return Err("must not be empty when set".into());
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("must be printable ASCII without spaces (it travels in an HTTP header)".into());
+    }
+    if token.len() < ADMIN_TOKEN_MIN_LEN {
+        return Err(format!(
+            "must have at least {ADMIN_TOKEN_MIN_LEN} characters (generate one with \
+             `openssl rand -hex 32`)"
+        ));
+    }
+    let lower = token.to_ascii_lowercase();
+    if let Some(word) = PLACEHOLDER_WORDS.iter().find(|w| lower.contains(*w)) {
+        return Err(format!(
+            "is a placeholder (it contains {word:?}), not a secret: generate one with \
+             `openssl rand -hex 32`"
+        ));
+    }
+    Ok(())
 }
 
 /// `[[namespaces]]`: a namespace, or a family of them, and its policy.
@@ -1081,6 +1138,43 @@ impl JwtConfig {
     fn default_leeway_secs() -> u64 {
         60
     }
+}
+
+/// A list, or a string of comma-separated items (blank ones skipped): the
+/// form a list takes in an environment variable. Each item is read as a
+/// `T`, so a bad item is reported as such.
+fn list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct ListVisitor<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for ListVisitor<T> {
+        type Value = Vec<T>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list, or a string of comma-separated items")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<T>, E> {
+            text.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| T::deserialize(serde::de::value::StrDeserializer::<E>::new(item)))
+                .collect()
+        }
+    }
+
+    d.deserialize_any(ListVisitor(std::marker::PhantomData))
 }
 
 /// A string or a list of strings, read as a list.
@@ -1662,7 +1756,7 @@ mod tests {
             service_name = "edge"
             [admin]
             listen = "0.0.0.0:50051"
-            token = "t"
+            token = "a-token-of-16-chars"
             "#,
         )
         .unwrap();
@@ -1677,6 +1771,10 @@ mod tests {
             "[telemetry]\notlp_endpoint = \"collector:4317\"",
             "[telemetry]\nlog_level = \"info,=x=y\"",
             "[admin]\ntoken = \"\"",
+            "[admin]\ntoken = \"short-token\"",
+            "[admin]\ntoken = \"replace-me-in-the-overlay\"",
+            "[admin]\ntoken = \"example-only-not-a-secret-0b7c4e1f\"",
+            "[admin]\ntoken = \"CHANGEME-0123456789abcdef\"",
         ] {
             let c = Config::from_toml(text).unwrap();
             assert!(c.validate().is_err(), "accepted: {text}");
@@ -1686,14 +1784,34 @@ mod tests {
     }
 
     #[test]
+    fn lists_are_arrays_or_comma_separated_strings() {
+        let c = Config::from_toml(
+            "[server]\ncors_origins = \"https://a.example, https://b.example,\"\n\
+             transports = \"websocket\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.server.cors_origins,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(c.server.transports, [Transport::Websocket]);
+        let c = Config::from_toml("[server]\ncors_origins = [\"https://a,b\"]").unwrap();
+        assert_eq!(c.server.cors_origins, ["https://a,b"]);
+        let e = Config::from_toml("[server]\ntransports = \"polling,pigeon\"").unwrap_err();
+        let chain = format!("{}", crate::telemetry::ErrorChain(&e));
+        assert!(chain.contains("pigeon"), "{chain}");
+    }
+
+    #[test]
     fn accepts_the_kubernetes_base_configuration() {
         let text = include_str!("../../deploy/kubernetes/base/gateway.toml");
         let mut c = Config::from_toml(text).unwrap();
-        // The admin API listens on every interface: only with the token,
-        // which the deployment sets from a Secret (GATEWAY_ADMIN__TOKEN).
-        assert!(c.validate().is_err(), "no token, not loopback");
-        c.admin.token = Some("from-the-secret".into());
+        // The admin API listens on every interface: only with the tokens
+        // of the file the deployment mounts from the Secret gateway-admin.
+        assert!(c.admin.token_file.is_some());
         c.validate().unwrap();
+        c.admin.token_file = None;
+        assert!(c.validate().is_err(), "no token, not loopback");
         assert_eq!(c.ops.listen.unwrap().port(), 9090);
     }
 }

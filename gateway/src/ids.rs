@@ -34,7 +34,7 @@ pub struct NodeId([u8; NODE_ID_LEN]);
 
 impl NodeId {
     /// A fresh random node id.
-    pub(crate) fn random() -> Self {
+    pub fn random() -> Self {
         let mut rng = rand::rng();
         Self(std::array::from_fn(|_| ALPHABET[rng.random_range(0..64)]))
     }

@@ -428,8 +428,10 @@ impl Node {
         // The admin server stops accepting with the client listener; the
         // calls in flight are waited for with the node's other tasks.
         let admin = admin_api.map(|(api, listener)| {
+            let readiness = self.readiness.clone();
+            let ready = move || readiness.check().is_ok();
             self.tasks
-                .spawn(api.serve(listener, stop.clone().cancelled_owned()))
+                .spawn(api.serve(listener, stop.clone().cancelled_owned(), ready))
         });
         let cluster_stop = CancellationToken::new();
         let mut cluster = {

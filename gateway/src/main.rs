@@ -3,11 +3,15 @@
 //! hooks backend, see [`gateway::Node::builder`]), binds the listeners and
 //! serves it.
 //!
-//! It prints `gateway listening on <addr>` once the client listener is
-//! bound, then `gateway admin listening on <addr>` for the admin API
-//! (`[admin] listen`), then `gateway ops listening on <addr>` when the
-//! operations port is configured (`[ops] listen`, `GATEWAY_OPS__LISTEN`), so
-//! that scripts and tests that bind port 0 learn the addresses.
+//! With text logs (the default) it prints `gateway listening on <addr>` on
+//! stdout once the client listener is bound, then `gateway admin listening
+//! on <addr>` for the admin API (`[admin] listen`), then `gateway ops
+//! listening on <addr>` when the operations port is configured (`[ops]
+//! listen`, `GATEWAY_OPS__LISTEN`), so that scripts and tests that bind
+//! port 0 learn the addresses. With JSON logs stdout carries only JSON
+//! lines: the addresses are in the start-up summary (`gateway started`,
+//! with the version, node id, listeners, bus and namespaces), which both
+//! formats log.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -98,6 +102,25 @@ async fn announce(line: String) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An optional listener's address, or `none`.
+fn listed(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "none".to_owned(), |a| a.to_string())
+}
+
+/// The bus as the start-up summary names it: `in-process`, or the Redis
+/// URL without its credentials.
+fn bus_summary(redis_url: Option<&str>) -> String {
+    let Some(url) = redis_url else {
+        return "in-process".to_owned();
+    };
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 /// Prints why the configuration cannot be used, with the errors beneath
 /// (`invalid configuration: telemetry.log_level: "x=" is not a log filter:
 /// ...`), and exits with status 2.
@@ -133,7 +156,25 @@ async fn main() -> anyhow::Result<()> {
             Err(e) => invalid(e.into()),
         }
     }
-    let telemetry = telemetry::init(&TracingOptions::from_config(&config.telemetry))?;
+    // The node id is settled before logging starts, so that every line
+    // carries it.
+    let node_id = config
+        .cluster
+        .node_id
+        .get_or_insert_with(|| gateway::NodeId::random().to_string())
+        .clone();
+    let json_logs = config.telemetry.log_format == LogFormat::Json;
+    let telemetry = telemetry::init(
+        &TracingOptions::from_config(&config.telemetry).with_node_id(node_id.clone()),
+    )?;
+    // Plain lines on stdout only when the logs do not go there as JSON.
+    let announce = |line: String| async move {
+        if json_logs {
+            Ok(())
+        } else {
+            announce(line).await
+        }
+    };
     // From here on, SIGTERM drains (see `shutdown_signal`).
     let shutdown = shutdown_signal();
     let node = match Node::builder(config).connect().await {
@@ -161,19 +202,33 @@ async fn main() -> anyhow::Result<()> {
     );
     announce(format!("gateway admin listening on {admin_addr}\n")).await?;
     let mut listeners = gateway::Listeners::new(client).with_admin(admin);
+    let (mut ops_addr, mut internal_addr) = (None, None);
     if let Some(addr) = config.cluster.internal_listen {
         let internal = bind(addr, "internal").await?;
         let addr = internal.local_addr()?;
         tracing::info!(%addr, "internal listener (forwarded requests) listening");
         announce(format!("gateway internal listening on {addr}\n")).await?;
+        internal_addr = Some(addr);
         listeners = listeners.with_internal(internal);
     }
     if let Some(ops) = ops {
         let addr = ops.local_addr()?;
         tracing::info!(%addr, "operations port listening");
         announce(format!("gateway ops listening on {addr}\n")).await?;
+        ops_addr = Some(addr);
         listeners = listeners.with_ops(ops);
     }
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        node_id,
+        client = %addr,
+        admin = %admin_addr,
+        ops = %listed(ops_addr),
+        internal = %listed(internal_addr),
+        bus = %bus_summary(config.cluster.redis_url.as_deref()),
+        namespaces = %config.effective_namespaces().iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(","),
+        "gateway started"
+    );
     let served = node.serve(listeners, shutdown).await;
     telemetry.shutdown().await;
     served?;

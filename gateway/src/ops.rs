@@ -173,11 +173,9 @@ async fn static_file(dir: Arc<PathBuf>, path: String) -> Response {
 }
 
 async fn metrics_text(State(state): State<OpsState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
-        state.metrics.render(),
-    )
-        .into_response()
+    let mut text = state.metrics.render();
+    crate::telemetry::process::render(&mut text);
+    ([(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)], text).into_response()
 }
 
 async fn healthz() -> &'static str {

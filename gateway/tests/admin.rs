@@ -26,7 +26,7 @@ use support::redis::Redis;
 use support::sio::{AckMode, Incoming, SioClient};
 use support::tempdir::TempDir;
 use support::tools::skip_without_redis;
-use support::wait::eventually_within;
+use support::wait::{eventually_within, poll_for};
 use tonic::Code;
 
 // ---------------------------------------------------------------- helpers
@@ -689,6 +689,138 @@ async fn a_token_is_required_when_configured() {
     node.stop().await;
 }
 
+#[tokio::test]
+async fn the_token_file_rotates_without_a_restart() {
+    let dir = TempDir::new("admin-tokens");
+    let file = dir.path().join("tokens");
+    let (old, new) = ("old-token-0123456789abcdef", "new-token-0123456789abcdef");
+    std::fs::write(&file, format!("{old}\n")).unwrap();
+    let node = start(config(&format!("[admin]\ntoken_file = {file:?}"))).await;
+    let (with_old, with_new) = (
+        node.admin_with(Some(old)).await,
+        node.admin_with(Some(new)).await,
+    );
+    let answers = |client: &Admin| {
+        let mut client = client.clone();
+        async move { client.cluster_info(pb::ClusterInfoRequest {}).await }
+    };
+    answers(&with_old).await.expect("the token of the file");
+    assert_code(
+        answers(&with_new).await,
+        Code::Unauthenticated,
+        "invalid admin token",
+    );
+    assert_code(
+        answers(&node.admin_with(None).await).await,
+        Code::Unauthenticated,
+        "missing admin token",
+    );
+
+    // The rotation: both tokens, then only the new one; each change is
+    // picked up without a restart (the file is polled every 10 s).
+    std::fs::write(&file, format!("{new}\n{old}\n")).unwrap();
+    poll_for(
+        "the new token accepted",
+        Duration::from_secs(25),
+        || async { answers(&with_new).await.ok() },
+    )
+    .await;
+    answers(&with_old)
+        .await
+        .expect("the old token during the rotation");
+    std::fs::write(&file, format!("{new}\n")).unwrap();
+    poll_for("the old token refused", Duration::from_secs(25), || async {
+        answers(&with_old).await.err()
+    })
+    .await;
+    // A file broken by mistake keeps the tokens in use.
+    std::fs::write(&file, "replace-me-in-the-overlay\n").unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    answers(&with_new).await.expect("the last good tokens stay");
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn a_token_file_with_a_placeholder_is_refused_at_start() {
+    let dir = TempDir::new("admin-tokens-bad");
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, "# generated\nreplace-me-in-the-overlay\n").unwrap();
+    let err = gateway::Node::builder(config(&format!("[admin]\ntoken_file = {file:?}")))
+        .build()
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("line 2: the token is a placeholder"), "{err}");
+    let missing = dir.path().join("missing");
+    let err = gateway::Node::builder(config(&format!("[admin]\ntoken_file = {missing:?}")))
+        .build()
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("cannot read admin.token_file"), "{err}");
+}
+
+#[tokio::test]
+async fn the_health_service_follows_readiness_without_a_token() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let node = start(config("[admin]\ntoken = \"s3cret-admin-token\"")).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", node.admin_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let health = HealthClient::new(channel.clone());
+    let status = |service: &'static str| {
+        let mut health = health.clone();
+        async move {
+            let request = HealthCheckRequest {
+                service: service.to_owned(),
+            };
+            health.check(request).await.map(|r| r.into_inner().status())
+        }
+    };
+    for service in ["", "socketio_gateway.admin.v1.Admin"] {
+        assert_eq!(status(service).await.unwrap(), ServingStatus::Serving);
+    }
+    let unknown = status("no.such.Service").await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+
+    node.readiness.set("redis", false);
+    poll_for("NOT_SERVING", Duration::from_secs(5), || async {
+        (status("").await.unwrap() == ServingStatus::NotServing).then_some(())
+    })
+    .await;
+    assert_eq!(
+        status("socketio_gateway.admin.v1.Admin").await.unwrap(),
+        ServingStatus::NotServing
+    );
+    node.readiness.set("redis", true);
+    poll_for("SERVING again", Duration::from_secs(5), || async {
+        (status("").await.unwrap() == ServingStatus::Serving).then_some(())
+    })
+    .await;
+
+    // The token is still needed for everything else.
+    assert_code(
+        node.admin_with(None)
+            .await
+            .cluster_info(pb::ClusterInfoRequest {})
+            .await,
+        Code::Unauthenticated,
+        "missing admin token",
+    );
+    let services = reflection_services(channel, Some("s3cret-admin-token"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        services.contains(&"grpc.health.v1.Health".to_owned()),
+        "{services:?}"
+    );
+    node.stop().await;
+}
+
 /// The services a v1 reflection client lists, sending `token`.
 async fn reflection_services(
     channel: tonic::transport::Channel,
@@ -780,7 +912,7 @@ async fn tls_with_a_self_signed_certificate() {
     std::fs::write(&cert_file, &cert_pem).unwrap();
     std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
     let cfg = config(&format!(
-        "[admin]\ntoken = \"tls-token\"\ntls_cert = {:?}\ntls_key = {:?}",
+        "[admin]\ntoken = \"tls-token-0123456789\"\ntls_cert = {:?}\ntls_key = {:?}",
         cert_file.display().to_string(),
         key_file.display().to_string()
     ));
@@ -788,7 +920,7 @@ async fn tls_with_a_self_signed_certificate() {
     let node = start(cfg).await;
 
     let mut admin = node
-        .admin_tls(&cert_pem, Some("tls-token"))
+        .admin_tls(&cert_pem, Some("tls-token-0123456789"))
         .await
         .expect("TLS connects");
     let r = admin
@@ -805,7 +937,7 @@ async fn tls_with_a_self_signed_certificate() {
 
     // Plaintext HTTP/2 to a TLS port fails.
     let plain = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut plain = node.admin_with(Some("tls-token")).await;
+        let mut plain = node.admin_with(Some("tls-token-0123456789")).await;
         plain.cluster_info(pb::ClusterInfoRequest {}).await
     })
     .await;
@@ -855,9 +987,27 @@ async fn a_listener_beyond_localhost_needs_a_token() {
     let open = config("[admin]\nlisten = \"0.0.0.0:50051\"");
     let err = open.validate().unwrap_err().to_string();
     assert!(err.contains("loopback"), "{err}");
-    config("[admin]\nlisten = \"0.0.0.0:50051\"\ntoken = \"t0k\"")
+    config("[admin]\nlisten = \"0.0.0.0:50051\"\ntoken = \"t0k-0123456789abcdef\"")
         .validate()
         .unwrap();
+    config("[admin]\nlisten = \"0.0.0.0:50051\"\ntoken_file = \"/run/tokens\"")
+        .validate()
+        .unwrap();
+    // Known placeholders and short tokens are refused, whatever the listener.
+    for token in [
+        "replace-me-in-the-overlay",
+        "t0k",
+        "example-only-not-a-secret-0b7c4e1f",
+    ] {
+        let err = config(&format!("[admin]\ntoken = {token:?}"))
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid configuration: admin.token: "),
+            "{err}"
+        );
+    }
     config("[admin]\nlisten = \"[::1]:50051\"")
         .validate()
         .unwrap();

@@ -139,6 +139,37 @@ async fn every_metric_of_the_dashboard_and_alerts_is_exported_from_startup() {
 }
 
 #[tokio::test]
+async fn process_metrics_and_the_connection_limit_are_exported() {
+    let node = start(Config::from_toml("[limits]\nmax_connections = 1234").unwrap()).await;
+    let text = node.scrape().await;
+    assert_eq!(value(&text, "gateway_connections_limit", &[]), 1234.0);
+    assert!(
+        text.contains("# TYPE process_cpu_seconds_total counter"),
+        "{text}"
+    );
+    let max_fds = value(&text, "process_max_fds", &[]);
+    let open_fds = value(&text, "process_open_fds", &[]);
+    assert!(
+        open_fds >= 3.0 && open_fds <= max_fds,
+        "{open_fds} of {max_fds}"
+    );
+    assert!(value(&text, "process_resident_memory_bytes", &[]) > 1_000_000.0);
+
+    // Descriptors follow connections: each of these holds two here (the
+    // client's end and the node's, in this one process).
+    let addr = node.url("").split('/').nth(2).unwrap().to_owned();
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        held.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    node.scrape_until("40 more descriptors", |text| {
+        value(text, "process_open_fds", &[]) >= open_fds + 40.0
+    })
+    .await;
+    drop(held);
+}
+
+#[tokio::test]
 async fn health_and_readiness() {
     let node = start(Config::default()).await;
     assert_eq!(node.ops_get("/healthz").await, (200, "ok\n".to_owned()));

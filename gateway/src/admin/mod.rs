@@ -8,15 +8,18 @@
 //! - [`convert`]: request checks (`INVALID_ARGUMENT`), conversions, and the
 //!   status of a failed operation (`UNAVAILABLE` when the bus is down);
 //! - [`deadline`]: the client's `grpc-timeout` (`DEADLINE_EXCEEDED`);
-//! - [`auth`]: the bearer token (`UNAUTHENTICATED`), a tower layer in front
-//!   of every service on the port, reflection included;
+//! - [`auth`]: the bearer tokens (`UNAUTHENTICATED`), a tower layer in front
+//!   of every service on the port, reflection included; `admin.token_file`
+//!   is read again every 10 s and on SIGHUP while the port is served;
 //! - [`call`]: every call counted by method and status code, and timed, in
 //!   the node's metrics (through [`crate::telemetry`], which also opens a
 //!   span per call).
 //!
 //! [`AdminApi::serve`] runs the port: the admin service, gRPC reflection
-//! (v1 and v1alpha, so `grpcurl` needs no `.proto` files), the token check,
-//! and TLS when `[admin] tls_cert`/`tls_key` are set.
+//! (v1 and v1alpha, so `grpcurl` needs no `.proto` files), the standard
+//! health service `grpc.health.v1.Health` (SERVING while the node is ready,
+//! NOT_SERVING otherwise; answered without a token, like `/readyz`), the
+//! token check, and TLS when `[admin] tls_cert`/`tls_key` are set.
 
 pub(crate) mod auth;
 pub(crate) mod call;
@@ -27,6 +30,7 @@ pub(crate) mod service;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use gateway_proto::admin::v1::admin_server::{AdminServer, SERVICE_NAME};
 use tokio::net::TcpListener;
@@ -35,7 +39,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::config::{AdminConfig, ConfigError};
 use crate::socketio::SocketIo;
-use crate::telemetry::Metrics;
+use crate::telemetry::{ErrorChain, Metrics};
 pub(crate) use service::AdminService;
 
 /// Why the admin port could not be served.
@@ -67,6 +71,9 @@ pub enum AdminError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// `admin.token_file` cannot be read or holds no usable token.
+    #[error(transparent)]
+    TokenFile(#[from] auth::TokenFileError),
     #[error("admin reflection service cannot be built")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("admin server failed")]
@@ -102,7 +109,7 @@ pub(crate) fn tls_config(cfg: &AdminConfig) -> Result<Option<ServerTlsConfig>, A
 /// The admin port of one node, ready to serve.
 pub(crate) struct AdminApi {
     service: AdminService,
-    token: Option<String>,
+    tokens: auth::Tokens,
     tls: Option<ServerTlsConfig>,
     metrics: Arc<Metrics>,
 }
@@ -117,25 +124,29 @@ impl AdminApi {
     ) -> Result<Self, AdminError> {
         Ok(Self {
             service: AdminService::new(io, metrics.clone()),
-            token: cfg.token.clone(),
+            tokens: auth::Tokens::load(cfg.token.as_deref(), cfg.token_file.as_deref())?,
             tls: tls_config(cfg)?,
             metrics,
         })
     }
 
     /// Serves on `listener` until `shutdown` resolves, then stops accepting
-    /// and lets the calls in flight finish.
+    /// and lets the calls in flight finish. The health service follows
+    /// `ready` (the node's readiness).
     pub(crate) async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
+        ready: impl Fn() -> bool,
     ) -> Result<(), AdminError> {
         // v1 for grpcurl and current clients, v1alpha for older ones (such
         // as Python's grpcio-reflection).
         let reflection = || {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(gateway_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
                 .with_service_name(SERVICE_NAME)
+                .with_service_name(HEALTH_SERVICE)
         };
         let reflection_v1 = reflection().build_v1()?;
         let reflection_v1alpha = reflection().build_v1alpha()?;
@@ -143,15 +154,109 @@ impl AdminApi {
         if let Some(tls) = self.tls {
             server = server.tls_config(tls)?;
         }
+        let (health, health_service) = tonic_health::server::health_reporter();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        server
-            .layer(auth::AuthLayer::new(self.token.as_deref(), self.metrics))
+        let served = server
+            .layer(auth::AuthLayer::new(self.tokens.clone(), self.metrics))
             .add_service(AdminServer::new(self.service))
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await?;
+            .add_service(health_service)
+            .serve_with_incoming_shutdown(incoming, shutdown);
+        tokio::select! {
+            served = served => served?,
+            never = reload_tokens(self.tokens) => match never {},
+            never = follow_readiness(health, ready) => match never {},
+        }
         Ok(())
+    }
+}
+
+/// The name of the standard health service.
+pub(crate) const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
+
+/// How often the health service's status is brought in line with the
+/// node's readiness.
+const HEALTH_POLL: Duration = Duration::from_millis(500);
+
+/// Sets the health status of the whole server (`""`) and of the admin
+/// service to SERVING while `ready()` holds and NOT_SERVING otherwise,
+/// checking every [`HEALTH_POLL`] (never returns).
+async fn follow_readiness(
+    health: tonic_health::server::HealthReporter,
+    ready: impl Fn() -> bool,
+) -> std::convert::Infallible {
+    use tonic_health::ServingStatus;
+    let mut reported = None;
+    let mut poll = tokio::time::interval(HEALTH_POLL);
+    loop {
+        poll.tick().await;
+        let status = if ready() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if reported != Some(status) {
+            for service in ["", SERVICE_NAME] {
+                health.set_service_status(service, status).await;
+            }
+            reported = Some(status);
+        }
+    }
+}
+
+/// How often `admin.token_file` is read again to notice a change.
+const TOKEN_FILE_POLL: Duration = Duration::from_secs(10);
+
+/// Reads `admin.token_file` again every [`TOKEN_FILE_POLL`] and at once on
+/// SIGHUP, for as long as the port is served (never returns; pending
+/// forever without a token file).
+async fn reload_tokens(tokens: auth::Tokens) -> std::convert::Infallible {
+    let Some(path) = tokens.file().map(Path::to_owned) else {
+        return std::future::pending().await;
+    };
+    #[cfg(unix)]
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(
+                error = %ErrorChain(&e),
+                "no SIGHUP handler: admin.token_file is read again every {} s only",
+                TOKEN_FILE_POLL.as_secs()
+            );
+            None
+        }
+    };
+    tracing::info!(
+        file = %path.display(),
+        every_s = TOKEN_FILE_POLL.as_secs(),
+        "admin tokens: the file is read again when it changes and on SIGHUP"
+    );
+    let mut poll = tokio::time::interval(TOKEN_FILE_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.reset();
+    loop {
+        #[cfg(unix)]
+        let why = tokio::select! {
+            _ = poll.tick() => "changed",
+            Some(()) = async { match &mut hangup { Some(h) => h.recv().await, None => None } } => "SIGHUP",
+        };
+        #[cfg(not(unix))]
+        let why = {
+            poll.tick().await;
+            "changed"
+        };
+        match tokens.reload() {
+            Ok(true) => tracing::info!(file = %path.display(), on = why, "admin tokens reloaded"),
+            Ok(false) if why == "SIGHUP" => {
+                tracing::info!(file = %path.display(), "admin tokens unchanged")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                error = %ErrorChain(&e),
+                "admin tokens not reloaded: the tokens loaded before stay in use"
+            ),
+        }
     }
 }
 

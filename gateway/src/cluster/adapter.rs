@@ -22,7 +22,12 @@ use super::{
 };
 use crate::config::ClusterConfig;
 use crate::ids::NodeId;
+use crate::telemetry::logs::Throttle;
 use crate::telemetry::{ErrorChain, Metrics, RedisOp};
+
+/// The shortest interval between two `cluster publish failed` warnings
+/// (every failure is counted in the metrics).
+const PUBLISH_WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a join waits for the node's subscription to the room channel
 /// before answering (so a publish from another node right after the answer
@@ -60,6 +65,8 @@ pub struct Adapter {
     started_at_ms: u64,
     connected: AtomicBool,
     publish_errors: AtomicU64,
+    /// One warning per interval while publishes fail (a bus outage).
+    publish_warnings: Throttle,
     /// Bus counters are exported as the Redis series when the bus is Redis.
     metrics: Option<Arc<Metrics>>,
     /// The node's in-flight work (answers to other nodes' requests), which
@@ -110,6 +117,7 @@ impl Adapter {
             heartbeat_interval: Duration::from_millis(cfg.heartbeat_interval_ms),
             started_at_ms: now_ms(),
             publish_errors: AtomicU64::new(0),
+            publish_warnings: Throttle::new(PUBLISH_WARNING_INTERVAL),
             tasks,
             internal: std::sync::OnceLock::new(),
         }
@@ -213,7 +221,9 @@ impl Adapter {
                 if let Some(m) = &self.metrics {
                     m.redis_error(RedisOp::Publish);
                 }
-                tracing::warn!(channel, error = %ErrorChain(e), "cluster publish failed");
+                if let Some(held_back) = self.publish_warnings.admit() {
+                    tracing::warn!(channel, error = %ErrorChain(e), held_back, "cluster publish failed");
+                }
             }
         }
     }

@@ -21,6 +21,11 @@ use tokio::sync::mpsc;
 
 use super::{BusError, BusEvent, ClusterBus, Sent};
 use crate::telemetry::ErrorChain;
+use crate::telemetry::logs::Throttle;
+
+/// The shortest interval between two warnings of one kind while Redis is
+/// unreachable.
+const OUTAGE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Events waiting for the node before further messages are dropped.
 const EVENT_QUEUE: usize = 65_536;
@@ -185,17 +190,32 @@ impl RedisBus {
                 }
             }
         }));
+        // During an outage every reconnection attempt fails (one every
+        // 2 s at most): one warning per OUTAGE_LOG_INTERVAL, with the count
+        // of those held back.
+        let outage = Arc::new(Throttle::new(OUTAGE_LOG_INTERVAL));
         let re_tx = tx.clone();
+        let reconnected = outage.clone();
         tasks.push(tokio::spawn(async move {
             while reconnects.recv().await.is_ok() {
-                tracing::info!("redis subscriber connected");
+                let held_back = reconnected.reset();
+                tracing::info!(
+                    failed_attempts_not_logged = held_back,
+                    "redis subscriber connected"
+                );
                 let _ = re_tx.send(BusEvent::Reconnected).await;
             }
         }));
         let err_tx = tx;
         tasks.push(tokio::spawn(async move {
             while let Ok((e, _)) = errors.recv().await {
-                tracing::warn!(error = %readable(e), "redis subscriber connection lost");
+                if let Some(held_back) = outage.admit() {
+                    tracing::warn!(
+                        error = %readable(e),
+                        held_back,
+                        "redis subscriber connection lost; retrying"
+                    );
+                }
                 let _ = err_tx.send(BusEvent::Disconnected).await;
             }
         }));
@@ -375,6 +395,7 @@ impl ClusterBus for RedisBus {
 async fn send_pipelined(client: Client, sharded: bool, mut outgoing: mpsc::Receiver<Outgoing>) {
     let mut batch = Vec::with_capacity(SEND_BATCH);
     let mut waiting: Vec<Sent> = Vec::with_capacity(SEND_BATCH);
+    let failures = Throttle::new(OUTAGE_LOG_INTERVAL);
     while outgoing.recv_many(&mut batch, SEND_BATCH).await > 0 {
         let pipeline = Pipeline::from(client.with_options(&one_attempt()));
         let mut queued = Ok(());
@@ -396,7 +417,9 @@ async fn send_pipelined(client: Client, sharded: bool, mut outgoing: mpsc::Recei
         };
         let result = result.map_err(|e| {
             let e = failed("publish")(e);
-            tracing::warn!(error = %ErrorChain(&e), "redis pipelined publish failed");
+            if let Some(held_back) = failures.admit() {
+                tracing::warn!(error = %ErrorChain(&e), held_back, "redis pipelined publish failed");
+            }
             e
         });
         for sent in waiting.drain(..) {

@@ -499,7 +499,12 @@ impl Client {
                     return Ok(());
                 }
                 Err(e) => {
-                    tracing::warn!(nsp, error = %e, "connect hook failed");
+                    tracing::warn!(
+                        nsp,
+                        kind = e.kind(),
+                        error = e.reason(),
+                        "connect hook failed"
+                    );
                     let why = (Some(&*policy), ConnectErrorReason::HookError);
                     self.refuse(&session, nsp, why, &e.to_string(), None);
                     return Ok(());
@@ -789,7 +794,12 @@ fn spawn_event_worker(io: SocketIo, socket: Arc<Socket>, bound: usize) -> mpsc::
                 }
                 _ => {
                     if let Err(e) = result {
-                        tracing::debug!(socket = socket.id(), error = %e, "event hook failed");
+                        tracing::debug!(
+                            socket = socket.id(),
+                            kind = e.kind(),
+                            error = e.reason(),
+                            "event hook failed"
+                        );
                     }
                 }
             }

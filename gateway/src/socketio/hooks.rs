@@ -40,6 +40,16 @@ pub enum HookError {
 }
 
 impl HookError {
+    /// Why the call failed, in words, for logs (the `Display` form is what
+    /// a client is told).
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Unavailable(why) | Self::Failed(why) => why,
+            Self::Timeout => "the call's deadline passed",
+            Self::Busy => "no free slot among the calls allowed in flight",
+        }
+    }
+
     /// A short label of the failure (`unavailable`, `timeout`, `busy`,
     /// `failed`), for logs and metric labels.
     pub fn kind(&self) -> &'static str {

@@ -77,6 +77,7 @@ pub mod names {
     pub(crate) const HOOK_RETRIES: &str = "gateway_hook_retries_total";
     pub const DRAINING: &str = "gateway_draining";
     pub const CLUSTER_NODES: &str = "gateway_cluster_nodes";
+    pub const CONNECTIONS_LIMIT: &str = "gateway_connections_limit";
     pub(crate) const TCP_CONNECTIONS: &str = "gateway_tcp_connections";
     pub(crate) const TCP_CONNECTIONS_REFUSED: &str = "gateway_tcp_connections_refused_total";
     pub(crate) const ACCEPT_ERRORS: &str = "gateway_accept_errors_total";
@@ -357,8 +358,12 @@ impl HookResult {
 
 pub(super) fn describe(r: &PrometheusRecorder) {
     use names::*;
-    let help: [(&'static str, &'static str); 43] = [
+    let help: [(&'static str, &'static str); 44] = [
         (BUILD_INFO, "Build of this node; always 1"),
+        (
+            CONNECTIONS_LIMIT,
+            "Engine.IO connections this node accepts (limits.max_connections)",
+        ),
         (ENGINE_CONNECTIONS, "Open Engine.IO connections"),
         (SOCKETS, "Connected Socket.IO sockets"),
         (CONNECTS, "Sockets connected to a namespace"),

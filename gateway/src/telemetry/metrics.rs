@@ -397,6 +397,11 @@ impl Metrics {
         for method in AdminMethod::ALL {
             metrics.admin_counter(method, GRPC_OK);
         }
+        // Exported from the start; `for_config` sets the configured limit.
+        metrics
+            .registrar()
+            .gauge(names::CONNECTIONS_LIMIT, vec![])
+            .set(0.0);
         metrics
     }
 
@@ -407,7 +412,12 @@ impl Metrics {
             .into_iter()
             .map(|n| n.name)
             .collect();
-        Self::with_tally(names.iter().map(String::as_str), config.admin_ui.enabled)
+        let metrics = Self::with_tally(names.iter().map(String::as_str), config.admin_ui.enabled);
+        metrics
+            .registrar()
+            .gauge(names::CONNECTIONS_LIMIT, vec![])
+            .set(config.limits.max_connections as f64);
+        metrics
     }
 
     /// The running totals, when the Admin UI is on.

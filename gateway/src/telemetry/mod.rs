@@ -5,6 +5,10 @@
 //! - [`metrics`]: the node's Prometheus metrics ([`Metrics`]), one recorder
 //!   per node, every handle registered at startup, cheap updates on the hot
 //!   path; rendered by the operations port (`crate::ops`).
+//! - [`logs`]: the shape of log lines (JSON on stdout, text on stderr, the
+//!   node id on each) and [`logs::Throttle`] for warnings that repeat;
+//! - [`process`]: the process's CPU time, memory and file descriptors
+//!   (`process_*`), read at each scrape;
 //! - [`trace`]: the process's logs (text or JSON) and OpenTelemetry spans
 //!   exported over OTLP ([`init`]): one span per admin call
 //!   ([`admin_span`]), a child of the caller's W3C [`TraceContext`] when the
@@ -12,7 +16,9 @@
 //!   errors beneath it.
 
 pub(crate) mod contract;
+pub(crate) mod logs;
 pub mod metrics;
+pub(crate) mod process;
 pub mod trace;
 
 pub use contract::AdminMethod;

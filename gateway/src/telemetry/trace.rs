@@ -1,5 +1,6 @@
-//! Logs and traces: the process's `tracing` subscriber (text or JSON log
-//! lines on stderr, and OpenTelemetry spans exported over OTLP/gRPC when an
+//! Logs and traces: the process's `tracing` subscriber (JSON log lines on
+//! stdout or text lines on stderr, see [`super::logs`], and OpenTelemetry
+//! spans exported over OTLP/gRPC when an
 //! endpoint is configured), the span of each admin call, and the W3C trace
 //! context an admin call's metadata may carry (its span then continues the
 //! caller's trace).
@@ -8,6 +9,8 @@
 //! nothing: [`TraceContext::of`] returns `None`.
 
 use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -22,6 +25,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
+use super::logs;
 use super::metrics::AdminMethod;
 use crate::config::{LogFormat, TelemetryConfig};
 
@@ -70,6 +74,8 @@ pub struct TracingOptions {
     /// OTLP/gRPC endpoint; `None`: no export.
     pub(crate) otlp_endpoint: Option<String>,
     pub(crate) service_name: String,
+    /// The node id every log line carries; `None`: none.
+    pub(crate) node_id: Option<String>,
 }
 
 impl TracingOptions {
@@ -94,7 +100,14 @@ impl TracingOptions {
                 .clone()
                 .or_else(|| non_empty(env("OTEL_SERVICE_NAME")))
                 .unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned()),
+            node_id: None,
         }
+    }
+
+    /// Every log line carries `node_id`.
+    pub fn with_node_id(mut self, node_id: impl Into<String>) -> Self {
+        self.node_id = Some(node_id.into());
+        self
     }
 }
 
@@ -150,26 +163,42 @@ impl Drop for TelemetryGuard {
     }
 }
 
-/// Installs the process's subscriber: log lines on stderr in `log_format`,
-/// filtered by `log_filter`, and, with an endpoint, OpenTelemetry spans
-/// exported over OTLP/gRPC (batched, in the background). Also installs the
-/// W3C trace-context propagator globally. Call once, inside the Tokio
-/// runtime (the gRPC exporter needs it).
+/// Installs the process's subscriber: log lines in `log_format` (JSON on
+/// stdout, text on stderr, coloured only when stderr is a terminal), each
+/// with the node id, filtered by `log_filter` (the Redis client's own
+/// records off unless the filter names `fred`), and, with an endpoint,
+/// OpenTelemetry spans exported over OTLP/gRPC (batched, in the
+/// background). Also installs the W3C trace-context propagator globally.
+/// Call once, inside the Tokio runtime (the gRPC exporter needs it).
 pub fn init(options: &TracingOptions) -> Result<TelemetryGuard, TelemetryError> {
-    let filter =
-        EnvFilter::try_new(&options.log_filter).map_err(|source| TelemetryError::Filter {
-            filter: options.log_filter.clone(),
-            source,
-        })?;
+    let directives = logs::with_redis_client_quiet(&options.log_filter);
+    let filter = EnvFilter::try_new(&directives).map_err(|source| TelemetryError::Filter {
+        filter: options.log_filter.clone(),
+        source,
+    })?;
+    let node_id: Option<Arc<str>> = options.node_id.as_deref().map(Arc::from);
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
     layers.push(match options.log_format {
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_filter(filter)
-            .boxed(),
+        LogFormat::Text => {
+            let ansi = std::io::stderr().is_terminal();
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi)
+                .event_format(logs::TextLines {
+                    node_id,
+                    inner: tracing_subscriber::fmt::format()
+                        .without_time()
+                        .with_ansi(ansi),
+                    ansi,
+                })
+                .with_filter(filter)
+                .boxed()
+        }
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_writer(std::io::stderr)
+            .with_writer(std::io::stdout)
+            .with_ansi(false)
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(logs::JsonLines { node_id })
             .with_filter(filter)
             .boxed(),
     });

@@ -52,9 +52,21 @@ impl Backend {
             }
             Err(e) => {
                 if !self.failing.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(url = %self.url, rpc, error = ?e, "hooks backend failing");
+                    tracing::warn!(
+                        url = %self.url,
+                        rpc,
+                        kind = e.kind(),
+                        error = e.reason(),
+                        "hooks backend failing"
+                    );
                 } else {
-                    tracing::debug!(url = %self.url, rpc, error = ?e, "hook call failed");
+                    tracing::debug!(
+                        url = %self.url,
+                        rpc,
+                        kind = e.kind(),
+                        error = e.reason(),
+                        "hook call failed"
+                    );
                 }
             }
         }
