@@ -153,7 +153,8 @@ pub struct AdminUiConfig {
     pub readonly: bool,
     /// Interval between a node's statistics, ms. Default 2000.
     pub stats_interval_ms: u64,
-    /// Most sockets listed to a UI as it connects (across the cluster).
+    /// Most sockets listed to a UI as it connects (across the cluster);
+    /// the list is also cut to half of `limits.outbound_queue_bytes`.
     /// Default 10000.
     pub max_sockets: usize,
     /// A directory of the UI's built files (`ui/dist` of the

@@ -132,8 +132,27 @@ impl AdminUi {
                 if !missing.is_empty() {
                     tracing::debug!(?missing, "admin UI: nodes did not list their sockets");
                 }
+                // One message, within half the connection's outbound bound
+                // (a larger one would cut the UI off as a slow consumer).
+                let budget = io.config().limits.outbound_queue_bytes / 2;
+                let mut used = 0;
+                let listed: Vec<&str> = sockets
+                    .iter()
+                    .map(String::as_str)
+                    .take_while(|s| {
+                        used += s.len() + 1;
+                        used <= budget
+                    })
+                    .collect();
+                if listed.len() < sockets.len() {
+                    tracing::info!(
+                        listed = listed.len(),
+                        sockets = sockets.len(),
+                        "admin UI: socket list cut to fit the outbound queue"
+                    );
+                }
                 // Each is JSON text already: the array is written as is.
-                let args = format!("[[{}]]", sockets.join(","));
+                let args = format!("[[{}]]", listed.join(","));
                 let payload = Payload {
                     args,
                     attachments: Vec::new(),
