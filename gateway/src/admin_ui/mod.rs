@@ -132,8 +132,9 @@ impl AdminUi {
                 if !missing.is_empty() {
                     tracing::debug!(?missing, "admin UI: nodes did not list their sockets");
                 }
-                // One message, within half the connection's outbound bound
-                // (a larger one would cut the UI off as a slow consumer).
+                // One message, within half the connection's outbound bound:
+                // a larger one fits only an empty queue, and otherwise cuts
+                // the UI off as a slow consumer.
                 let budget = io.config().limits.outbound_queue_bytes / 2;
                 let mut used = 0;
                 let listed: Vec<&str> = sockets
