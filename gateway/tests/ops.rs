@@ -280,42 +280,12 @@ async fn metrics_follow_client_traffic() {
 /// its caller's context names (as `traceparent` metadata carries it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_are_exported_over_otlp() {
-    use std::sync::{Arc, Mutex};
-
     use gateway::telemetry::trace::{otel_layer, otlp_provider};
     use gateway::telemetry::{AdminMethod, TraceContext, admin_span};
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-        TraceService, TraceServiceServer,
-    };
-    use opentelemetry_proto::tonic::collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-    };
     use tracing_subscriber::layer::SubscriberExt;
 
-    #[derive(Clone, Default)]
-    struct Receiver(Arc<Mutex<Vec<ExportTraceServiceRequest>>>);
-
-    #[tonic::async_trait]
-    impl TraceService for Receiver {
-        async fn export(
-            &self,
-            request: tonic::Request<ExportTraceServiceRequest>,
-        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-            self.0.lock().unwrap().push(request.into_inner());
-            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-        }
-    }
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let receiver = Receiver::default();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(receiver.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-
-    let provider = otlp_provider(&endpoint, "gateway-test").unwrap();
+    let receiver = support::otlp::Receiver::start().await;
+    let provider = otlp_provider(&receiver.endpoint, "gateway-test").unwrap();
     let subscriber = tracing_subscriber::registry().with(otel_layer(&provider));
     let carried = tracing::subscriber::with_default(subscriber, || {
         let caller = tracing::info_span!("caller");
@@ -341,36 +311,18 @@ async fn spans_are_exported_over_otlp() {
     .unwrap();
     flushed.expect("the receiver accepted the spans");
 
-    let requests = receiver.0.lock().unwrap().clone();
-    let mut spans = Vec::new();
-    for req in &requests {
-        for rs in &req.resource_spans {
-            let service = rs
-                .resource
-                .as_ref()
-                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-                .and_then(|kv| kv.value.as_ref())
-                .map(|v| format!("{:?}", v.value));
-            assert!(
-                service
-                    .as_deref()
-                    .is_some_and(|s| s.contains("gateway-test")),
-                "service.name: {service:?}"
-            );
-            for ss in &rs.scope_spans {
-                spans.extend(ss.spans.iter().cloned());
-            }
-        }
+    let spans = receiver.spans();
+    for s in &spans {
+        assert_eq!(s.service, "gateway-test", "service.name");
     }
-    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    let names: Vec<&str> = spans.iter().map(|s| s.span.name.as_str()).collect();
     assert!(
         names.contains(&"Emit") && names.contains(&"caller"),
         "{names:?}"
     );
-    let trace_ids: BTreeSet<&[u8]> = spans.iter().map(|s| s.trace_id.as_slice()).collect();
+    let trace_ids: BTreeSet<String> = spans.iter().map(|s| s.trace_id()).collect();
     assert_eq!(trace_ids.len(), 1, "one trace: {names:?}");
     assert!(carried.traceparent.starts_with("00-"));
-    server.abort();
 }
 
 /// With Redis configured, `gateway_redis_connected` is exported and

@@ -7,29 +7,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
+use support::process::{Running, gateway};
 use support::tempdir::TempDir;
 use support::wait::{DEADLINE, poll_for};
 
 /// A node id of the test's choosing (six characters of the id alphabet).
 const NODE_ID: &str = "procA1";
-
-/// The gateway binary with a clean environment plus `env`.
-fn gateway(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
-    cmd.env_clear()
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
 
 /// Every listener on a port of its own on loopback, and the node id.
 const LOOPBACK: [(&str, &str); 3] = [
@@ -45,78 +30,6 @@ fn check_config(env: &[(&str, &str)]) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// A running gateway process (killed on drop) and the lines it wrote.
-struct Running {
-    child: Child,
-    stdout: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Running {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = gateway(args, env).spawn().unwrap();
-        let collect = |stream: Box<dyn std::io::Read + Send>| {
-            let lines = Arc::new(Mutex::new(Vec::new()));
-            let into = lines.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { return };
-                    into.lock().unwrap().push(line);
-                }
-            });
-            lines
-        };
-        let stdout = collect(Box::new(child.stdout.take().unwrap()));
-        let stderr = collect(Box::new(child.stderr.take().unwrap()));
-        Self {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn stdout(&self) -> Vec<String> {
-        self.stdout.lock().unwrap().clone()
-    }
-
-    fn stderr(&self) -> Vec<String> {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// The stdout lines as JSON objects; fails on a line that is not one.
-    fn json_lines(&self) -> Vec<Value> {
-        self.stdout()
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect()
-    }
-
-    /// The first JSON line whose message is `message`, waiting for it.
-    async fn json_line(&self, message: &str, limit: Duration) -> Value {
-        poll_for(&format!("a log line {message:?}"), limit, || async {
-            self.json_lines()
-                .into_iter()
-                .find(|l| l["message"] == message)
-        })
-        .await
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -23,7 +23,7 @@ use super::{
 use crate::config::ClusterConfig;
 use crate::ids::NodeId;
 use crate::telemetry::logs::Throttle;
-use crate::telemetry::{ErrorChain, Metrics, RedisOp};
+use crate::telemetry::{ErrorChain, Metrics, RedisOp, TraceContext};
 
 /// The shortest interval between two `cluster publish failed` warnings
 /// (every failure is counted in the metrics).
@@ -238,7 +238,10 @@ impl Adapter {
             text: text.to_owned(),
             attachments: attachments.to_vec(),
             sent_at_us: now_us(),
-            trace: Vec::new(),
+            // Untraced (no exporter, or no span): nothing to carry.
+            trace: TraceContext::current()
+                .map(TraceContext::into_pairs)
+                .unwrap_or_default(),
         }
     }
 

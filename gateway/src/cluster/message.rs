@@ -70,8 +70,9 @@ pub(crate) struct Broadcast {
     pub(crate) attachments: Vec<Bytes>,
     /// Microseconds since the epoch when published (pub/sub lag).
     pub(crate) sent_at_us: u64,
-    /// Reserved for a trace context; always empty (kept so that nodes of
-    /// different versions still read each other's messages).
+    /// The W3C trace context of the emit (`traceparent`, `tracestate`
+    /// pairs) when it was traced; empty otherwise. The receiving node
+    /// delivers in a span of that trace.
     pub(crate) trace: Vec<(String, String)>,
 }
 

@@ -28,7 +28,7 @@ use crate::config::{Config, ConfigError};
 use crate::engine::{Connection, EngineHandler, Frame, Session};
 use crate::ids::NodeId;
 use crate::reason::DisconnectReason;
-use crate::telemetry::{Metrics, RedisOp};
+use crate::telemetry::{self, Metrics, RedisOp, TraceContext};
 use hooks::Hooks;
 use namespace::ChannelWatch;
 pub(crate) use namespace::{Namespaces, Policy};
@@ -569,7 +569,17 @@ impl Deliver for SocketIo {
         frames.push(Frame::text(b.text));
         frames.extend(b.attachments.into_iter().map(Frame::Binary));
         let only = (!b.target.is_namespace()).then_some(b.responsible.as_slice());
-        ns.deliver(&b.target, only, &frames);
+        let Some(parent) = TraceContext::from_pairs(&b.trace) else {
+            ns.deliver(&b.target, only, &frames);
+            return;
+        };
+        // A traced emit: its delivery here continues the sender's trace.
+        let span = telemetry::deliver_span(&b.nsp);
+        parent.set_as_parent_of(&span);
+        let _entered = span.enter();
+        let recipients = ns.deliver(&b.target, only, &frames);
+        span.record("recipients", recipients);
+        tracing::debug!(recipients, "traced broadcast delivered");
     }
 
     async fn answer(&self, req: Request) -> Answer {

@@ -5,17 +5,21 @@
 //! line per interval with the count of those held back.
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::time::Instant;
+use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::{Dispatch, Event, Subscriber};
+use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
+
+use super::TraceContext;
 
 /// The filter directive added to the configured one unless it names the
 /// Redis client (`fred`) itself: its records repeat what the gateway
@@ -36,10 +40,43 @@ pub(crate) fn with_redis_client_quiet(filter: &str) -> String {
 }
 
 /// One JSON object per event: `timestamp`, `level`, `node_id` (when
-/// known), `target`, `message`, the event's fields, and `spans` (the
-/// enclosing spans from the outermost, each its `name` and fields).
+/// known), `target`, `message`, the event's fields, `trace_id` and
+/// `span_id` (inside a traced span), and `spans` (the enclosing spans from
+/// the outermost, each its `name` and fields).
 pub(crate) struct JsonLines {
     pub(crate) node_id: Option<Arc<str>>,
+    pub(crate) traced: TracedSpans,
+}
+
+/// Where [`JsonLines`] reads the trace id and span id of the span an event
+/// is in: the OpenTelemetry layer's data, found through the subscriber
+/// (a formatter is not given it, and the current dispatcher cannot be
+/// reached while an event is being written). Add it to the subscriber as
+/// a layer of its own when spans are traced; without it, or outside a
+/// span, lines carry no ids.
+#[derive(Clone, Default)]
+pub(crate) struct TracedSpans(Arc<OnceLock<WeakDispatch>>);
+
+impl TracedSpans {
+    /// The ids of the event's span (its explicit parent, else the current
+    /// span) when it is traced. Reading them starts the OpenTelemetry
+    /// span: a parent set after its first log line is not taken.
+    fn ids<S, N>(&self, ctx: &FmtContext<'_, S, N>) -> Option<(String, String)>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        let dispatch = self.0.get()?.upgrade()?;
+        let span = ctx.event_scope()?.next()?;
+        let cx = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
+        TraceContext::ids_of_context(&cx)
+    }
+}
+
+impl<S: Subscriber> Layer<S> for TracedSpans {
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        let _ = self.0.set(subscriber.downgrade());
+    }
 }
 
 impl<S, N> FormatEvent<S, N> for JsonLines
@@ -70,6 +107,10 @@ where
         }
         for (key, value) in fields.0 {
             line.entry(key).or_insert(value);
+        }
+        if let Some((trace_id, span_id)) = self.traced.ids(ctx) {
+            line.insert("trace_id".into(), trace_id.into());
+            line.insert("span_id".into(), span_id.into());
         }
         if let Some(scope) = ctx.event_scope() {
             let spans: Vec<Value> = scope
@@ -252,6 +293,7 @@ mod tests {
                 .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
                 .event_format(JsonLines {
                     node_id: Some(Arc::from("nodeA1")),
+                    traced: TracedSpans::default(),
                 }),
         );
         tracing::subscriber::with_default(subscriber, || {
@@ -276,6 +318,47 @@ mod tests {
         assert_eq!(lines[1]["error"], "refused");
         assert_eq!(lines[1]["spans"][0]["name"], "admin");
         assert_eq!(lines[1]["spans"][0]["method"], "Emit");
+    }
+
+    #[test]
+    fn json_lines_inside_a_traced_span_carry_its_ids() {
+        use tracing_subscriber::layer::SubscriberExt;
+
+        let out = Lines::default();
+        let writer = out.clone();
+        // Spans are traced (sampled, with ids), exported nowhere.
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let traced = TracedSpans::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(move || writer.clone())
+                    .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+                    .event_format(JsonLines {
+                        node_id: None,
+                        traced: traced.clone(),
+                    }),
+            )
+            .with(super::super::trace::otel_layer(&provider))
+            .with(traced);
+        let traceparent = tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("outside any span");
+            let span = tracing::info_span!("deliver");
+            let _entered = span.enter();
+            tracing::info!("inside");
+            TraceContext::current().expect("traced").traceparent
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].get("trace_id").is_none(), "{text}");
+        // traceparent: 00-<trace id>-<span id>-<flags>
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(lines[1]["trace_id"], parts[1], "{text}");
+        assert_eq!(lines[1]["span_id"], parts[2], "{text}");
     }
 
     #[test]

@@ -6,14 +6,18 @@
 //!   per node, every handle registered at startup, cheap updates on the hot
 //!   path; rendered by the operations port (`crate::ops`).
 //! - [`logs`]: the shape of log lines (JSON on stdout, text on stderr, the
-//!   node id on each) and [`logs::Throttle`] for warnings that repeat;
+//!   node id on each, the trace and span ids on JSON lines inside a traced
+//!   span) and [`logs::Throttle`] for warnings that repeat;
 //! - [`process`]: the process's CPU time, memory and file descriptors
 //!   (`process_*`), read at each scrape;
 //! - [`trace`]: the process's logs (text or JSON) and OpenTelemetry spans
 //!   exported over OTLP ([`init`]): one span per admin call
 //!   ([`admin_span`]), a child of the caller's W3C [`TraceContext`] when the
-//!   call carries one; and [`ErrorChain`], how an error is logged with the
-//!   errors beneath it.
+//!   call carries one; one per delivery of a traced emit that came over the
+//!   cluster bus ([`deliver_span`]), a child of the context the message
+//!   carried; one per hooks call ([`hook_span`]), its context sent to the
+//!   backend; and [`ErrorChain`], how an error is logged with the errors
+//!   beneath it.
 
 pub(crate) mod contract;
 pub(crate) mod logs;
@@ -29,4 +33,7 @@ pub(crate) use metrics::{
     RecoveryResult, RedisOp, Tally,
 };
 pub(crate) use trace::ErrorChain;
-pub use trace::{TelemetryError, TelemetryGuard, TraceContext, TracingOptions, admin_span, init};
+pub use trace::{
+    TelemetryError, TelemetryGuard, TraceContext, TracingOptions, admin_span, deliver_span,
+    hook_span, init,
+};

@@ -1,9 +1,11 @@
 //! Logs and traces: the process's `tracing` subscriber (JSON log lines on
 //! stdout or text lines on stderr, see [`super::logs`], and OpenTelemetry
 //! spans exported over OTLP/gRPC when an
-//! endpoint is configured), the span of each admin call, and the W3C trace
-//! context an admin call's metadata may carry (its span then continues the
-//! caller's trace).
+//! endpoint is configured), the spans of admin calls, of deliveries of
+//! traced emits from other nodes and of hook calls, and the W3C trace
+//! context that crosses processes: in an admin call's metadata (its span
+//! then continues the caller's trace), inside a cluster bus message, in a
+//! hook call's metadata.
 //!
 //! Without [`init`] (as in the tests) spans cost little and propagate
 //! nothing: [`TraceContext::of`] returns `None`.
@@ -177,6 +179,7 @@ pub fn init(options: &TracingOptions) -> Result<TelemetryGuard, TelemetryError> 
         source,
     })?;
     let node_id: Option<Arc<str>> = options.node_id.as_deref().map(Arc::from);
+    let traced = logs::TracedSpans::default();
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
     layers.push(match options.log_format {
         LogFormat::Text => {
@@ -198,7 +201,10 @@ pub fn init(options: &TracingOptions) -> Result<TelemetryGuard, TelemetryError> 
             .with_writer(std::io::stdout)
             .with_ansi(false)
             .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .event_format(logs::JsonLines { node_id })
+            .event_format(logs::JsonLines {
+                node_id,
+                traced: traced.clone(),
+            })
             .with_filter(filter)
             .boxed(),
     });
@@ -211,7 +217,15 @@ pub fn init(options: &TracingOptions) -> Result<TelemetryGuard, TelemetryError> 
         None => None,
     };
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    tracing_subscriber::registry().with(layers).try_init()?;
+    let subscriber = tracing_subscriber::registry().with(layers);
+    if provider.is_some() {
+        // JSON lines inside a traced span carry its ids. Not in `layers`
+        // (nor optional): neither a list nor an `Option` of layers passes
+        // on the subscriber's registration, which this layer keeps.
+        subscriber.with(traced).try_init()?;
+    } else {
+        subscriber.try_init()?;
+    }
     if let Some(endpoint) = &options.otlp_endpoint {
         tracing::info!(%endpoint, service = %options.service_name, "exporting spans over OTLP");
     }
@@ -274,6 +288,31 @@ pub fn admin_span(method: AdminMethod) -> Span {
     )
 }
 
+/// The span of a broadcast's delivery on a node that got it over the
+/// cluster bus, a child of the context the message carried
+/// ([`TraceContext::set_as_parent_of`]). Record `recipients` once known.
+pub fn deliver_span(namespace: &str) -> Span {
+    tracing::info_span!(
+        "deliver",
+        otel.kind = "consumer",
+        namespace,
+        recipients = tracing::field::Empty,
+    )
+}
+
+/// The span of one call to a hooks backend (client side), `rpc` its name
+/// (`OnConnect`), a child of the current span if any.
+pub fn hook_span(rpc: &'static str, namespace: &str) -> Span {
+    tracing::info_span!(
+        "hook",
+        otel.name = rpc,
+        otel.kind = "client",
+        rpc.system = "grpc",
+        rpc.method = rpc,
+        namespace,
+    )
+}
+
 // ---------------------------------------------------------------- propagation
 
 /// A W3C trace context (`traceparent`, `tracestate`), the form a trace
@@ -300,6 +339,19 @@ impl TraceContext {
         Self::from_map(&map)
     }
 
+    /// The trace id and span id (lower-case hex) of the span `cx` holds,
+    /// or `None` when it is not traced.
+    pub(crate) fn ids_of_context(cx: &opentelemetry::Context) -> Option<(String, String)> {
+        let span = cx.span();
+        let span_context = span.span_context();
+        span_context.is_valid().then(|| {
+            (
+                span_context.trace_id().to_string(),
+                span_context.span_id().to_string(),
+            )
+        })
+    }
+
     /// The context of the current span.
     pub fn current() -> Option<Self> {
         Self::of(&Span::current())
@@ -310,6 +362,37 @@ impl TraceContext {
     pub fn set_as_parent_of(&self, span: &Span) -> bool {
         let cx = TraceContextPropagator::new().extract(self);
         cx.span().span_context().is_valid() && span.set_parent(cx).is_ok()
+    }
+
+    /// The context as the key-value pairs a bus message carries.
+    pub(crate) fn into_pairs(self) -> Vec<(String, String)> {
+        let mut pairs = vec![(TRACEPARENT.to_owned(), self.traceparent)];
+        if !self.tracestate.is_empty() {
+            pairs.push((TRACESTATE.to_owned(), self.tracestate));
+        }
+        pairs
+    }
+
+    /// Reads a context from the pairs a bus message carries.
+    pub(crate) fn from_pairs(pairs: &[(String, String)]) -> Option<Self> {
+        let value = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        Some(Self {
+            traceparent: value(TRACEPARENT)?,
+            tracestate: value(TRACESTATE).unwrap_or_default(),
+        })
+    }
+
+    /// Writes the context into gRPC request metadata (`traceparent`,
+    /// `tracestate`); a value that is not valid metadata is left out.
+    pub(crate) fn inject_into(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        if let Ok(value) = self.traceparent.parse() {
+            metadata.insert(TRACEPARENT, value);
+        }
+        if !self.tracestate.is_empty()
+            && let Ok(value) = self.tracestate.parse()
+        {
+            metadata.insert(TRACESTATE, value);
+        }
     }
 
     /// Reads a context from `carrier` (keys in lower case).
@@ -374,6 +457,16 @@ mod tests {
             TracingOptions::resolve(&cfg, env).otlp_endpoint.as_deref(),
             Some("http://mine:4317")
         );
+    }
+
+    #[test]
+    fn a_context_survives_the_bus_pairs() {
+        let cx = TraceContext {
+            traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
+            tracestate: "vendor=1".to_owned(),
+        };
+        assert_eq!(TraceContext::from_pairs(&cx.clone().into_pairs()), Some(cx));
+        assert_eq!(TraceContext::from_pairs(&[]), None);
     }
 
     #[test]

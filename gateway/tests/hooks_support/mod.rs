@@ -3,6 +3,9 @@
 //! a node whose namespaces call it through the gRPC hooks client its
 //! configuration names, and that node's hook series.
 
+// Each test binary that says `mod hooks_support;` uses only part of it.
+#![allow(dead_code)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -108,6 +111,8 @@ pub enum Call {
 #[derive(Default)]
 pub struct BackendState {
     calls: Mutex<Vec<Call>>,
+    /// The `traceparent` metadata of the calls that carried one.
+    traceparents: Mutex<Vec<String>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     connect_delay_ms: AtomicU64,
@@ -150,6 +155,18 @@ impl BackendState {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The `traceparent` metadata of the calls that carried one, in order.
+    pub fn traceparents(&self) -> Vec<String> {
+        self.traceparents.lock().clone()
+    }
+
+    fn note_traceparent<T>(&self, req: &Request<T>) {
+        if let Some(value) = req.metadata().get("traceparent") {
+            let text = value.to_str().unwrap_or("(not text)").to_owned();
+            self.traceparents.lock().push(text);
+        }
     }
 
     /// The most calls the backend was ever handling at once.
@@ -220,6 +237,7 @@ impl Hooks for TestHooks {
         request: Request<OnConnectRequest>,
     ) -> Result<Response<OnConnectResponse>, Status> {
         let _guard = self.0.enter();
+        self.0.note_traceparent(&request);
         let timeout = grpc_timeout(&request);
         let req = request.into_inner();
         self.0
@@ -252,6 +270,7 @@ impl Hooks for TestHooks {
         request: Request<OnEventRequest>,
     ) -> Result<Response<OnEventResponse>, Status> {
         let _guard = self.0.enter();
+        self.0.note_traceparent(&request);
         let timeout = grpc_timeout(&request);
         let req = request.into_inner();
         self.0.calls.lock().push(Call::Event(req.clone(), timeout));
@@ -275,6 +294,7 @@ impl Hooks for TestHooks {
         &self,
         request: Request<OnDisconnectRequest>,
     ) -> Result<Response<OnDisconnectResponse>, Status> {
+        self.0.note_traceparent(&request);
         self.0
             .calls
             .lock()

@@ -14,6 +14,8 @@
 //!   Sentinel);
 //! - [`recovery`]: connection state recovery from a client's side;
 //! - [`metrics`]: a node's metrics, rendered or scraped;
+//! - [`otlp`]: an OTLP/gRPC trace receiver that keeps the spans;
+//! - [`process`]: the `gateway` binary run as a process, its output read;
 //! - [`wait`]: waits that end when their condition holds, failing at a
 //!   deadline (nothing here sleeps to make an assertion);
 //! - [`tools`]: what a test does when `redis-server` or Node is missing;
@@ -26,6 +28,8 @@ pub mod conformance;
 pub mod eio;
 pub mod metrics;
 pub mod node;
+pub mod otlp;
+pub mod process;
 pub mod raw;
 pub mod recovery;
 pub mod redis;

@@ -12,10 +12,11 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+use tracing::{Instrument, Span};
 
 use super::*;
 use crate::config::{ConfigError, HooksConfig, hooks_endpoint};
-use crate::telemetry::HookCall;
+use crate::telemetry::{HookCall, TraceContext};
 
 /// One backend: its channel and its bound on calls in flight.
 pub(super) struct Backend {
@@ -193,16 +194,41 @@ impl CallError {
     }
 }
 
-/// Makes one call through `backend` within `deadline`: waits for a free slot,
+/// Makes one call through `backend` within `deadline`, in `span` (a
+/// [`hook_span`](crate::telemetry::hook_span)): waits for a free slot,
 /// then calls (twice at most, when `rpc` may be retried and the first
 /// attempt never reached the backend; a retry is counted on `observed`).
+/// A traced span's context goes with every attempt as `traceparent` /
+/// `tracestate` metadata.
 pub(super) async fn call<Req, Resp, F, Fut>(
+    backend: &Backend,
+    rpc: Rpc,
+    deadline: Instant,
+    request: Req,
+    send: F,
+    observed: Option<&HookCall<'_>>,
+    span: Span,
+) -> Result<Resp, CallError>
+where
+    Req: Clone + Default,
+    F: FnMut(HooksClient<Channel>, tonic::Request<Req>) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+{
+    let trace = TraceContext::of(&span);
+    attempts(backend, rpc, deadline, request, send, observed, trace)
+        .instrument(span)
+        .await
+}
+
+/// The attempts of [`call`], each carrying `trace` when there is one.
+async fn attempts<Req, Resp, F, Fut>(
     backend: &Backend,
     rpc: Rpc,
     deadline: Instant,
     mut request: Req,
     mut send: F,
     observed: Option<&HookCall<'_>>,
+    trace: Option<TraceContext>,
 ) -> Result<Resp, CallError>
 where
     Req: Clone + Default,
@@ -227,6 +253,9 @@ where
         };
         let mut req = tonic::Request::new(message);
         req.set_timeout(remaining);
+        if let Some(trace) = &trace {
+            trace.inject_into(req.metadata_mut());
+        }
         match tokio::time::timeout_at(deadline, send(backend.client.clone(), req)).await {
             Err(_) => return Err(CallError::Timeout),
             Ok(Ok(response)) => return Ok(response.into_inner()),

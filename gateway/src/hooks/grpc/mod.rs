@@ -45,6 +45,7 @@ use super::{ConnectDecision, ConnectRequest, Event, HookError, Hooks};
 use crate::config::{Config, ConfigError, HooksConfig, NamespaceMatcher};
 use crate::reason::DisconnectReason;
 use crate::socketio::{Payload, Socket};
+use crate::telemetry::hook_span;
 use call::*;
 pub(crate) use convert::socketio_reason;
 use convert::*;
@@ -312,6 +313,7 @@ impl Hooks for GrpcHooks {
             request,
             |mut client, r| async move { client.on_connect(r).await },
             observed.as_ref(),
+            hook_span(Rpc::Connect.name(), req.namespace),
         )
         .await
         .map_err(|e| e.into_hook_error(false))
@@ -350,6 +352,7 @@ impl Hooks for GrpcHooks {
             request,
             |mut client, r| async move { client.on_event(r).await },
             observed.as_ref(),
+            hook_span(Rpc::Event.name(), namespace),
         )
         .await
         .map_err(|e| e.into_hook_error(true))
@@ -376,6 +379,8 @@ impl Hooks for GrpcHooks {
         };
         let started = Instant::now();
         let metrics = self.inner.metrics.get().cloned();
+        // Made here, so that it is a child of the span the socket closes in.
+        let span = hook_span(Rpc::Disconnect.name(), namespace);
         self.inner.disconnects.spawn(async move {
             let observed = metrics
                 .as_ref()
@@ -387,6 +392,7 @@ impl Hooks for GrpcHooks {
                 request,
                 |mut client, r| async move { client.on_disconnect(r).await },
                 observed.as_ref(),
+                span,
             )
             .await
             .map(|_| ())
