@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{Flush, Frame, OutboundQueue, PushError, QueueLimits};
+use super::queue::{Deflate, Flush, Frame, OutboundQueue, PushError, QueueLimits};
 use super::{Connection, Engine, HandshakeInfo};
 use crate::protocol::engineio::Packet;
 use crate::protocol::engineio::Transport;
@@ -95,6 +95,9 @@ pub struct Session {
     ws_handoff_rx: Mutex<Option<oneshot::Receiver<()>>>,
     conn: OnceLock<Arc<dyn Connection>>,
     rate: Option<Mutex<RateLimit>>,
+    /// permessage-deflate, once the session is on a WebSocket whose client
+    /// negotiated it.
+    deflate: OnceLock<Deflate>,
 }
 
 impl std::fmt::Debug for Session {
@@ -140,6 +143,7 @@ impl Session {
             ws_handoff_rx: Mutex::new(handoff_rx),
             conn: OnceLock::new(),
             rate: rate.map(Mutex::new),
+            deflate: OnceLock::new(),
         }
     }
 
@@ -151,7 +155,31 @@ impl Session {
     /// the client: written at once on WebSocket, taken by the next poll
     /// otherwise. `Full` means the client does not read (a slow consumer).
     pub(crate) fn send(&self, frames: &[Frame]) -> Result<(), PushError> {
-        self.queue.push_all(frames)
+        match self.deflate().and_then(|d| d.frames(frames)) {
+            Some(deflated) => self.queue.push_all(&deflated),
+            None => self.queue.push_all(frames),
+        }
+    }
+
+    /// permessage-deflate, when this session's WebSocket negotiated it.
+    pub(crate) fn deflate(&self) -> Option<&Deflate> {
+        self.deflate.get()
+    }
+
+    /// From now on the frames go to the WebSocket `socket` (compressed as
+    /// `deflate` says, when the client negotiated it).
+    pub(crate) fn attach_websocket(
+        &self,
+        socket: OwnedWriteHalf,
+        shard: Arc<super::flusher::Shard>,
+        metrics: Arc<crate::telemetry::Metrics>,
+        deflate: Option<Deflate>,
+    ) {
+        if let Some(d) = deflate {
+            let _ = self.deflate.set(d);
+        }
+        self.queue
+            .attach_websocket(socket, shard, metrics, deflate.map(|d| d.agreed));
     }
 
     /// The outbound queue's state (frames and bytes waiting, whether the
@@ -322,13 +350,14 @@ impl Session {
         socket: OwnedWriteHalf,
         shard: Arc<super::flusher::Shard>,
         metrics: Arc<crate::telemetry::Metrics>,
+        deflate: Option<Deflate>,
     ) -> bool {
         let Some(handoff) = self.ws_handoff.lock().take() else {
             return false;
         };
         self.transport.store(WEBSOCKET, Ordering::Release);
         self.poll.lock().upgrading = false;
-        self.queue.attach_websocket(socket, shard, metrics);
+        self.attach_websocket(socket, shard, metrics, deflate);
         // Wake a poll that may still be pending: it answers with a noop.
         self.queue.wake();
         handoff.send(()).is_ok()

@@ -73,6 +73,9 @@ pub mod names {
     pub const FORWARDED: &str = "gateway_forwarded_requests_total";
     pub const FORWARDED_BYTES: &str = "gateway_forwarded_bytes_total";
     pub const FORWARD_DURATION: &str = "gateway_forward_duration_seconds";
+    pub const WS_COMPRESSED_FRAMES: &str = "gateway_ws_compressed_frames_total";
+    pub const WS_COMPRESSION_INPUT_BYTES: &str = "gateway_ws_compression_input_bytes_total";
+    pub const WS_COMPRESSION_OUTPUT_BYTES: &str = "gateway_ws_compression_output_bytes_total";
 }
 
 /// Buckets of `gateway_broadcast_fanout` (recipients of one broadcast).
@@ -341,7 +344,7 @@ impl HookResult {
 
 pub(super) fn describe(r: &PrometheusRecorder) {
     use names::*;
-    let help: [(&'static str, &'static str); 42] = [
+    let help: [(&'static str, &'static str); 45] = [
         (BUILD_INFO, "Build of this node; always 1"),
         (ENGINE_CONNECTIONS, "Open Engine.IO connections"),
         (SOCKETS, "Connected Socket.IO sockets"),
@@ -434,6 +437,18 @@ pub(super) fn describe(r: &PrometheusRecorder) {
         (
             FORWARD_DURATION,
             "Time from forwarding a request to having the owner's answer",
+        ),
+        (
+            WS_COMPRESSED_FRAMES,
+            "WebSocket messages sent compressed (permessage-deflate), one per recipient",
+        ),
+        (
+            WS_COMPRESSION_INPUT_BYTES,
+            "Payload bytes of the messages sent compressed, before compression",
+        ),
+        (
+            WS_COMPRESSION_OUTPUT_BYTES,
+            "Payload bytes of the messages sent compressed, as written",
         ),
     ];
     for (name, text) in help {
