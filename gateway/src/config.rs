@@ -167,6 +167,23 @@ pub struct ServerConfig {
     /// WebSocket compression, permessage-deflate
     /// (`[server.compression]`). Default off.
     pub compression: CompressionConfig,
+    /// How Socket.IO packets are encoded for this node's clients: `"json"`
+    /// (the default `socket.io-parser`) or `"msgpack"`
+    /// (`socket.io-msgpack-parser`, which the clients must use too).
+    /// Default `"json"`.
+    pub parser: Parser,
+}
+
+/// The Socket.IO packet encoding of a node's clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Parser {
+    /// Text packets, binary as attachments (`socket.io-parser`).
+    #[default]
+    Json,
+    /// One msgpack map per packet in a binary message
+    /// (`socket.io-msgpack-parser`).
+    Msgpack,
 }
 
 /// `[server.compression]`: permessage-deflate (RFC 7692) on WebSocket
@@ -219,6 +236,7 @@ impl Default for ServerConfig {
             request_head_timeout_ms: 10_000,
             request_body_timeout_ms: 30_000,
             compression: CompressionConfig::default(),
+            parser: Parser::Json,
         }
     }
 }
@@ -1377,6 +1395,14 @@ mod tests {
             .unwrap_err();
         assert!(e.to_string().contains("server.compression.level"), "{e}");
         assert!(Config::from_toml(&format!("{on}window = 9\n")).is_err());
+    }
+
+    #[test]
+    fn the_parser_is_json_unless_msgpack_is_asked_for() {
+        assert_eq!(Config::default().server.parser, Parser::Json);
+        let c = Config::from_toml("[server]\nparser = \"msgpack\"\n").unwrap();
+        assert_eq!(c.server.parser, Parser::Msgpack);
+        assert!(Config::from_toml("[server]\nparser = \"cbor\"\n").is_err());
     }
 
     #[test]

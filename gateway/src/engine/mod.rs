@@ -38,10 +38,14 @@ pub use session::Session;
 /// gets them as [`Session::send`] would, and the WebSocket writes are
 /// scheduled together when the broadcast is dropped (one lock of each
 /// writer shard per broadcast instead of one per recipient). The first
-/// recipient whose WebSocket negotiated permessage-deflate has the long
+/// recipient with an encoding installed ([`Session::set_encoding`], the
+/// same for every session of a node) has the frames converted, once; the
+/// first whose WebSocket negotiated permessage-deflate has the long
 /// messages compressed, once: every such recipient shares those bytes.
 pub(crate) struct Broadcast<'a> {
     frames: &'a [Frame],
+    /// The frames converted by the sessions' encoding, once one wanted them.
+    encoded: Option<Vec<Frame>>,
     /// The frames with their compressed forms, once a recipient wanted
     /// them (`Some(None)`: no message was long enough).
     deflated: Option<Option<Vec<Frame>>>,
@@ -52,6 +56,7 @@ impl<'a> Broadcast<'a> {
     pub(crate) fn new(frames: &'a [Frame]) -> Self {
         Self {
             frames,
+            encoded: None,
             deflated: None,
             batch: flusher::ScheduleBatch::default(),
         }
@@ -59,7 +64,10 @@ impl<'a> Broadcast<'a> {
 
     /// Queues the frames for `session`; on error nothing was queued.
     pub(crate) fn send(&mut self, session: &Session) -> Result<(), PushError> {
-        let plain = self.frames;
+        let plain = match session.encoding() {
+            Some(encode) => &self.encoded.get_or_insert_with(|| encode(self.frames))[..],
+            None => self.frames,
+        };
         let frames = match session.deflate() {
             Some(d) => self
                 .deflated

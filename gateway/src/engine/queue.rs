@@ -854,6 +854,64 @@ mod tests {
         assert_eq!(first, [0x81, 126]);
     }
 
+    #[test]
+    fn a_broadcast_is_encoded_once_for_the_sessions_with_an_encoding() {
+        use super::super::{Broadcast, HandshakeInfo, Session};
+        use crate::protocol::engineio::Transport;
+        let sessions: Vec<Session> = (0..3)
+            .map(|i| {
+                let s = Session::new(
+                    format!("sid{i}"),
+                    Transport::Polling,
+                    HandshakeInfo {
+                        remote: "127.0.0.1:1".parse().unwrap(),
+                        query: "".into(),
+                        headers: Vec::new(),
+                    },
+                    QueueLimits {
+                        frames: 16,
+                        bytes: 1 << 16,
+                    },
+                    None,
+                );
+                if i < 2 {
+                    s.set_encoding(crate::socketio::msgpack::encode);
+                }
+                s
+            })
+            .collect();
+        let frames = [
+            Frame::text("451-[\"blob\",{\"_placeholder\":true,\"num\":0}]"),
+            Frame::Binary(Bytes::from_static(b"data")),
+        ];
+        let mut broadcast = Broadcast::new(&frames);
+        for s in &sessions {
+            broadcast.send(s).unwrap();
+        }
+        drop(broadcast);
+        let queued = |s: &Session| {
+            s.queue
+                .state
+                .lock()
+                .frames
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let (a, b, c) = (
+            queued(&sessions[0]),
+            queued(&sessions[1]),
+            queued(&sessions[2]),
+        );
+        match (&a[..], &b[..]) {
+            ([Frame::Binary(x)], [Frame::Binary(y)]) => {
+                assert_eq!(x.as_ptr(), y.as_ptr(), "one encoding, shared bytes")
+            }
+            other => panic!("expected one msgpack frame each: {other:?}"),
+        }
+        assert_eq!(c, frames, "no encoding: the frames as they are");
+    }
+
     /// A connected pair: the server side's write half, the client stream.
     async fn socket_pair() -> (OwnedWriteHalf, tokio::net::TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

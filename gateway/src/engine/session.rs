@@ -98,7 +98,16 @@ pub struct Session {
     /// permessage-deflate, once the session is on a WebSocket whose client
     /// negotiated it.
     deflate: OnceLock<Deflate>,
+    /// How the layer above encodes packets for this client, when not as
+    /// they are queued (see [`Session::set_encoding`]).
+    encoding: OnceLock<Encoding>,
 }
+
+/// A conversion of outgoing packets (a text frame and its attachments,
+/// one packet after the other) into what one kind of client reads, such as
+/// the msgpack parser's one binary frame per packet. Installed by the
+/// layer above when a session opens.
+pub(crate) type Encoding = fn(&[Frame]) -> Vec<Frame>;
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,6 +153,7 @@ impl Session {
             conn: OnceLock::new(),
             rate: rate.map(Mutex::new),
             deflate: OnceLock::new(),
+            encoding: OnceLock::new(),
         }
     }
 
@@ -155,10 +165,30 @@ impl Session {
     /// the client: written at once on WebSocket, taken by the next poll
     /// otherwise. `Full` means the client does not read (a slow consumer).
     pub(crate) fn send(&self, frames: &[Frame]) -> Result<(), PushError> {
+        let encoded;
+        let frames = match self.encoding() {
+            Some(encode) => {
+                encoded = encode(frames);
+                &encoded[..]
+            }
+            None => frames,
+        };
         match self.deflate().and_then(|d| d.frames(frames)) {
             Some(deflated) => self.queue.push_all(&deflated),
             None => self.queue.push_all(frames),
         }
+    }
+
+    /// From now on, what is sent through [`Session::send`] and broadcasts
+    /// is converted by `encoding` first (once per broadcast: every session
+    /// of a node has the same). Set once, before anything is sent.
+    pub(crate) fn set_encoding(&self, encoding: Encoding) {
+        let _ = self.encoding.set(encoding);
+    }
+
+    /// The conversion of outgoing packets, when one is installed.
+    pub(crate) fn encoding(&self) -> Option<Encoding> {
+        self.encoding.get().copied()
     }
 
     /// permessage-deflate, when this session's WebSocket negotiated it.
