@@ -21,6 +21,12 @@ use crate::protocol::socketio::{self, DecodeLimits, PacketKind};
 /// Nesting a client's packet may have at most.
 const MAX_DEPTH: usize = 32;
 
+/// Values (of any kind, containers included) a client's packet may hold at
+/// most. A value takes one byte on the wire but tens of bytes decoded, so
+/// without this bound a packet of `max_payload` nils would cost a hundred
+/// times `max_payload` of memory while it is converted.
+const MAX_VALUES: usize = 100_000;
+
 /// Why a client's msgpack packet is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum MsgpackError {
@@ -32,6 +38,8 @@ pub(crate) enum MsgpackError {
     NonStringKey,
     #[error("string that is not UTF-8")]
     InvalidUtf8,
+    #[error("more than {MAX_VALUES} values")]
+    TooManyValues,
 }
 
 /// A client's packet in JSON form: the Socket.IO packet text (as after the
@@ -45,6 +53,9 @@ pub(crate) struct Decoded {
 /// A client's binary message as a packet in JSON form. The text is then
 /// decoded and checked like any client's.
 pub(crate) fn decode(message: &[u8]) -> Result<Decoded, MsgpackError> {
+    if count_values(message)? > MAX_VALUES {
+        return Err(MsgpackError::TooManyValues);
+    }
     let mut rest = message;
     let value = rmpv::decode::read_value_with_max_depth(&mut rest, MAX_DEPTH)
         .map_err(|_| MsgpackError::Malformed)?;
@@ -99,6 +110,62 @@ pub(crate) fn decode(message: &[u8]) -> Result<Decoded, MsgpackError> {
         data.as_deref(),
     );
     Ok(Decoded { text, attachments })
+}
+
+/// How many values the one msgpack value in `data` holds (itself
+/// included), read from the markers and lengths alone, stopping past
+/// [`MAX_VALUES`]; an error when `data` is not one whole value.
+fn count_values(data: &[u8]) -> Result<usize, MsgpackError> {
+    let (mut at, mut pending, mut count) = (0usize, 1usize, 0usize);
+    let len_at = |at: usize, n: usize| -> Result<usize, MsgpackError> {
+        let bytes = data.get(at..at + n).ok_or(MsgpackError::Malformed)?;
+        Ok(bytes
+            .iter()
+            .fold(0usize, |acc, b| acc << 8 | usize::from(*b)))
+    };
+    while pending > 0 {
+        if count > MAX_VALUES {
+            return Ok(count);
+        }
+        let marker = *data.get(at).ok_or(MsgpackError::Malformed)?;
+        at += 1;
+        pending -= 1;
+        count += 1;
+        // (children, bytes to skip) of this value.
+        let (children, skip) = match marker {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
+            0x80..=0x8f => (2 * usize::from(marker & 0x0f), 0),
+            0x90..=0x9f => (usize::from(marker & 0x0f), 0),
+            0xa0..=0xbf => (0, usize::from(marker & 0x1f)),
+            0xc4 | 0xd9 => (0, len_at(at, 1)? + 1),
+            0xc5 | 0xda => (0, len_at(at, 2)? + 2),
+            0xc6 | 0xdb => (0, len_at(at, 4)? + 4),
+            0xc7 => (0, len_at(at, 1)? + 2),
+            0xc8 => (0, len_at(at, 2)? + 3),
+            0xc9 => (0, len_at(at, 4)? + 5),
+            0xca => (0, 4),
+            0xcb => (0, 8),
+            0xcc | 0xd0 => (0, 1),
+            0xcd | 0xd1 => (0, 2),
+            0xce | 0xd2 => (0, 4),
+            0xcf | 0xd3 => (0, 8),
+            0xd4..=0xd8 => (0, 1 + (1 << (marker - 0xd4))),
+            0xdc => (len_at(at, 2)?, 2),
+            0xdd => (len_at(at, 4)?, 4),
+            0xde => (2 * len_at(at, 2)?, 2),
+            0xdf => (2 * len_at(at, 4)?, 4),
+            0xc1 => return Err(MsgpackError::Malformed),
+        };
+        at = at.checked_add(skip).ok_or(MsgpackError::Malformed)?;
+        if at > data.len() {
+            return Err(MsgpackError::Malformed);
+        }
+        pending = pending.saturating_add(children);
+    }
+    if at != data.len() {
+        return Err(MsgpackError::Malformed);
+    }
+    Ok(count)
 }
 
 /// A msgpack value as JSON: binary values become placeholders for
@@ -319,6 +386,41 @@ mod tests {
         let mut deep = vec![0x91; 100];
         deep.push(0xC0);
         assert!(decode(&deep).is_err());
+        // More values than the bound, in a message of 200 KB.
+        let mut many = packed(vec![("type", Value::from(2)), ("nsp", Value::from("/"))]);
+        many[0] += 1;
+        many.extend_from_slice(&[0xA4, b'd', b'a', b't', b'a', 0xDD, 0, 3, 0x0D, 0x40]);
+        many.resize(many.len() + 200_000, 0xC0);
+        assert_eq!(decode(&many), Err(MsgpackError::TooManyValues));
+    }
+
+    #[test]
+    fn values_are_counted_from_markers_alone() {
+        let event = packed(vec![
+            ("type", Value::from(2)),
+            (
+                "data",
+                Value::Array(vec![
+                    Value::from("e"),
+                    Value::Binary(vec![0; 300]),
+                    Value::F64(0.5),
+                    Value::from(-70_000),
+                    Value::Ext(1, vec![0; 3]),
+                ]),
+            ),
+            ("nsp", Value::from("/")),
+        ]);
+        // The map, 3 keys, 3 values, 5 items in the array.
+        assert_eq!(count_values(&event), Ok(12));
+        assert_eq!(
+            count_values(&event[..event.len() - 1]),
+            Err(MsgpackError::Malformed)
+        );
+        assert_eq!(
+            count_values(&[0xDD, 0xFF, 0xFF, 0xFF, 0xFF]),
+            Err(MsgpackError::Malformed)
+        );
+        assert_eq!(count_values(&[0xC0, 0xC0]), Err(MsgpackError::Malformed));
     }
 
     #[test]
