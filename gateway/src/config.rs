@@ -204,8 +204,9 @@ pub struct CompressionConfig {
     /// Messages shorter than this many bytes are sent uncompressed (as
     /// Node's `perMessageDeflate.threshold`). Default 1024.
     pub threshold: usize,
-    /// Deflate level, 1 (fastest) to 9 (smallest). Default 6 (zlib's
-    /// default, as Node's).
+    /// Deflate level, 1 (fastest) to 9 (smallest). Default 1: on 2 KB of
+    /// JSON it saves 99% of the bytes level 6 saves, for 40% of its CPU
+    /// (`docs/operations.md`).
     pub level: u32,
 }
 
@@ -214,7 +215,7 @@ impl Default for CompressionConfig {
         Self {
             enabled: false,
             threshold: 1024,
-            level: 6,
+            level: 1,
         }
     }
 }
@@ -1388,7 +1389,7 @@ mod tests {
         c.validate().unwrap();
         assert!(c.server.compression.enabled);
         assert_eq!(c.server.compression.threshold, 0);
-        assert_eq!(c.server.compression.level, 6);
+        assert_eq!(c.server.compression.level, 1);
         let e = Config::from_toml(&format!("{on}level = 10\n"))
             .unwrap()
             .validate()
