@@ -159,21 +159,26 @@ pub fn compress(data: &[u8], level: u32) -> Vec<u8> {
             }
         };
         let start = deflater.total_in();
-        let mut out = Vec::with_capacity(data.len() / 2 + 64);
+        // Room for the worst case (stored blocks), so that one call does it
+        // all: short of room, the compressor may stop with a block pending
+        // although the buffer is not full.
+        let mut out = Vec::with_capacity(data.len() + data.len() / 8 + 64);
         loop {
             let consumed = (deflater.total_in() - start) as usize;
             deflater
                 .compress_vec(&data[consumed..], &mut out, FlushCompress::Sync)
                 .expect("deflate of a buffer in memory cannot fail");
             let consumed = (deflater.total_in() - start) as usize;
-            // Done once all input is in and the flush had room to finish.
-            if consumed == data.len() && out.len() < out.capacity() {
+            // Done once all input is in and the flush finished: its empty
+            // block written, with room to spare.
+            if consumed == data.len() && out.ends_with(&TAIL) && out.len() < out.capacity() {
                 break;
             }
-            out.reserve(out.capacity().max(64));
+            out.reserve(out.capacity());
         }
-        debug_assert!(out.ends_with(&TAIL));
-        out.truncate(out.len().saturating_sub(TAIL.len()));
+        out.truncate(out.len() - TAIL.len());
+        // The bytes may be shared and queued for long: no spare room.
+        out.shrink_to_fit();
         out
     })
 }
@@ -320,7 +325,7 @@ mod tests {
         assert_eq!(inflate(&first, text.len()).unwrap(), text.as_bytes());
         // Incompressible bytes of every length round-trip.
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        for len in [1, 100, 5000, 70_000] {
+        for len in [1, 100, 5000, 16_384, 65_536, 70_000, 131_072] {
             let data: Vec<u8> = (0..len)
                 .map(|_| {
                     seed ^= seed << 13;
@@ -329,7 +334,41 @@ mod tests {
                     seed as u8
                 })
                 .collect();
-            assert_eq!(inflate(&compress(&data, 9), len).unwrap(), data);
+            for level in [1, 6, 9] {
+                assert_eq!(inflate(&compress(&data, level), len).unwrap(), data);
+            }
+        }
+    }
+
+    #[test]
+    fn every_flush_completes() {
+        // Messages of Autobahn's sizes, random and text-like, at every
+        // level. (Slices of a bitmap once left the last block of a 64 KiB
+        // message pending, the buffer not full: Autobahn case 12.2.9.)
+        let mut seed = 0x0123_4567_89AB_CDEFu64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for len in [64, 256, 1024, 4096, 8192, 16_384, 32_768, 65_536, 131_072] {
+            for round in 0..8 {
+                let data: Vec<u8> = (0..len)
+                    .map(|i| match round % 2 {
+                        0 => next() as u8,
+                        _ => b"abcdefgh"[(next() % 8) as usize] ^ (i % 3) as u8,
+                    })
+                    .collect();
+                for level in [1, 6, 9] {
+                    let packed = compress(&data, level);
+                    assert_eq!(
+                        inflate(&packed, len).unwrap(),
+                        data,
+                        "{len} {round} {level}"
+                    );
+                }
+            }
         }
     }
 
