@@ -350,7 +350,9 @@ async fn route(
                         let Some((forwarder, addr)) = http.forwarder_for(sid) else {
                             return error(EngineError::UnknownSid);
                         };
-                        let Some(accepted) = websocket::accept(parts) else {
+                        // Not compressed: the owner's answer is not this
+                        // node's to shape.
+                        let Some(accepted) = websocket::accept(parts, false) else {
                             return error(EngineError::BadRequest);
                         };
                         let slot = parts.extensions.get::<ConnSlot>().cloned();
@@ -364,10 +366,11 @@ async fn route(
                     Some(session)
                 }
             };
-            let Some(accepted) = websocket::accept(parts) else {
+            let compression = engine.config().server.compression.enabled;
+            let Some(accepted) = websocket::accept(parts, compression) else {
                 return error(EngineError::BadRequest);
             };
-            let upgrade = accepted.upgrade;
+            let (upgrade, deflate) = (accepted.upgrade, accepted.deflate);
             // The WebSocket keeps its TCP connection's slot until it ends.
             let slot = parts.extensions.get::<ConnSlot>().cloned();
             match session {
@@ -385,14 +388,19 @@ async fn route(
                         engine.clone(),
                         session,
                         upgrade,
+                        deflate,
                         slot,
                     ));
                 }
                 None => {
                     let info = handshake_info(engine, remote, parts);
-                    engine
-                        .tracker
-                        .spawn(websocket::serve_new(engine.clone(), upgrade, info, slot));
+                    engine.tracker.spawn(websocket::serve_new(
+                        engine.clone(),
+                        upgrade,
+                        deflate,
+                        info,
+                        slot,
+                    ));
                 }
             }
             accepted.response

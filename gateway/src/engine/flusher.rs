@@ -24,13 +24,32 @@ use tokio::time::Instant;
 
 use super::queue::OutboundQueue;
 use crate::protocol::engineio::Transport;
+use crate::telemetry::Metrics;
 
 /// Frames, bytes and write calls, counted once per pass.
 #[derive(Debug, Default)]
 pub(crate) struct Sent {
     pub(crate) frames: u64,
+    /// Engine.IO payload bytes, uncompressed.
     pub(crate) bytes: u64,
     pub(crate) writes: u64,
+    /// Frames written compressed (permessage-deflate).
+    pub(crate) deflated: u64,
+    /// Their payload bytes before and after compression.
+    pub(crate) deflate_in: u64,
+    pub(crate) deflate_out: u64,
+}
+
+impl Sent {
+    /// Counts what was written on WebSockets into `metrics`.
+    pub(crate) fn count(&self, metrics: &Metrics) {
+        metrics
+            .transport(Transport::Websocket)
+            .sent(self.frames, self.bytes, self.writes);
+        if self.deflated > 0 {
+            metrics.ws_deflated(self.deflated, self.deflate_in, self.deflate_out);
+        }
+    }
 }
 
 /// Queues that became pending during one broadcast, scheduled together
@@ -106,8 +125,7 @@ impl Shard {
                 }
             }
             if let Some(m) = metrics {
-                m.transport(Transport::Websocket)
-                    .sent(sent.frames, sent.bytes, sent.writes);
+                sent.count(&m);
             }
             window = next_window(self.coalesce, last_pass.elapsed());
         }

@@ -28,17 +28,27 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::protocol::deflate::Agreed;
 use crate::protocol::engineio::Transport;
 use crate::reason::DisconnectReason;
-pub(crate) use queue::{Frame, PushError};
+pub(crate) use queue::{Deflate, Frame, PushError};
 pub use session::Session;
 
 /// The same encoded frames sent to many sessions: each recipient's queue
 /// gets them as [`Session::send`] would, and the WebSocket writes are
 /// scheduled together when the broadcast is dropped (one lock of each
-/// writer shard per broadcast instead of one per recipient).
+/// writer shard per broadcast instead of one per recipient). The first
+/// recipient with an encoding installed ([`Session::set_encoding`], the
+/// same for every session of a node) has the frames converted, once; the
+/// first whose WebSocket negotiated permessage-deflate has the long
+/// messages compressed, once: every such recipient shares those bytes.
 pub(crate) struct Broadcast<'a> {
     frames: &'a [Frame],
+    /// The frames converted by the sessions' encoding, once one wanted them.
+    encoded: Option<Vec<Frame>>,
+    /// The frames with their compressed forms, once a recipient wanted
+    /// them (`Some(None)`: no message was long enough).
+    deflated: Option<Option<Vec<Frame>>>,
     batch: flusher::ScheduleBatch,
 }
 
@@ -46,13 +56,27 @@ impl<'a> Broadcast<'a> {
     pub(crate) fn new(frames: &'a [Frame]) -> Self {
         Self {
             frames,
+            encoded: None,
+            deflated: None,
             batch: flusher::ScheduleBatch::default(),
         }
     }
 
     /// Queues the frames for `session`; on error nothing was queued.
     pub(crate) fn send(&mut self, session: &Session) -> Result<(), PushError> {
-        session.queue.push_all_batched(self.frames, &mut self.batch)
+        let plain = match session.encoding() {
+            Some(encode) => &self.encoded.get_or_insert_with(|| encode(self.frames))[..],
+            None => self.frames,
+        };
+        let frames = match session.deflate() {
+            Some(d) => self
+                .deflated
+                .get_or_insert_with(|| d.frames(plain))
+                .as_deref()
+                .unwrap_or(plain),
+            None => plain,
+        };
+        session.queue.push_all_batched(frames, &mut self.batch)
     }
 }
 
@@ -205,6 +229,17 @@ impl Engine {
         &self.config
     }
 
+    /// permessage-deflate as `agreed` with a client, with the node's
+    /// settings.
+    pub(crate) fn deflate(&self, agreed: Agreed) -> Deflate {
+        let c = &self.config.server.compression;
+        Deflate {
+            agreed,
+            threshold: c.threshold,
+            level: c.level,
+        }
+    }
+
     pub(crate) fn keep_headers(&self) -> bool {
         self.keep_headers
     }
@@ -228,7 +263,7 @@ impl Engine {
         self: &Arc<Self>,
         transport: Transport,
         info: HandshakeInfo,
-        websocket: Option<tokio::net::tcp::OwnedWriteHalf>,
+        websocket: Option<(tokio::net::tcp::OwnedWriteHalf, Option<Agreed>)>,
     ) -> Result<Arc<Session>, EngineError> {
         if self.shutdown.is_cancelled() {
             return Err(EngineError::ShuttingDown);
@@ -256,10 +291,13 @@ impl Engine {
                 self.config.limits.rate_limit_burst,
             ),
         ));
-        if let Some(socket) = websocket {
-            session
-                .queue
-                .attach_websocket(socket, self.flusher.shard(), self.metrics.clone());
+        if let Some((socket, agreed)) = websocket {
+            session.attach_websocket(
+                socket,
+                self.flusher.shard(),
+                self.metrics.clone(),
+                agreed.map(|a| self.deflate(a)),
+            );
         }
         let conn = self.handler.on_open(&session);
         session.attach(conn);

@@ -93,10 +93,10 @@ pub(crate) async fn get(engine: &Engine, session: Arc<Session>) -> Result<Vec<u8
         if !batch.is_empty() {
             let mut body = Vec::with_capacity(batch.iter().map(|f| f.len() + 1).sum());
             engineio::encode_payload(
-                batch.iter().filter_map(|f| match f {
+                batch.iter().filter_map(|f| match f.plain() {
                     Frame::Text(t) => Some(PayloadItem::Text(t.as_str())),
                     Frame::Binary(b) => Some(PayloadItem::Binary(b)),
-                    Frame::WsControl(_) => None,
+                    Frame::WsControl(_) | Frame::Deflated(_) => None,
                 }),
                 &mut body,
             );

@@ -21,6 +21,11 @@
 //! again; meanwhile producers append behind it, so order is kept.
 //! The frame store is allocated on first use and shrunk once drained, so an
 //! idle connection holds no buffer.
+//!
+//! A message may come with its permessage-deflate form ([`Frame::Deflated`],
+//! compressed once for every recipient): a WebSocket that negotiated the
+//! extension writes the compressed bytes (RSV1 set), any other connection
+//! the message as it is.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -33,7 +38,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 use super::flusher::{ScheduleBatch, Sent, Shard};
-use crate::protocol::engineio::Transport;
+use crate::protocol::deflate::{self, Agreed};
 use crate::protocol::websocket::{self as ws, MAX_HEADER, opcode};
 use crate::telemetry::Metrics;
 
@@ -46,6 +51,58 @@ pub(crate) enum Frame {
     /// A complete WebSocket control frame (pong, close), written as is on
     /// WebSocket and skipped by polling.
     WsControl(Bytes),
+    /// A text or binary message and its compressed form.
+    Deflated(Arc<Deflated>),
+}
+
+/// A message compressed once (permessage-deflate), shared by every
+/// recipient like the message itself.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Deflated {
+    /// The message as it is ([`Frame::Text`] or [`Frame::Binary`]): for
+    /// polling and for WebSockets without the extension.
+    plain: Frame,
+    /// The message compressed with no context taken over.
+    compressed: Bytes,
+}
+
+/// permessage-deflate as one WebSocket connection uses it: what was
+/// agreed with its client and the node's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Deflate {
+    pub(crate) agreed: Agreed,
+    /// Messages shorter than this go uncompressed.
+    pub(crate) threshold: usize,
+    /// Deflate level.
+    pub(crate) level: u32,
+}
+
+impl Deflate {
+    /// `frames` with the compressed form of every message of at least the
+    /// threshold, or `None` when no message is that long. Done once per
+    /// message, whatever the number of its recipients.
+    pub(crate) fn frames(&self, frames: &[Frame]) -> Option<Vec<Frame>> {
+        let long =
+            |f: &Frame| matches!(f, Frame::Text(_) | Frame::Binary(_)) && f.len() >= self.threshold;
+        if !frames.iter().any(long) {
+            return None;
+        }
+        Some(
+            frames
+                .iter()
+                .map(|f| {
+                    if !long(f) {
+                        return f.clone();
+                    }
+                    let compressed = deflate::compress(f.payload(), self.level);
+                    Frame::Deflated(Arc::new(Deflated {
+                        plain: f.clone(),
+                        compressed: Bytes::from(compressed),
+                    }))
+                })
+                .collect(),
+        )
+    }
 }
 
 impl Frame {
@@ -57,25 +114,51 @@ impl Frame {
         Frame::Text(Utf8Bytes::from_static(s))
     }
 
-    /// Payload length (the WebSocket header not counted).
+    /// Payload length (the WebSocket header not counted), uncompressed.
     pub(crate) fn len(&self) -> usize {
         self.payload().len()
+    }
+
+    /// The message as it is: a compressed one's uncompressed form, any
+    /// other frame itself.
+    pub(crate) fn plain(&self) -> &Frame {
+        match self {
+            Frame::Deflated(d) => &d.plain,
+            other => other,
+        }
     }
 
     fn payload(&self) -> &[u8] {
         match self {
             Frame::Text(t) => t.as_str().as_bytes(),
             Frame::Binary(b) | Frame::WsControl(b) => b,
+            Frame::Deflated(d) => d.plain.payload(),
         }
     }
 
-    /// The WebSocket header of this frame into `out`; its length (0 for a
-    /// control frame, which carries its own).
-    fn ws_header(&self, out: &mut [u8; MAX_HEADER]) -> usize {
+    /// What goes on a WebSocket with `deflate` agreed (or none): the
+    /// frame's header into `out` (its length, 0 for a control frame, which
+    /// carries its own) and the payload, compressed when the client takes
+    /// it so.
+    fn ws_parts(&self, deflate: Option<Agreed>, out: &mut [u8; MAX_HEADER]) -> (usize, &[u8]) {
         match self {
-            Frame::Text(t) => ws::encode_header(opcode::TEXT, t.len(), out),
-            Frame::Binary(b) => ws::encode_header(opcode::BINARY, b.len(), out),
-            Frame::WsControl(_) => 0,
+            Frame::Text(t) => (
+                ws::encode_header(opcode::TEXT, t.len(), out),
+                t.as_str().as_bytes(),
+            ),
+            Frame::Binary(b) => (ws::encode_header(opcode::BINARY, b.len(), out), b),
+            Frame::WsControl(b) => (0, b),
+            Frame::Deflated(d) => {
+                if !deflate.is_some_and(|a| a.takes(d.plain.len())) {
+                    return d.plain.ws_parts(None, out);
+                }
+                let op = match d.plain {
+                    Frame::Binary(_) => opcode::BINARY,
+                    _ => opcode::TEXT,
+                };
+                let header = ws::encode_deflated_header(op, d.compressed.len(), out);
+                (header, &d.compressed)
+            }
         }
     }
 }
@@ -95,6 +178,8 @@ struct Direct {
     socket: Arc<OwnedWriteHalf>,
     shard: Arc<Shard>,
     metrics: Arc<Metrics>,
+    /// permessage-deflate, when the client negotiated it.
+    deflate: Option<Agreed>,
 }
 
 #[derive(Default)]
@@ -259,6 +344,7 @@ impl OutboundQueue {
         socket: OwnedWriteHalf,
         shard: Arc<Shard>,
         metrics: Arc<Metrics>,
+        deflate: Option<Agreed>,
     ) {
         let mut st = self.state.lock();
         st.written = 0;
@@ -266,6 +352,7 @@ impl OutboundQueue {
             socket: Arc::new(socket),
             shard,
             metrics,
+            deflate,
         });
     }
 
@@ -404,9 +491,7 @@ fn flush_counted(st: &mut State, via: WriteVia) -> Flush {
     let mut sent = Sent::default();
     let result = flush_locked(st, via, &mut sent);
     if let Some(d) = &st.direct {
-        d.metrics
-            .transport(Transport::Websocket)
-            .sent(sent.frames, sent.bytes, sent.writes);
+        sent.count(&d.metrics);
     }
     result
 }
@@ -420,8 +505,10 @@ fn flush_locked(st: &mut State, via: WriteVia, sent: &mut Sent) -> Flush {
     let Some(direct) = st.direct.as_ref() else {
         return Flush::Done;
     };
+    let deflate = direct.deflate;
     while !st.frames.is_empty() {
-        let written = match write_frames(&direct.socket, via, st.frames.iter(), st.written) {
+        let written = match write_frames(&direct.socket, via, deflate, st.frames.iter(), st.written)
+        {
             Ok(0) => {
                 st.blocked = true;
                 return Flush::Blocked;
@@ -436,11 +523,18 @@ fn flush_locked(st: &mut State, via: WriteVia, sent: &mut Sent) -> Flush {
                 return Flush::Failed;
             }
         };
-        let (done, partial) = split_written(st.frames.iter(), st.written + written);
+        let (done, partial) = split_written(st.frames.iter(), deflate, st.written + written);
         for f in st.frames.drain(..done) {
             sent.frames += 1;
             sent.bytes += f.len() as u64;
             st.bytes -= f.len();
+            if let (Frame::Deflated(d), Some(agreed)) = (&f, deflate)
+                && agreed.takes(d.plain.len())
+            {
+                sent.deflated += 1;
+                sent.deflate_in += d.plain.len() as u64;
+                sent.deflate_out += d.compressed.len() as u64;
+            }
         }
         st.written = partial;
     }
@@ -464,20 +558,22 @@ enum WriteVia {
 }
 
 /// The wire length of `frame` on WebSocket (header included).
-fn wire_len(frame: &Frame) -> usize {
+fn wire_len(frame: &Frame, deflate: Option<Agreed>) -> usize {
     let mut header = [0u8; MAX_HEADER];
-    frame.ws_header(&mut header) + frame.len()
+    let (header, payload) = frame.ws_parts(deflate, &mut header);
+    header + payload.len()
 }
 
 /// After `written` bytes of `frames` went out: how many frames are complete,
 /// and how many bytes of the next one were written.
 fn split_written<'a>(
     frames: impl Iterator<Item = &'a Frame>,
+    deflate: Option<Agreed>,
     mut written: usize,
 ) -> (usize, usize) {
     let mut done = 0;
     for f in frames {
-        let len = wire_len(f);
+        let len = wire_len(f, deflate);
         if written < len {
             break;
         }
@@ -493,23 +589,24 @@ fn split_written<'a>(
 fn write_frames<'a>(
     socket: &OwnedWriteHalf,
     via: WriteVia,
+    deflate: Option<Agreed>,
     frames: impl Iterator<Item = &'a Frame>,
     mut skip: usize,
 ) -> io::Result<usize> {
-    let mut batch: [Option<&Frame>; WRITE_BATCH] = [None; WRITE_BATCH];
+    let mut payloads: [&[u8]; WRITE_BATCH] = [&[]; WRITE_BATCH];
     let mut headers = [[0u8; MAX_HEADER]; WRITE_BATCH];
     let mut header_lens = [0usize; WRITE_BATCH];
     let mut n = 0;
     for (i, f) in frames.take(WRITE_BATCH).enumerate() {
-        header_lens[i] = f.ws_header(&mut headers[i]);
-        batch[i] = Some(f);
+        let (header, payload) = f.ws_parts(deflate, &mut headers[i]);
+        header_lens[i] = header;
+        payloads[i] = payload;
         n = i + 1;
     }
     let mut slices = [IoSlice::new(&[]); 2 * WRITE_BATCH];
     let mut used = 0;
     for i in 0..n {
-        let payload = batch[i].map_or(&[][..], Frame::payload);
-        for part in [&headers[i][..header_lens[i]], payload] {
+        for part in [&headers[i][..header_lens[i]], payloads[i]] {
             if skip >= part.len() {
                 skip -= part.len();
                 continue;
@@ -631,7 +728,7 @@ mod tests {
             frames: 64,
             bytes: 1024,
         }));
-        q.attach_websocket(write, shard(), metrics());
+        q.attach_websocket(write, shard(), metrics(), None);
         for i in 0..100 {
             q.push(Frame::text(format!("4m{i:03}"))).unwrap();
             broadcast(&q, Frame::text(format!("4b{i:03}"))).unwrap();
@@ -659,7 +756,7 @@ mod tests {
             bytes: 64 * 1024,
         };
         let q = Arc::new(OutboundQueue::new(limits));
-        q.attach_websocket(write, shard(), metrics());
+        q.attach_websocket(write, shard(), metrics(), None);
         // Pongs of 127 bytes, as a ping flood makes the node write: the
         // kernel buffers fill, then the queue up to its byte bound.
         let pong = Frame::WsControl(ws::encode_frame(opcode::PONG, &[b'p'; 125]));
@@ -684,6 +781,135 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), q.notified())
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_is_compressed_once_and_shared_by_the_recipients_that_negotiated_it() {
+        use super::super::{Broadcast, HandshakeInfo, Session};
+        use crate::protocol::engineio::Transport;
+        use tokio::io::AsyncReadExt;
+        let agreed = deflate::negotiate(["permessage-deflate"]).unwrap();
+        let d = Deflate {
+            agreed,
+            threshold: 100,
+            level: 6,
+        };
+        let mut sessions = Vec::new();
+        let mut clients = Vec::new();
+        for negotiated in [true, true, false] {
+            let s = Session::new(
+                "sid".to_owned(),
+                Transport::Websocket,
+                HandshakeInfo {
+                    remote: "127.0.0.1:1".parse().unwrap(),
+                    query: "".into(),
+                    headers: Vec::new(),
+                },
+                QueueLimits {
+                    frames: 16,
+                    bytes: 1 << 16,
+                },
+                None,
+            );
+            let (write, client) = socket_pair().await;
+            s.attach_websocket(write, shard(), metrics(), negotiated.then_some(d));
+            sessions.push(s);
+            clients.push(client);
+        }
+        let long = format!("42[\"news\",\"{}\"]", "n".repeat(500));
+        let frames = [Frame::text(long.clone()), Frame::text("42[\"brief\"]")];
+        let mut broadcast = Broadcast::new(&frames);
+        for s in &sessions {
+            broadcast.send(s).unwrap();
+        }
+        let queued = |s: &Session| {
+            s.queue
+                .state
+                .lock()
+                .frames
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let (a, b, c) = (
+            queued(&sessions[0]),
+            queued(&sessions[1]),
+            queued(&sessions[2]),
+        );
+        match (&a[0], &b[0]) {
+            (Frame::Deflated(x), Frame::Deflated(y)) => {
+                assert!(Arc::ptr_eq(x, y), "one compression")
+            }
+            other => panic!("expected compressed frames: {other:?}"),
+        }
+        assert_eq!(a[1], frames[1], "under the threshold: as it is");
+        assert_eq!(c, frames, "no extension: the message as it is");
+        drop(broadcast);
+        // On the wire: RSV1 and the compressed bytes, or the text.
+        let mut first = [0u8; 2];
+        clients[0].read_exact(&mut first).await.unwrap();
+        assert_eq!(first[0], 0xC1);
+        assert!(usize::from(first[1]) < long.len() / 4, "{}", first[1]);
+        clients[2].read_exact(&mut first).await.unwrap();
+        assert_eq!(first, [0x81, 126]);
+    }
+
+    #[test]
+    fn a_broadcast_is_encoded_once_for_the_sessions_with_an_encoding() {
+        use super::super::{Broadcast, HandshakeInfo, Session};
+        use crate::protocol::engineio::Transport;
+        let sessions: Vec<Session> = (0..3)
+            .map(|i| {
+                let s = Session::new(
+                    format!("sid{i}"),
+                    Transport::Polling,
+                    HandshakeInfo {
+                        remote: "127.0.0.1:1".parse().unwrap(),
+                        query: "".into(),
+                        headers: Vec::new(),
+                    },
+                    QueueLimits {
+                        frames: 16,
+                        bytes: 1 << 16,
+                    },
+                    None,
+                );
+                if i < 2 {
+                    s.set_encoding(crate::socketio::msgpack::encode);
+                }
+                s
+            })
+            .collect();
+        let frames = [
+            Frame::text("451-[\"blob\",{\"_placeholder\":true,\"num\":0}]"),
+            Frame::Binary(Bytes::from_static(b"data")),
+        ];
+        let mut broadcast = Broadcast::new(&frames);
+        for s in &sessions {
+            broadcast.send(s).unwrap();
+        }
+        drop(broadcast);
+        let queued = |s: &Session| {
+            s.queue
+                .state
+                .lock()
+                .frames
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let (a, b, c) = (
+            queued(&sessions[0]),
+            queued(&sessions[1]),
+            queued(&sessions[2]),
+        );
+        match (&a[..], &b[..]) {
+            ([Frame::Binary(x)], [Frame::Binary(y)]) => {
+                assert_eq!(x.as_ptr(), y.as_ptr(), "one encoding, shared bytes")
+            }
+            other => panic!("expected one msgpack frame each: {other:?}"),
+        }
+        assert_eq!(c, frames, "no encoding: the frames as they are");
     }
 
     /// A connected pair: the server side's write half, the client stream.
@@ -740,7 +966,7 @@ mod tests {
     async fn the_shard_writes_websocket_frames_in_order() {
         let (write, mut client) = socket_pair().await;
         let q = Arc::new(frames_only(256));
-        q.attach_websocket(write, shard(), metrics());
+        q.attach_websocket(write, shard(), metrics(), None);
         for i in 0..100 {
             broadcast(&q, Frame::text(format!("4m{i}"))).unwrap();
         }
@@ -755,7 +981,7 @@ mod tests {
         let window = std::time::Duration::from_secs(1);
         let flusher = Box::leak(Box::new(super::super::flusher::Flusher::new(1, window)));
         let q = Arc::new(frames_only(8));
-        q.attach_websocket(write, flusher.shard(), metrics());
+        q.attach_websocket(write, flusher.shard(), metrics(), None);
         broadcast(&q, Frame::text("4a")).unwrap();
         assert_eq!(read_texts(&mut client, 1).await, ["4a"]);
         let first = tokio::time::Instant::now();
@@ -786,7 +1012,7 @@ mod tests {
         let flusher = Box::leak(Box::new(super::super::flusher::Flusher::new(1, window)));
         let q = Arc::new(frames_only(8));
         let m = metrics();
-        q.attach_websocket(write, flusher.shard(), m.clone());
+        q.attach_websocket(write, flusher.shard(), m.clone(), None);
         broadcast(&q, Frame::text("4a")).unwrap();
         assert_eq!(read_texts(&mut client, 1).await, ["4a"]);
         // Idle for longer than the window, then a burst whose second frame
@@ -815,7 +1041,7 @@ mod tests {
         let window = std::time::Duration::from_secs(1);
         let flusher = Box::leak(Box::new(super::super::flusher::Flusher::new(1, window)));
         let q = Arc::new(frames_only(2));
-        q.attach_websocket(write, flusher.shard(), metrics());
+        q.attach_websocket(write, flusher.shard(), metrics(), None);
         // Ten frames into a queue of two, faster than the shard passes: the
         // socket has room, so a full queue is written out instead of refused.
         for i in 0..10 {
@@ -829,7 +1055,7 @@ mod tests {
     async fn a_backlog_forms_when_the_socket_is_full_and_drains_in_order() {
         let (write, mut client) = socket_pair().await;
         let q = Arc::new(frames_only(64));
-        q.attach_websocket(write, shard(), metrics());
+        q.attach_websocket(write, shard(), metrics(), None);
         // The client does not read: the kernel buffers fill, then the queue.
         let big = "x".repeat(256 * 1024);
         let mut pushed = 0;
@@ -869,7 +1095,7 @@ mod tests {
     async fn a_reset_socket_marks_the_queue_broken() {
         let (write, client) = socket_pair().await;
         let q = Arc::new(frames_only(4));
-        q.attach_websocket(write, shard(), metrics());
+        q.attach_websocket(write, shard(), metrics(), None);
         drop(client);
         // Writes to a peer that closed fail after at most a few attempts
         // (the first may still be accepted by the kernel).

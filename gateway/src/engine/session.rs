@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{Flush, Frame, OutboundQueue, PushError, QueueLimits};
+use super::queue::{Deflate, Flush, Frame, OutboundQueue, PushError, QueueLimits};
 use super::{Connection, Engine, HandshakeInfo};
 use crate::protocol::engineio::Packet;
 use crate::protocol::engineio::Transport;
@@ -95,7 +95,19 @@ pub struct Session {
     ws_handoff_rx: Mutex<Option<oneshot::Receiver<()>>>,
     conn: OnceLock<Arc<dyn Connection>>,
     rate: Option<Mutex<RateLimit>>,
+    /// permessage-deflate, once the session is on a WebSocket whose client
+    /// negotiated it.
+    deflate: OnceLock<Deflate>,
+    /// How the layer above encodes packets for this client, when not as
+    /// they are queued (see [`Session::set_encoding`]).
+    encoding: OnceLock<Encoding>,
 }
+
+/// A conversion of outgoing packets (a text frame and its attachments,
+/// one packet after the other) into what one kind of client reads, such as
+/// the msgpack parser's one binary frame per packet. Installed by the
+/// layer above when a session opens.
+pub(crate) type Encoding = fn(&[Frame]) -> Vec<Frame>;
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -147,6 +159,8 @@ impl Session {
             ws_handoff_rx: Mutex::new(handoff_rx),
             conn: OnceLock::new(),
             rate: rate.map(Mutex::new),
+            deflate: OnceLock::new(),
+            encoding: OnceLock::new(),
         }
     }
 
@@ -158,7 +172,51 @@ impl Session {
     /// the client: written at once on WebSocket, taken by the next poll
     /// otherwise. `Full` means the client does not read (a slow consumer).
     pub(crate) fn send(&self, frames: &[Frame]) -> Result<(), PushError> {
-        self.queue.push_all(frames)
+        let encoded;
+        let frames = match self.encoding() {
+            Some(encode) => {
+                encoded = encode(frames);
+                &encoded[..]
+            }
+            None => frames,
+        };
+        match self.deflate().and_then(|d| d.frames(frames)) {
+            Some(deflated) => self.queue.push_all(&deflated),
+            None => self.queue.push_all(frames),
+        }
+    }
+
+    /// From now on, what is sent through [`Session::send`] and broadcasts
+    /// is converted by `encoding` first (once per broadcast: every session
+    /// of a node has the same). Set once, before anything is sent.
+    pub(crate) fn set_encoding(&self, encoding: Encoding) {
+        let _ = self.encoding.set(encoding);
+    }
+
+    /// The conversion of outgoing packets, when one is installed.
+    pub(crate) fn encoding(&self) -> Option<Encoding> {
+        self.encoding.get().copied()
+    }
+
+    /// permessage-deflate, when this session's WebSocket negotiated it.
+    pub(crate) fn deflate(&self) -> Option<&Deflate> {
+        self.deflate.get()
+    }
+
+    /// From now on the frames go to the WebSocket `socket` (compressed as
+    /// `deflate` says, when the client negotiated it).
+    pub(crate) fn attach_websocket(
+        &self,
+        socket: OwnedWriteHalf,
+        shard: Arc<super::flusher::Shard>,
+        metrics: Arc<crate::telemetry::Metrics>,
+        deflate: Option<Deflate>,
+    ) {
+        if let Some(d) = deflate {
+            let _ = self.deflate.set(d);
+        }
+        self.queue
+            .attach_websocket(socket, shard, metrics, deflate.map(|d| d.agreed));
     }
 
     /// The outbound queue's state (frames and bytes waiting, whether the
@@ -329,13 +387,14 @@ impl Session {
         socket: OwnedWriteHalf,
         shard: Arc<super::flusher::Shard>,
         metrics: Arc<crate::telemetry::Metrics>,
+        deflate: Option<Deflate>,
     ) -> bool {
         let Some(handoff) = self.ws_handoff.lock().take() else {
             return false;
         };
         self.transport.store(WEBSOCKET, Ordering::Release);
         self.poll.lock().upgrading = false;
-        self.queue.attach_websocket(socket, shard, metrics);
+        self.attach_websocket(socket, shard, metrics, deflate);
         // Wake a poll that may still be pending: it answers with a noop.
         self.queue.wake();
         handoff.send(()).is_ok()

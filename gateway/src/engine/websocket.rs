@@ -7,6 +7,11 @@
 //! [`OutboundQueue`](super::OutboundQueue) (which writes frames straight to
 //! it) and the connection's own task reads: it handles messages in order and
 //! never spawns per message. An idle connection holds no read buffer.
+//!
+//! With `server.compression` on, permessage-deflate is negotiated in the
+//! opening handshake with clients that offer it
+//! ([`crate::protocol::deflate`]): their compressed messages are inflated
+//! within `server.max_payload`, and long messages to them go compressed.
 
 use std::io;
 use std::sync::Arc;
@@ -22,20 +27,25 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use super::queue::Frame;
 use super::session::Session;
 use super::{Engine, HandshakeInfo};
+use crate::protocol::deflate::{self, Agreed};
 use crate::protocol::engineio::Transport;
 use crate::protocol::engineio::{self, Packet};
 use crate::protocol::websocket::{self as ws, Decoder, Message, opcode};
 use crate::reason::DisconnectReason;
 
-/// An accepted WebSocket opening handshake: the `101` response to send and
-/// the connection to take over once it is sent.
+/// An accepted WebSocket opening handshake: the `101` response to send,
+/// the connection to take over once it is sent, and permessage-deflate
+/// when it was negotiated.
 pub(crate) struct Accepted {
     pub(crate) response: axum::response::Response,
     pub(crate) upgrade: OnUpgrade,
+    pub(crate) deflate: Option<Agreed>,
 }
 
-/// Checks the opening handshake of `parts` (RFC 6455 section 4.2.1).
-pub(crate) fn accept(parts: &mut Parts) -> Option<Accepted> {
+/// Checks the opening handshake of `parts` (RFC 6455 section 4.2.1);
+/// negotiates permessage-deflate when `compression` is on and the client
+/// offers it.
+pub(crate) fn accept(parts: &mut Parts, compression: bool) -> Option<Accepted> {
     fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
         headers.get_all(name).iter().any(|v| {
             v.to_str()
@@ -64,7 +74,26 @@ pub(crate) fn accept(parts: &mut Parts) -> Option<Accepted> {
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
     headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    Some(Accepted { response, upgrade })
+    let deflate = compression
+        .then(|| {
+            deflate::negotiate(
+                parts
+                    .headers
+                    .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            )
+        })
+        .flatten();
+    if let Some(agreed) = deflate {
+        let value = HeaderValue::from_str(&agreed.response()).ok()?;
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, value);
+    }
+    Some(Accepted {
+        response,
+        upgrade,
+        deflate,
+    })
 }
 
 /// The TCP connection under an upgraded request, split, with the bytes the
@@ -119,8 +148,8 @@ impl WsReader {
         }
     }
 
-    fn limits(mut self, max_message: usize, read_size: usize) -> Self {
-        self.decoder = Decoder::new(max_message);
+    fn limits(mut self, max_message: usize, read_size: usize, deflate: bool) -> Self {
+        self.decoder = Decoder::new(max_message).with_deflate(deflate);
         self.read_size = read_size.max(64);
         self
     }
@@ -204,6 +233,7 @@ pub(crate) fn open_packet(engine: &Engine, session: &Session, transport: Transpo
 pub(crate) async fn serve_new(
     engine: Arc<Engine>,
     upgrade: OnUpgrade,
+    deflate: Option<Agreed>,
     info: HandshakeInfo,
     held: impl Send + 'static,
 ) {
@@ -211,7 +241,7 @@ pub(crate) async fn serve_new(
     let Some((reader, writer)) = take_over(upgrade).await else {
         return;
     };
-    let session = match engine.open(Transport::Websocket, info, Some(writer)) {
+    let session = match engine.open(Transport::Websocket, info, Some((writer, deflate))) {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(error = e.message(), "websocket session refused");
@@ -224,7 +254,7 @@ pub(crate) async fn serve_new(
         &session,
         Transport::Websocket,
     )));
-    read_loop(&engine, &session, limited(&engine, reader)).await;
+    read_loop(&engine, &session, limited(&engine, reader, deflate)).await;
 }
 
 /// The WebSocket half of an upgrade of the polling session `session`.
@@ -233,6 +263,7 @@ pub(crate) async fn serve_upgrade(
     engine: Arc<Engine>,
     session: Arc<Session>,
     upgrade: OnUpgrade,
+    deflate: Option<Agreed>,
     held: impl Send + 'static,
 ) {
     let _held = held;
@@ -240,7 +271,7 @@ pub(crate) async fn serve_upgrade(
         session.abort_upgrade();
         return;
     };
-    let mut reader = limited(&engine, reader);
+    let mut reader = limited(&engine, reader, deflate);
     let timeout = engine.config.server.upgrade_timeout();
     let probed = tokio::time::timeout(timeout, async {
         // 1. "2probe" -> "3probe"; the pending poll gets a noop.
@@ -266,7 +297,12 @@ pub(crate) async fn serve_upgrade(
         tracing::debug!(sid = %session.sid, "upgrade abandoned");
         return;
     }
-    if !session.complete_upgrade(writer, engine.flusher.shard(), engine.metrics.clone()) {
+    if !session.complete_upgrade(
+        writer,
+        engine.flusher.shard(),
+        engine.metrics.clone(),
+        deflate.map(|a| engine.deflate(a)),
+    ) {
         return;
     }
     engine.metrics.engine_upgraded();
@@ -285,9 +321,13 @@ pub(crate) async fn close_at_once(upgrade: OnUpgrade) {
     .await;
 }
 
-fn limited(engine: &Engine, reader: WsReader) -> WsReader {
+fn limited(engine: &Engine, reader: WsReader, deflate: Option<Agreed>) -> WsReader {
     let cfg = &engine.config.server;
-    reader.limits(cfg.max_payload as usize, cfg.ws_read_buffer)
+    reader.limits(
+        cfg.max_payload as usize,
+        cfg.ws_read_buffer,
+        deflate.is_some(),
+    )
 }
 
 async fn read_loop(engine: &Engine, session: &Arc<Session>, mut reader: WsReader) {
@@ -363,7 +403,7 @@ mod tests {
         let (client, accepted) = tokio::join!(client, listener.accept());
         let mut client = client.unwrap();
         let (read, _write) = accepted.unwrap().0.into_split();
-        let mut reader = WsReader::new(read, Bytes::new()).limits(1_000_000, 1024);
+        let mut reader = WsReader::new(read, Bytes::new()).limits(1_000_000, 1024, false);
 
         // A header announcing 999 KB and ten bytes of it.
         let announced = 999_000;

@@ -6,12 +6,17 @@
 //! 2 to 10 bytes followed by the payload as it is: the gateway writes the
 //! header and the shared payload bytes side by side, never copying the
 //! payload. Client frames must be masked; they are unmasked in place and
-//! fragmented messages are reassembled up to a size limit. No extension is
-//! negotiated, so any reserved bit set is a protocol error.
+//! fragmented messages are reassembled up to a size limit. The only
+//! extension is permessage-deflate ([`super::deflate`]): once negotiated,
+//! RSV1 on the first frame of a message marks it compressed, and the whole
+//! message is inflated within the same size limit. Any other reserved bit
+//! set is a protocol error.
 
 use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
 use sha1::{Digest, Sha1};
+
+use super::deflate::{self, InflateError};
 
 /// Frame opcodes.
 pub mod opcode {
@@ -72,6 +77,14 @@ pub fn encode_header(opcode: u8, len: usize, out: &mut [u8; MAX_HEADER]) -> usiz
     }
 }
 
+/// [`encode_header`] for a message compressed with permessage-deflate
+/// (RSV1 set).
+pub fn encode_deflated_header(opcode: u8, len: usize, out: &mut [u8; MAX_HEADER]) -> usize {
+    let n = encode_header(opcode, len, out);
+    out[0] |= 0x40;
+    n
+}
+
 /// A whole frame (header and payload) as one buffer, for control frames.
 pub fn encode_frame(opcode: u8, payload: &[u8]) -> Bytes {
     let mut header = [0u8; MAX_HEADER];
@@ -116,7 +129,7 @@ pub enum Message {
 /// [`Error::close_code`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
-    #[error("reserved bits set (no extension was negotiated)")]
+    #[error("reserved bits set that no negotiated extension uses")]
     ReservedBits,
     #[error("client frame not masked")]
     Unmasked,
@@ -134,6 +147,8 @@ pub enum Error {
     InvalidUtf8,
     #[error("malformed close frame")]
     BadClose,
+    #[error("compressed message is not valid deflate data")]
+    BadCompression,
 }
 
 impl Error {
@@ -141,7 +156,7 @@ impl Error {
     pub fn close_code(self) -> u16 {
         match self {
             Error::TooBig(_) => close_code::TOO_BIG,
-            Error::InvalidUtf8 => close_code::INVALID_DATA,
+            Error::InvalidUtf8 | Error::BadCompression => close_code::INVALID_DATA,
             _ => close_code::PROTOCOL_ERROR,
         }
     }
@@ -151,17 +166,29 @@ impl Error {
 #[derive(Debug)]
 pub struct Decoder {
     max_message: usize,
-    /// The opcode and the payload so far of a fragmented message.
-    partial: Option<(u8, BytesMut)>,
+    /// The opcode, whether it is compressed, and the payload so far of a
+    /// fragmented message.
+    partial: Option<(u8, bool, BytesMut)>,
+    /// permessage-deflate was negotiated: RSV1 marks compressed messages.
+    deflate: bool,
 }
 
 impl Decoder {
-    /// A decoder refusing messages (and frames) over `max_message` bytes.
+    /// A decoder refusing messages (and frames) over `max_message` bytes,
+    /// compressed or inflated.
     pub fn new(max_message: usize) -> Self {
         Self {
             max_message,
             partial: None,
+            deflate: false,
         }
+    }
+
+    /// The same decoder for a connection that negotiated
+    /// permessage-deflate.
+    pub fn with_deflate(mut self, deflate: bool) -> Self {
+        self.deflate = deflate;
+        self
     }
 
     /// Takes the next complete message out of `buf`. `Ok(None)` means more
@@ -169,15 +196,19 @@ impl Decoder {
     /// kept inside the decoder), so call again after reading more.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Message>, Error> {
         loop {
-            let Some((fin, op, payload)) = self.frame(buf)? else {
+            let Some((fin, compressed, op, payload)) = self.frame(buf)? else {
                 return Ok(None);
             };
+            // RSV1 belongs to the first frame of a data message only.
+            if compressed && (op == opcode::CONTINUATION || op >= opcode::CLOSE) {
+                return Err(Error::ReservedBits);
+            }
             match op {
                 opcode::PING => return Ok(Some(Message::Ping(payload))),
                 opcode::PONG => return Ok(Some(Message::Pong)),
                 opcode::CLOSE => return close_message(&payload).map(Some),
                 opcode::CONTINUATION => {
-                    let Some((_, so_far)) = self.partial.as_mut() else {
+                    let Some((_, _, so_far)) = self.partial.as_mut() else {
                         return Err(Error::UnexpectedContinuation);
                     };
                     if so_far.len() + payload.len() > self.max_message {
@@ -185,24 +216,38 @@ impl Decoder {
                     }
                     so_far.extend_from_slice(&payload);
                     if fin {
-                        let (op, data) = self.partial.take().expect("checked above");
-                        return data_message(op, data.freeze()).map(Some);
+                        let (op, compressed, data) = self.partial.take().expect("checked above");
+                        return self.message(op, compressed, data.freeze()).map(Some);
                     }
                 }
                 _ if self.partial.is_some() => return Err(Error::InterleavedMessage),
-                _ if fin => return data_message(op, payload).map(Some),
-                _ => self.partial = Some((op, BytesMut::from(&payload[..]))),
+                _ if fin => return self.message(op, compressed, payload).map(Some),
+                _ => self.partial = Some((op, compressed, BytesMut::from(&payload[..]))),
             }
         }
     }
 
-    /// Takes one whole frame out of `buf`: (fin, opcode, unmasked payload).
-    fn frame(&self, buf: &mut BytesMut) -> Result<Option<(bool, u8, Bytes)>, Error> {
+    /// A whole data message, inflated first when it came compressed.
+    fn message(&self, op: u8, compressed: bool, data: Bytes) -> Result<Message, Error> {
+        if !compressed {
+            return data_message(op, data);
+        }
+        match deflate::inflate(&data, self.max_message) {
+            Ok(inflated) => data_message(op, Bytes::from(inflated)),
+            Err(InflateError::TooBig(limit)) => Err(Error::TooBig(limit)),
+            Err(InflateError::Invalid) => Err(Error::BadCompression),
+        }
+    }
+
+    /// Takes one whole frame out of `buf`: (fin, RSV1, opcode, unmasked
+    /// payload).
+    fn frame(&self, buf: &mut BytesMut) -> Result<Option<(bool, bool, u8, Bytes)>, Error> {
         if buf.len() < 2 {
             return Ok(None);
         }
         let (b0, b1) = (buf[0], buf[1]);
-        if b0 & 0x70 != 0 {
+        let rsv1 = b0 & 0x40 != 0;
+        if b0 & 0x30 != 0 || (rsv1 && !self.deflate) {
             return Err(Error::ReservedBits);
         }
         let fin = b0 & 0x80 != 0;
@@ -251,7 +296,7 @@ impl Decoder {
         buf.advance(at + 4);
         let mut payload = buf.split_to(len);
         unmask(&mut payload, mask);
-        Ok(Some((fin, op, payload.freeze())))
+        Ok(Some((fin, rsv1, op, payload.freeze())))
     }
 }
 
@@ -441,6 +486,65 @@ mod tests {
             Decoder::new(10).decode(&mut buf),
             Err(Error::InterleavedMessage)
         );
+    }
+
+    #[test]
+    fn compressed_messages_inflate_whole_and_within_the_limit() {
+        let text = "4".to_owned() + &"compress me ".repeat(100);
+        let packed = deflate::compress(text.as_bytes(), 6);
+        // RSV1 on the first frame only, the compressed bytes in two frames.
+        let (a, b) = packed.split_at(packed.len() / 2);
+        let mut wire = client_frame(0x41, a, [1, 2, 3, 4]);
+        wire.extend(client_frame(0x80, b, [5, 6, 7, 8]));
+        wire.extend(client_frame(0x82, b"plain", [1, 1, 1, 1]));
+        let mut buf = BytesMut::from(&wire[..]);
+        let mut dec = Decoder::new(2000).with_deflate(true);
+        assert_eq!(
+            dec.decode(&mut buf),
+            Ok(Some(Message::Text(Bytes::from(text.clone()))))
+        );
+        assert_eq!(
+            dec.decode(&mut buf),
+            Ok(Some(Message::Binary(Bytes::from_static(b"plain"))))
+        );
+        // Without the extension RSV1 is an error; on a continuation or a
+        // control frame it always is; RSV2 and RSV3 too.
+        for (deflate, wire) in [
+            (false, client_frame(0xC1, &packed, [0; 4])),
+            (true, {
+                let mut w = client_frame(0x01, b"4", [0; 4]);
+                w.extend(client_frame(0xC0, &packed, [0; 4]));
+                w
+            }),
+            (true, client_frame(0xC9, b"", [0; 4])),
+            (true, client_frame(0xA1, b"x", [0; 4])),
+            (true, client_frame(0x91, b"x", [0; 4])),
+        ] {
+            let mut buf = BytesMut::from(&wire[..]);
+            let got = Decoder::new(2000).with_deflate(deflate).decode(&mut buf);
+            assert_eq!(got, Err(Error::ReservedBits), "{wire:?}");
+        }
+        // Inflating past the limit is too big (1009), garbage invalid (1007).
+        let mut buf = BytesMut::from(&client_frame(0xC1, &packed, [0; 4])[..]);
+        let err = Decoder::new(1000)
+            .with_deflate(true)
+            .decode(&mut buf)
+            .unwrap_err();
+        assert_eq!((err, err.close_code()), (Error::TooBig(1000), 1009));
+        let mut buf = BytesMut::from(&client_frame(0xC2, &[0xFF; 8], [0; 4])[..]);
+        let err = Decoder::new(1000)
+            .with_deflate(true)
+            .decode(&mut buf)
+            .unwrap_err();
+        assert_eq!((err, err.close_code()), (Error::BadCompression, 1007));
+        // Inflated text must still be UTF-8.
+        let bad = deflate::compress(&[0xFF, 0xFE], 6);
+        let mut buf = BytesMut::from(&client_frame(0xC1, &bad, [0; 4])[..]);
+        let got = Decoder::new(1000).with_deflate(true).decode(&mut buf);
+        assert_eq!(got, Err(Error::InvalidUtf8));
+        let mut h = [0u8; MAX_HEADER];
+        assert_eq!(encode_deflated_header(opcode::TEXT, 5, &mut h), 2);
+        assert_eq!(&h[..2], &[0xC1, 5]);
     }
 
     #[test]

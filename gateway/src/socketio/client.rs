@@ -18,10 +18,12 @@ use super::socket::{Inbound, InboundEvent, Socket};
 use crate::cluster::Target;
 use crate::cluster::recovery::{Refusal, SessionRecord, Taken, Track};
 use crate::cluster::{BusError, Sent};
+use crate::config::Parser;
 use crate::engine::{Connection, Session};
 use crate::protocol::socketio::{self, DecodeLimits, PacketKind};
 use crate::reason::DisconnectReason;
 use crate::socketio::Policy;
+use crate::socketio::msgpack;
 use crate::telemetry::{ConnectErrorReason, RecoveryResult};
 
 /// A binary packet waiting for its attachments.
@@ -43,6 +45,9 @@ pub(crate) struct Client {
     greeted: std::sync::atomic::AtomicBool,
     partial: Mutex<Option<Partial>>,
     limits: DecodeLimits,
+    /// The client speaks the msgpack parser: every packet is one binary
+    /// message.
+    msgpack: bool,
 }
 
 type Flow = Result<(), DisconnectReason>;
@@ -103,6 +108,7 @@ impl Client {
         let decode = DecodeLimits {
             max_attachments: limits.max_attachments,
         };
+        let msgpack = io.config().server.parser == Parser::Msgpack;
         Arc::new_cyclic(|me| Self {
             io,
             session: Arc::downgrade(session),
@@ -111,7 +117,33 @@ impl Client {
             greeted: std::sync::atomic::AtomicBool::new(false),
             partial: Mutex::new(None),
             limits: decode,
+            msgpack,
         })
+    }
+
+    /// A packet of the msgpack parser: in its JSON form, it is decoded,
+    /// bounded and checked like a JSON client's, then handled the same way.
+    async fn on_msgpack(&self, message: &[u8]) -> Flow {
+        let decoded = msgpack::decode(message).map_err(|e| {
+            tracing::debug!(error = %e, "invalid msgpack packet");
+            DisconnectReason::ProtocolError
+        })?;
+        let packet = socketio::decode(&decoded.text, &self.limits).map_err(|e| {
+            tracing::debug!(error = %e, "invalid socket.io packet");
+            DisconnectReason::ProtocolError
+        })?;
+        if packet.kind.is_binary() {
+            socketio::check_placeholders(packet.data.unwrap_or(""), packet.attachments)
+                .map_err(|_| DisconnectReason::ProtocolError)?;
+        }
+        self.dispatch(
+            packet.kind,
+            packet.nsp,
+            packet.id,
+            packet.data,
+            decoded.attachments,
+        )
+        .await
     }
 
     fn socket(&self, nsp: &str) -> Option<Arc<Socket>> {
@@ -811,7 +843,7 @@ fn spawn_event_worker(io: SocketIo, socket: Arc<Socket>, bound: usize) -> mpsc::
 #[async_trait::async_trait]
 impl Connection for Client {
     async fn on_message(&self, text: &str) -> Flow {
-        if self.partial.lock().is_some() {
+        if self.msgpack || self.partial.lock().is_some() {
             // Attachments must follow their packet directly.
             return Err(DisconnectReason::ProtocolError);
         }
@@ -840,6 +872,9 @@ impl Connection for Client {
     }
 
     async fn on_binary(&self, data: Bytes) -> Flow {
+        if self.msgpack {
+            return self.on_msgpack(&data).await;
+        }
         let complete = {
             let mut slot = self.partial.lock();
             let Some(partial) = slot.as_mut() else {

@@ -8,6 +8,7 @@
 
 pub(crate) mod client;
 pub(crate) mod hooks;
+pub(crate) mod msgpack;
 pub(crate) mod namespace;
 mod ops;
 pub(crate) mod payload;
@@ -24,7 +25,7 @@ use crate::cluster::recovery::{
     AppendDone, Appended, LogSink, LoggedPacket, RecoveryLimits, RecoveryStore, StoredPacket,
 };
 use crate::cluster::{ClusterBus, NodeInfo, Sent};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Parser};
 use crate::engine::{Connection, EngineHandler, Frame, Session};
 use crate::ids::NodeId;
 use crate::reason::DisconnectReason;
@@ -634,6 +635,9 @@ impl LogSink for Inner {
 impl EngineHandler for SocketIo {
     fn on_open(&self, session: &Arc<Session>) -> Arc<dyn Connection> {
         self.inner.connections.fetch_add(1, Ordering::Relaxed);
+        if self.config().server.parser == Parser::Msgpack {
+            session.set_encoding(msgpack::encode);
+        }
         client::Client::new(self.clone(), session)
     }
 }

@@ -182,7 +182,7 @@ mod tests {
     fn text(f: &Frame) -> &str {
         match f {
             Frame::Text(t) => t.as_str(),
-            Frame::Binary(_) | Frame::WsControl(_) => panic!("not text"),
+            _ => panic!("not text"),
         }
     }
 

@@ -90,6 +90,9 @@ pub mod names {
     pub const FORWARDED_BYTES: &str = "gateway_forwarded_bytes_total";
     pub const FORWARD_DURATION: &str = "gateway_forward_duration_seconds";
     pub(crate) const EMITTER_MESSAGES: &str = "gateway_emitter_messages_total";
+    pub const WS_COMPRESSED_FRAMES: &str = "gateway_ws_compressed_frames_total";
+    pub const WS_COMPRESSION_INPUT_BYTES: &str = "gateway_ws_compression_input_bytes_total";
+    pub const WS_COMPRESSION_OUTPUT_BYTES: &str = "gateway_ws_compression_output_bytes_total";
 }
 
 /// Buckets of `gateway_broadcast_fanout` (recipients of one broadcast).
@@ -358,7 +361,7 @@ impl HookResult {
 
 pub(super) fn describe(r: &PrometheusRecorder) {
     use names::*;
-    let help: [(&'static str, &'static str); 44] = [
+    let help: [(&'static str, &'static str); 47] = [
         (BUILD_INFO, "Build of this node; always 1"),
         (
             CONNECTIONS_LIMIT,
@@ -459,6 +462,18 @@ pub(super) fn describe(r: &PrometheusRecorder) {
         (
             EMITTER_MESSAGES,
             "Messages of the Socket.IO Redis emitter received, by kind and result",
+        ),
+        (
+            WS_COMPRESSED_FRAMES,
+            "WebSocket messages sent compressed (permessage-deflate), one per recipient",
+        ),
+        (
+            WS_COMPRESSION_INPUT_BYTES,
+            "Payload bytes of the messages sent compressed, before compression",
+        ),
+        (
+            WS_COMPRESSION_OUTPUT_BYTES,
+            "Payload bytes of the messages sent compressed, as written",
         ),
     ];
     for (name, text) in help {

@@ -269,6 +269,8 @@ pub struct Metrics {
     forward_duration: Histogram,
     /// Emitter messages by `[kind][result]`.
     emitter: [[Counter; EMITTER_RESULTS.len()]; EMITTER_KINDS.len()],
+    /// Messages written compressed, their bytes before and after.
+    ws_deflated: [Counter; 3],
     namespaces: RwLock<HashMap<Box<str>, Arc<NamespaceMetrics>>>,
     unknown_namespace: Arc<NamespaceMetrics>,
 }
@@ -389,6 +391,12 @@ impl Metrics {
                     )
                 })
             }),
+            ws_deflated: [
+                names::WS_COMPRESSED_FRAMES,
+                names::WS_COMPRESSION_INPUT_BYTES,
+                names::WS_COMPRESSION_OUTPUT_BYTES,
+            ]
+            .map(|name| r.counter(name, vec![])),
             namespaces: RwLock::new(by_name),
             unknown_namespace,
             handle,
@@ -703,6 +711,15 @@ impl Metrics {
     /// Bytes of a spliced WebSocket (a forwarded upgrade), when it ends.
     pub(crate) fn forwarded_bytes(&self, bytes: u64) {
         self.forwarded_bytes.increment(bytes);
+    }
+
+    /// `frames` WebSocket messages went out compressed: `before` payload
+    /// bytes as `after` bytes.
+    pub(crate) fn ws_deflated(&self, frames: u64, before: u64, after: u64) {
+        let [f, b, a] = &self.ws_deflated;
+        f.increment(frames);
+        b.increment(before);
+        a.increment(after);
     }
 }
 

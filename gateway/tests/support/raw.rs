@@ -72,10 +72,23 @@ impl RawWs {
     /// (with the RFC's accept key for its sample key) and reads the open
     /// packet, returned as text.
     pub async fn open(node: &TestNode) -> (Self, String) {
+        let (ws, _, open) = Self::open_offering(node, None).await;
+        (ws, open)
+    }
+
+    /// [`RawWs::open`] sending `Sec-WebSocket-Extensions: <extensions>`
+    /// when given; also returns the answer's head (lower case).
+    pub async fn open_offering(
+        node: &TestNode,
+        extensions: Option<&str>,
+    ) -> (Self, String, String) {
         let mut stream = TcpStream::connect(node.addr).await.expect("connect");
+        let offer = extensions.map_or(String::new(), |e| {
+            format!("Sec-WebSocket-Extensions: {e}\r\n")
+        });
         let request = format!(
             "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {}\r\n\
-             Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nConnection: Upgrade\r\n{offer}\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             node.addr
         );
@@ -91,11 +104,12 @@ impl RawWs {
             head
         })
         .await;
-        let head = String::from_utf8(head).expect("an HTTP head");
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let head = String::from_utf8(head)
+            .expect("an HTTP head")
+            .to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
         assert!(
-            head.to_ascii_lowercase()
-                .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+            head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
             "the RFC's accept key: {head}"
         );
         let mut ws = Self {
@@ -106,7 +120,7 @@ impl RawWs {
         assert_eq!(op, 0x1);
         let open = String::from_utf8(open).expect("a text open packet");
         ws.sid = parse_open(&open)["sid"].as_str().expect("sid").to_owned();
-        (ws, open)
+        (ws, head, open)
     }
 
     /// Writes `bytes` as they are.
@@ -131,6 +145,13 @@ impl RawWs {
     /// The next frame: (opcode, payload), or None at end of stream; checks
     /// that server frames are final and not masked.
     pub async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        let (first, body) = self.read_frame_whole().await?;
+        Some((first & 0x0F, body))
+    }
+
+    /// [`RawWs::read_frame`] with the frame's whole first byte (FIN, RSV
+    /// bits, opcode).
+    pub async fn read_frame_whole(&mut self) -> Option<(u8, Vec<u8>)> {
         let read = async {
             let b0 = self.stream.read_u8().await.ok()?;
             let b1 = self.stream.read_u8().await.ok()?;
@@ -143,7 +164,7 @@ impl RawWs {
             };
             let mut body = vec![0; len];
             self.stream.read_exact(&mut body).await.ok()?;
-            Some((b0 & 0x0F, body))
+            Some((b0, body))
         };
         tokio::time::timeout(DEADLINE, read)
             .await
