@@ -637,6 +637,11 @@ fn write_frames<'a>(
 mod tests {
     use super::*;
 
+    /// The frames waiting in `s`'s queue.
+    fn queued_frames(s: &super::super::Session) -> Vec<Frame> {
+        s.queue.state.lock().frames.iter().cloned().collect()
+    }
+
     #[test]
     fn bounded_and_all_or_nothing() {
         let q = Arc::new(frames_only(3));
@@ -822,19 +827,10 @@ mod tests {
         for s in &sessions {
             broadcast.send(s).unwrap();
         }
-        let queued = |s: &Session| {
-            s.queue
-                .state
-                .lock()
-                .frames
-                .iter()
-                .cloned()
-                .collect::<Vec<_>>()
-        };
         let (a, b, c) = (
-            queued(&sessions[0]),
-            queued(&sessions[1]),
-            queued(&sessions[2]),
+            queued_frames(&sessions[0]),
+            queued_frames(&sessions[1]),
+            queued_frames(&sessions[2]),
         );
         match (&a[0], &b[0]) {
             (Frame::Deflated(x), Frame::Deflated(y)) => {
@@ -889,19 +885,10 @@ mod tests {
             broadcast.send(s).unwrap();
         }
         drop(broadcast);
-        let queued = |s: &Session| {
-            s.queue
-                .state
-                .lock()
-                .frames
-                .iter()
-                .cloned()
-                .collect::<Vec<_>>()
-        };
         let (a, b, c) = (
-            queued(&sessions[0]),
-            queued(&sessions[1]),
-            queued(&sessions[2]),
+            queued_frames(&sessions[0]),
+            queued_frames(&sessions[1]),
+            queued_frames(&sessions[2]),
         );
         match (&a[..], &b[..]) {
             ([Frame::Binary(x)], [Frame::Binary(y)]) => {
