@@ -790,7 +790,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_broadcast_is_compressed_once_and_shared_by_the_recipients_that_negotiated_it() {
-        use super::super::{Broadcast, HandshakeInfo, Session};
+        use super::super::Broadcast;
         use crate::protocol::engineio::Transport;
         use tokio::io::AsyncReadExt;
         let agreed = deflate::negotiate(["permessage-deflate"]).unwrap();
@@ -802,20 +802,7 @@ mod tests {
         let mut sessions = Vec::new();
         let mut clients = Vec::new();
         for negotiated in [true, true, false] {
-            let s = Session::new(
-                "sid".to_owned(),
-                Transport::Websocket,
-                HandshakeInfo {
-                    remote: "127.0.0.1:1".parse().unwrap(),
-                    query: "".into(),
-                    headers: Vec::new(),
-                },
-                QueueLimits {
-                    frames: 16,
-                    bytes: 1 << 16,
-                },
-                None,
-            );
+            let s = super::super::session::tests::session(Transport::Websocket, None);
             let (write, client) = socket_pair().await;
             s.attach_websocket(write, shard(), metrics(), negotiated.then_some(d));
             sessions.push(s);
@@ -852,24 +839,11 @@ mod tests {
 
     #[test]
     fn a_broadcast_is_encoded_once_for_the_sessions_with_an_encoding() {
-        use super::super::{Broadcast, HandshakeInfo, Session};
+        use super::super::{Broadcast, Session};
         use crate::protocol::engineio::Transport;
         let sessions: Vec<Session> = (0..3)
             .map(|i| {
-                let s = Session::new(
-                    format!("sid{i}"),
-                    Transport::Polling,
-                    HandshakeInfo {
-                        remote: "127.0.0.1:1".parse().unwrap(),
-                        query: "".into(),
-                        headers: Vec::new(),
-                    },
-                    QueueLimits {
-                        frames: 16,
-                        bytes: 1 << 16,
-                    },
-                    None,
-                );
+                let s = super::super::session::tests::session(Transport::Polling, None);
                 if i < 2 {
                     s.set_encoding(crate::socketio::msgpack::encode);
                 }

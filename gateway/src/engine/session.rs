@@ -556,12 +556,13 @@ async fn flush_backlog(queue: &OutboundQueue) -> Result<(), DisconnectReason> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Duration;
 
     use super::*;
 
-    fn session(transport: Transport, rate: Option<RateLimit>) -> Session {
+    /// A session with small queue bounds (queue tests use it too).
+    pub(in crate::engine) fn session(transport: Transport, rate: Option<RateLimit>) -> Session {
         Session::new(
             "sid".to_owned(),
             transport,
