@@ -247,6 +247,18 @@ pub fn inflate(data: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
 mod tests {
     use super::*;
 
+    /// `len` pseudo-random bytes (xorshift from `seed`, which moves on).
+    fn noise(seed: &mut u64, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                *seed ^= *seed << 13;
+                *seed ^= *seed >> 7;
+                *seed ^= *seed << 17;
+                *seed as u8
+            })
+            .collect()
+    }
+
     #[test]
     fn accepts_the_first_offer_it_can_honour() {
         let a = negotiate(["permessage-deflate; client_max_window_bits"]).unwrap();
@@ -326,14 +338,7 @@ mod tests {
         // Incompressible bytes of every length round-trip.
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
         for len in [1, 100, 5000, 16_384, 65_536, 70_000, 131_072] {
-            let data: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect();
+            let data = noise(&mut seed, len);
             for level in [1, 6, 9] {
                 assert_eq!(inflate(&compress(&data, level), len).unwrap(), data);
             }
@@ -390,14 +395,7 @@ mod tests {
         let mut seed = 0x2545_F491_4F6C_DD1Du64;
         for _ in 0..5_000 {
             let len = (seed % 40) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect();
+            let bytes = noise(&mut seed, len);
             let _ = inflate(&bytes, 64);
         }
     }
