@@ -1,16 +1,6 @@
 //! Wall-clock times as JavaScript writes them (`Date.prototype.toISOString`):
 //! what the Socket.IO ecosystem's messages carry.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Milliseconds since the Unix epoch, now.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` of a time in milliseconds since the epoch.
 pub(crate) fn iso8601_ms(ms: i64) -> String {
     iso8601(ms.div_euclid(1000), ms.rem_euclid(1000) as u32).unwrap_or_default()

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::now_ms;
+use crate::cluster::registry::now_ms;
 use crate::config::AdminUiConfig;
 use crate::reason::DisconnectReason;
 use crate::socketio::hooks::{ConnectDecision, ConnectRequest, Event, HookError, Hooks};
@@ -162,10 +162,8 @@ impl AdminUi {
             }
             Err(e) => tracing::warn!(error = %ErrorChain(&e), "admin UI: sockets not listed"),
         }
-        // This node's figures at once; the others' follow within an interval.
-        if let Some(stats) = self.stats(&io) {
-            let _ = socket.emit("server_stats", &Payload::from_values(&[stats]));
-        }
+        // Every node's figures follow within `stats_interval_ms` (sending
+        // this node's now would take its traffic counts from the other UIs).
     }
 
     /// Carries out an action of the UI.
@@ -295,7 +293,7 @@ fn aggregated(tally: &Tally) -> Vec<Value> {
 }
 
 fn now_iso() -> Value {
-    Value::String(crate::clock::iso8601_ms(now_ms()))
+    Value::String(crate::clock::iso8601_ms(now_ms() as i64))
 }
 
 impl Observer for AdminUi {
