@@ -207,3 +207,41 @@ fn publish_bytes(redis: &support::redis::Redis, channel: &str, bytes: &[u8]) {
     child.stdin.take().unwrap().write_all(bytes).unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_max_payload_is_counted_and_not_delivered() {
+    if skip_without_redis() {
+        return;
+    }
+    let redis = support::redis::Redis::start().await;
+    let mut config = config(
+        r#"
+        [server]
+        max_payload = 1000
+        [[namespaces]]
+        name = "/"
+        "#,
+    );
+    config.cluster.redis_url = Some(redis.url());
+    let node = TestNode::builder(config).start().await;
+    let mut a = SioClient::connect(node.addr, "/", AckMode::Echo).await;
+    let small = emit("small", vec![], &[], &[]);
+    let deadline = Instant::now() + DEADLINE * 3;
+    loop {
+        assert!(Instant::now() < deadline, "the node receives the emitter");
+        publish_bytes(&redis, "socket.io#/#", &small);
+        if a.event_within(STEP).await.is_some_and(|(e, _)| e == "small") {
+            break;
+        }
+    }
+    let large = emit("large", vec![Mp::from("x".repeat(2000))], &[], &[]);
+    publish_bytes(&redis, "socket.io#/#", &large);
+    publish_bytes(&redis, "socket.io#/#", &emit("after", vec![], &[], &[]));
+    let events = a.events_until("after").await;
+    assert!(!events.iter().any(|e| e == "large"), "{events:?}");
+    let text = node.io.metrics().render();
+    assert!(
+        text.contains(r#"gateway_emitter_messages_total{kind="emit",result="malformed"} 1"#),
+        "{text}"
+    );
+}
