@@ -230,7 +230,10 @@ async fn a_message_over_max_payload_is_counted_and_not_delivered() {
     loop {
         assert!(Instant::now() < deadline, "the node receives the emitter");
         publish_bytes(&redis, "socket.io#/#", &small);
-        if a.event_within(STEP).await.is_some_and(|(e, _)| e == "small") {
+        if a.event_within(STEP)
+            .await
+            .is_some_and(|(e, _)| e == "small")
+        {
             break;
         }
     }
