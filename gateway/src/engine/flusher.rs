@@ -6,16 +6,18 @@
 //! task wakes once for everything scheduled since it last ran and writes
 //! each connection's pending frames with one vectored write.
 //!
-//! When a connection is written depends on its own traffic, not on a
-//! schedule. A connection that was written less than a window
-//! (`server.write_coalesce_ms`) ago waits until that window is over, and
-//! whatever reaches it meanwhile leaves in one write (one system call, one
-//! TCP segment on loopback): a busy connection costs at most one write per
-//! window. Any other connection (a quiet one, the common case in small
-//! rooms and on a quiet node) is written in the shard's next pass, right
-//! after the broadcast that woke it: it waits for nothing. A socket that
-//! does not take everything is handed to the session's driver, which waits
-//! until it is writable.
+//! When a connection is written depends on its traffic and the shard's,
+//! not on a schedule. A shard passes at most once per window
+//! (`server.write_coalesce_ms`, longer while its passes are long), so on a
+//! busy node the messages that reach a connection within a window leave in
+//! one write (one system call, one TCP segment on loopback); a shard woken
+//! after a pause passes at once, so a quiet node adds no latency. A
+//! broadcast with only a few quiet recipients (connections that got no
+//! other broadcast for two windows: small rooms, chats, targeted emits) is
+//! written by the producer itself, at once: such a connection has nothing
+//! to gather, and the hand-over to the writer task would cost more than the
+//! writes. A socket that does not take everything is handed to the
+//! session's driver, which waits until it is writable.
 
 use std::sync::Arc;
 use std::sync::OnceLock;
@@ -31,7 +33,7 @@ use crate::protocol::engineio::Transport;
 use crate::telemetry::Metrics;
 
 /// Milliseconds on the node's write clock, which records when each
-/// connection was last written. It wraps after 49 days: spans on it are
+/// connection got its last broadcast. It wraps after 49 days: spans on it are
 /// taken with wrapping arithmetic and matter only up to a window (at most a
 /// second), so a wrap costs at most one connection one window once.
 pub(crate) fn clock_ms() -> u32 {
@@ -41,8 +43,8 @@ pub(crate) fn clock_ms() -> u32 {
     epoch.elapsed().as_millis() as u32
 }
 
-/// A write time on [`clock_ms`] longer ago than any window: that of a
-/// connection not written yet.
+/// A time on [`clock_ms`] longer ago than any window: that of a
+/// connection that got no broadcast yet.
 pub(crate) fn long_ago() -> u32 {
     clock_ms().wrapping_sub(1 << 16)
 }
@@ -73,90 +75,95 @@ impl Sent {
     }
 }
 
+/// Quiet recipients of one broadcast that the producer writes itself, at
+/// most. A broadcast to a few quiet connections (small rooms, targeted
+/// emits) is written at once, without a hand-over to the writer task (a
+/// wake-up, often of another thread); one to many goes to the shards,
+/// whose passes gather each connection's messages.
+const INLINE_WRITES: usize = 8;
+
+/// A connection is busy while broadcasts reach it less than this many
+/// write windows apart.
+const BUSY_GAP_WINDOWS: u32 = 2;
+
 /// Queues that became pending during one broadcast, scheduled together
 /// (one lock of each shard per broadcast instead of one per recipient).
 #[derive(Default)]
 pub(crate) struct ScheduleBatch {
-    /// Each queue with the time its pass is due (`None`: the next pass).
-    queues: Vec<(Arc<Shard>, Arc<OutboundQueue>, Option<Instant>)>,
-    /// The clock, read once per batch.
-    now: Option<(Instant, u32)>,
+    /// Each queue, and whether its connection is busy.
+    queues: Vec<(Arc<Shard>, Arc<OutboundQueue>, bool)>,
+    /// The clock ([`clock_ms`]), read once per batch.
+    now_ms: Option<u32>,
 }
 
 impl ScheduleBatch {
-    /// Schedules `queue`, whose connection was last written at
-    /// `last_write` (on [`clock_ms`]).
-    pub(crate) fn add(&mut self, shard: &Arc<Shard>, queue: Arc<OutboundQueue>, last_write: u32) {
-        let (now, now_ms) = *self.now.get_or_insert_with(|| (Instant::now(), clock_ms()));
-        let due = write_due(shard.coalesce, last_write, now, now_ms);
-        self.queues.push((shard.clone(), queue, due));
+    /// The time of this broadcast on [`clock_ms`].
+    pub(crate) fn now_ms(&mut self) -> u32 {
+        *self.now_ms.get_or_insert_with(clock_ms)
     }
 
-    /// Hands every queue to its shard.
+    /// Schedules `queue`, whose connection got its previous broadcast at
+    /// `previous` (on [`clock_ms`]).
+    pub(crate) fn add(&mut self, shard: &Arc<Shard>, queue: Arc<OutboundQueue>, previous: u32) {
+        let busy = is_busy(shard.coalesce, previous, self.now_ms());
+        self.queues.push((shard.clone(), queue, busy));
+    }
+
+    /// Writes the quiet connections here when they are few, and hands the
+    /// rest to their shards.
     pub(crate) fn submit(mut self) {
+        let quiet = self.queues.iter().filter(|(_, _, busy)| !busy).count();
+        if quiet > 0 && quiet <= INLINE_WRITES {
+            let mut sent = Sent::default();
+            let mut metrics = None;
+            self.queues.retain(|(_, queue, busy)| {
+                if !busy && let Some(m) = queue.flush_scheduled(&mut sent) {
+                    metrics = Some(m);
+                }
+                *busy
+            });
+            if let Some(m) = metrics {
+                sent.count(&m);
+            }
+        }
         while let Some((shard, _, _)) = self.queues.first() {
             let shard = shard.clone();
             let (mine, rest): (Vec<_>, Vec<_>) = self
                 .queues
                 .into_iter()
                 .partition(|(s, _, _)| Arc::ptr_eq(s, &shard));
-            shard.schedule_all(mine.into_iter().map(|(_, q, due)| (q, due)));
+            shard.schedule_all(mine.into_iter().map(|(_, q, _)| q));
             self.queues = rest;
         }
     }
 }
 
-/// When a connection last written at `last_write` (ms on [`clock_ms`], now
-/// `now_ms`, which is `now`) may be written again: `None` when a window
-/// has passed (at once, in the next pass), else when it ends.
-fn write_due(window: Duration, last_write: u32, now: Instant, now_ms: u32) -> Option<Instant> {
+/// Whether a connection whose previous broadcast came at `previous` (ms on
+/// [`clock_ms`], now `now_ms`) is busy: that was less than
+/// [`BUSY_GAP_WINDOWS`] windows ago, so its next message is likely to come
+/// within a window and share the write. Never with no window.
+fn is_busy(window: Duration, previous: u32, now_ms: u32) -> bool {
     let window_ms = u32::try_from(window.as_millis()).unwrap_or(u32::MAX);
-    let since = now_ms.wrapping_sub(last_write);
-    (since < window_ms).then(|| now + Duration::from_millis(u64::from(window_ms - since)))
-}
-
-/// What waits for a shard's passes.
-#[derive(Default)]
-struct Pending {
-    /// Queues of quiet connections: written in the next pass.
-    now: Vec<Arc<OutboundQueue>>,
-    /// Queues of connections written less than a window ago: written in
-    /// the first pass after the earliest of their windows ends (`due`).
-    later: Vec<Arc<OutboundQueue>>,
-    due: Option<Instant>,
+    now_ms.wrapping_sub(previous) < window_ms.saturating_mul(BUSY_GAP_WINDOWS)
 }
 
 /// One writer task and the queues scheduled on it.
 pub(crate) struct Shard {
-    pending: Mutex<Pending>,
-    /// The write window (`server.write_coalesce_ms`).
+    dirty: Mutex<Vec<Arc<OutboundQueue>>>,
+    /// The write window (`server.write_coalesce_ms`): the shortest time
+    /// between two passes.
     coalesce: Duration,
     notify: Notify,
     stopped: AtomicBool,
 }
 
 impl Shard {
-    /// Schedules each queue for the pass it is due in.
-    fn schedule_all(&self, queues: impl Iterator<Item = (Arc<OutboundQueue>, Option<Instant>)>) {
-        let mut pending = self.pending.lock();
-        let mut wake = false;
-        for (queue, due) in queues {
-            match due {
-                None => {
-                    wake |= pending.now.is_empty();
-                    pending.now.push(queue);
-                }
-                Some(due) => {
-                    // An earlier end than the task sleeps for wakes it.
-                    if pending.due.is_none_or(|d| due < d) {
-                        pending.due = Some(due);
-                        wake = true;
-                    }
-                    pending.later.push(queue);
-                }
-            }
-        }
-        drop(pending);
+    /// Schedules `queues` for the next pass of this shard's task.
+    fn schedule_all(&self, queues: impl Iterator<Item = Arc<OutboundQueue>>) {
+        let mut dirty = self.dirty.lock();
+        let wake = dirty.is_empty();
+        dirty.extend(queues);
+        drop(dirty);
         if wake {
             self.notify.notify_one();
         }
@@ -164,34 +171,20 @@ impl Shard {
 
     async fn run(self: Arc<Self>) {
         let mut batch = Vec::new();
-        // Windowed passes are at least this far apart (see next_window).
-        let mut next_windowed = Instant::now();
+        // The first pass may come at once.
+        let mut next_pass = Instant::now();
         loop {
-            let due = self.pending.lock().due.map(|d| d.max(next_windowed));
-            match due {
-                Some(due) => tokio::select! {
-                    () = self.notify.notified() => {}
-                    () = tokio::time::sleep_until(due) => {}
-                },
-                None => self.notify.notified().await,
-            }
+            self.notify.notified().await;
             if self.stopped.load(Ordering::Acquire) {
                 return;
             }
+            // A window after the last pass; at once after a pause.
+            tokio::time::sleep_until(next_pass).await;
             // Let the tasks that are ready (more of the same burst) queue
             // their frames first.
             tokio::task::yield_now().await;
             let started = Instant::now();
-            let windowed = {
-                let mut pending = self.pending.lock();
-                batch.append(&mut pending.now);
-                let ripe = pending.due.is_some_and(|d| d.max(next_windowed) <= started);
-                if ripe {
-                    batch.append(&mut pending.later);
-                    pending.due = None;
-                }
-                ripe
-            };
+            std::mem::swap(&mut batch, &mut *self.dirty.lock());
             let mut sent = Sent::default();
             let mut metrics = None;
             for queue in batch.drain(..) {
@@ -202,15 +195,12 @@ impl Shard {
             if let Some(m) = metrics {
                 sent.count(&m);
             }
-            if windowed {
-                next_windowed = started + next_window(self.coalesce, started.elapsed());
-            }
+            next_pass = started + next_window(self.coalesce, started.elapsed());
         }
     }
 }
 
-/// The shortest time from one windowed pass (the one that writes the
-/// connections that waited for their window) to the next: `base`, or twice
+/// The shortest time from one pass of a shard to the next: `base`, or twice
 /// as long as the pass took when that is longer, up to four times `base`.
 /// A shard whose passes are long (many recipients per message, a loaded
 /// machine) waits longer, so that each connection's messages share writes.
@@ -229,15 +219,14 @@ pub(crate) struct Flusher {
 }
 
 impl Flusher {
-    /// `shards` writer tasks (at least one), writing each connection at
-    /// most about once per `coalesce` (the write window; longer while passes
-    /// are long, see [`next_window`]).
+    /// `shards` writer tasks (at least one), each passing at most once per
+    /// `coalesce` (longer while passes are long, see [`next_window`]).
     pub(crate) fn new(shards: usize, coalesce: Duration) -> Self {
         Self {
             shards: (0..shards.max(1))
                 .map(|_| {
                     Arc::new(Shard {
-                        pending: Mutex::new(Pending::default()),
+                        dirty: Mutex::new(Vec::new()),
                         coalesce,
                         notify: Notify::new(),
                         stopped: AtomicBool::new(false),
@@ -284,20 +273,17 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_written_within_the_window_waits_for_its_end() {
+    fn a_connection_is_busy_while_its_broadcasts_come_less_than_two_windows_apart() {
         let ms = Duration::from_millis;
-        let now = Instant::now();
         let at = 50_000u32;
-        // Written 5 ms ago: due when its 20 ms window ends.
-        assert_eq!(write_due(ms(20), at - 5, now, at), Some(now + ms(15)));
-        // Written just now: a whole window.
-        assert_eq!(write_due(ms(20), at, now, at), Some(now + ms(20)));
-        // Written a window ago or longer, or never: at once.
-        assert_eq!(write_due(ms(20), at - 20, now, at), None);
-        assert_eq!(write_due(ms(20), at.wrapping_sub(1 << 16), now, at), None);
+        assert!(is_busy(ms(20), at - 5, at));
+        assert!(is_busy(ms(20), at - 39, at));
+        assert!(!is_busy(ms(20), at - 40, at));
+        // Never reached, or long ago: quiet.
+        assert!(!is_busy(ms(20), at.wrapping_sub(1 << 16), at));
         // Across the clock's wrap.
-        assert_eq!(write_due(ms(20), u32::MAX - 1, now, 3), Some(now + ms(15)));
-        // No window: always at once.
-        assert_eq!(write_due(Duration::ZERO, at, now, at), None);
+        assert!(is_busy(ms(20), u32::MAX - 1, 3));
+        // No window: never busy.
+        assert!(!is_busy(Duration::ZERO, at, at));
     }
 }

@@ -200,11 +200,11 @@ struct State {
     /// On WebSocket: the socket did not take everything; the driver waits
     /// until it is writable.
     blocked: bool,
-    /// On WebSocket: when the socket was last written, on the shards'
-    /// clock ([`flusher::clock_ms`]): a connection written less than a
-    /// window ago waits for the window's end, a quiet one is written at
+    /// When the last broadcast reached this connection, on the writers'
+    /// clock ([`flusher::clock_ms`]): a connection that gets broadcasts
+    /// often waits for its shard's windowed pass, a quiet one is written at
     /// once.
-    last_write: u32,
+    last_broadcast: u32,
     direct: Option<Direct>,
 }
 
@@ -254,7 +254,7 @@ impl OutboundQueue {
             close_sent: false,
             scheduled: false,
             blocked: false,
-            last_write: flusher::long_ago(),
+            last_broadcast: flusher::long_ago(),
             direct: None,
         };
         Self {
@@ -305,12 +305,13 @@ impl OutboundQueue {
         let st = &mut *guard;
         self.admit(st, frames)?;
         append(st, frames);
+        let previous = std::mem::replace(&mut st.last_broadcast, batch.now_ms());
         match &st.direct {
             None => self.notify.notify_one(),
             Some(direct) => {
                 if !st.scheduled {
                     st.scheduled = true;
-                    batch.add(&direct.shard, self.clone(), st.last_write);
+                    batch.add(&direct.shard, self.clone(), previous);
                 }
             }
         }
@@ -531,7 +532,6 @@ fn flush_locked(st: &mut State, via: WriteVia, sent: &mut Sent) -> Flush {
             }
             Ok(n) => {
                 sent.writes += 1;
-                st.last_write = flusher::clock_ms();
                 n
             }
             Err(_) => {
@@ -954,34 +954,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_coalescing_shard_holds_frames_until_its_window_passed() {
+    async fn a_reply_does_not_wait_for_the_window_and_takes_the_pending_broadcast_along() {
         let (write, mut client) = socket_pair().await;
         let window = std::time::Duration::from_secs(1);
         let flusher = Box::leak(Box::new(super::super::flusher::Flusher::new(1, window)));
         let q = Arc::new(frames_only(8));
         q.attach_websocket(write, flusher.shard(), metrics(), None);
         broadcast(&q, Frame::text("4a")).unwrap();
-        assert_eq!(read_texts(&mut client, 1).await, ["4a"]);
-        let first = tokio::time::Instant::now();
         broadcast(&q, Frame::text("4b")).unwrap();
+        // 4b (busy) made the shard pass: the next pass is a window away.
+        assert_eq!(read_texts(&mut client, 2).await, ["4a", "4b"]);
         broadcast(&q, Frame::text("4c")).unwrap();
-        assert_eq!(read_texts(&mut client, 2).await, ["4b", "4c"]);
-        assert!(
-            first.elapsed() >= window / 2,
-            "the second pass waited for the window: {:?}",
-            first.elapsed()
-        );
-        // A reply to this client does not wait, and takes the pending
-        // broadcast with it, in order.
-        broadcast(&q, Frame::text("4d")).unwrap();
         q.push(Frame::text("430[]")).unwrap();
         let start = tokio::time::Instant::now();
-        assert_eq!(read_texts(&mut client, 2).await, ["4d", "430[]"]);
+        assert_eq!(read_texts(&mut client, 2).await, ["4c", "430[]"]);
         assert!(start.elapsed() < window / 2, "{:?}", start.elapsed());
     }
 
     #[tokio::test]
-    async fn a_quiet_connection_is_written_at_once_and_a_busy_one_once_per_window() {
+    async fn a_busy_connection_gets_one_write_per_window_and_a_quiet_one_is_written_at_once() {
         use crate::telemetry::metrics::scrape;
         use std::time::Duration;
         let (write, mut client) = socket_pair().await;
@@ -990,69 +981,78 @@ mod tests {
         let q = Arc::new(frames_only(8));
         let m = metrics();
         q.attach_websocket(write, flusher.shard(), m.clone(), None);
-        // Quiet (never written): at once.
-        let start = tokio::time::Instant::now();
+        // Quiet (no broadcast yet): the producer writes it before it
+        // returns, without the shard's task (which has not run).
         broadcast(&q, Frame::text("4a")).unwrap();
+        assert!(q.is_empty(), "written by the producer");
         assert_eq!(read_texts(&mut client, 1).await, ["4a"]);
-        // (Well under the quarter window a woken shard used to linger.)
-        assert!(start.elapsed() < window / 10, "{:?}", start.elapsed());
-        // Written just now: what follows waits for the window's end and
-        // leaves in one write.
-        broadcast(&q, Frame::text("4b")).unwrap();
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        broadcast(&q, Frame::text("4c")).unwrap();
-        broadcast(&q, Frame::text("4d")).unwrap();
+        // Busy now: the shard writes, at once after its pause, everything
+        // queued before its pass in one write.
+        for text in ["4b", "4c", "4d"] {
+            broadcast(&q, Frame::text(text)).unwrap();
+        }
+        assert!(!q.is_empty(), "left to the shard");
         assert_eq!(read_texts(&mut client, 3).await, ["4b", "4c", "4d"]);
-        assert!(
-            start.elapsed() >= window * 9 / 10,
-            "held until the window ended: {:?}",
-            start.elapsed()
-        );
-        // Quiet again after a window without writes: at once.
-        tokio::time::sleep(window + Duration::from_millis(20)).await;
-        let quiet = tokio::time::Instant::now();
+        // The shard's next pass is a window after that one.
+        let start = tokio::time::Instant::now();
         broadcast(&q, Frame::text("4e")).unwrap();
         assert_eq!(read_texts(&mut client, 1).await, ["4e"]);
-        assert!(quiet.elapsed() < window / 10, "{:?}", quiet.elapsed());
+        assert!(
+            start.elapsed() >= window * 3 / 4,
+            "held for the window: {:?}",
+            start.elapsed()
+        );
+        // Quiet again after two windows without broadcasts: at once.
+        tokio::time::sleep(2 * window + Duration::from_millis(50)).await;
+        broadcast(&q, Frame::text("4f")).unwrap();
+        assert!(q.is_empty(), "written by the producer");
+        assert_eq!(read_texts(&mut client, 1).await, ["4f"]);
         let text = m.render();
         let ws = [("transport", "websocket")];
         assert_eq!(
             scrape::value(&text, "gateway_packets_sent_total", &ws),
-            Some(5.0)
+            Some(6.0)
         );
         assert_eq!(
             scrape::value(&text, "gateway_writes_total", &ws),
-            Some(3.0),
-            "4a alone, 4b to 4d together, 4e alone"
+            Some(4.0),
+            "4a, then 4b to 4d together, 4e, 4f"
         );
     }
 
     #[tokio::test]
-    async fn a_busy_connection_does_not_hold_back_a_quiet_one_on_the_same_shard() {
-        use std::time::Duration;
-        let window = Duration::from_secs(1);
-        let flusher = Box::leak(Box::new(super::super::flusher::Flusher::new(1, window)));
-        let (busy_write, mut busy_client) = socket_pair().await;
-        let (quiet_write, mut quiet_client) = socket_pair().await;
-        let busy = Arc::new(frames_only(8));
-        let quiet = Arc::new(frames_only(8));
-        busy.attach_websocket(busy_write, flusher.shard(), metrics(), None);
-        quiet.attach_websocket(quiet_write, flusher.shard(), metrics(), None);
-        broadcast(&busy, Frame::text("4a")).unwrap();
-        assert_eq!(read_texts(&mut busy_client, 1).await, ["4a"]);
-        // One broadcast to both: the busy connection waits for its window,
-        // the quiet one does not.
-        let start = tokio::time::Instant::now();
-        let mut batch = ScheduleBatch::default();
-        for q in [&busy, &quiet] {
-            q.push_all_batched(&[Frame::text("4b")], &mut batch)
-                .unwrap();
+    async fn a_broadcast_to_many_quiet_connections_goes_to_the_shard() {
+        let flusher = Box::leak(Box::new(super::super::flusher::Flusher::new(
+            1,
+            std::time::Duration::from_secs(1),
+        )));
+        let mut queues = Vec::new();
+        let mut clients = Vec::new();
+        for _ in 0..17 {
+            let (write, client) = socket_pair().await;
+            let q = Arc::new(frames_only(8));
+            q.attach_websocket(write, flusher.shard(), metrics(), None);
+            queues.push(q);
+            clients.push(client);
         }
-        batch.submit();
-        assert_eq!(read_texts(&mut quiet_client, 1).await, ["4b"]);
-        assert!(start.elapsed() < window / 2, "{:?}", start.elapsed());
-        assert_eq!(read_texts(&mut busy_client, 1).await, ["4b"]);
-        assert!(start.elapsed() >= window * 3 / 4, "{:?}", start.elapsed());
+        let send = |queues: &[Arc<OutboundQueue>]| {
+            let mut batch = ScheduleBatch::default();
+            for q in queues {
+                q.push_all_batched(&[Frame::text("4x")], &mut batch)
+                    .unwrap();
+            }
+            batch.submit();
+        };
+        // Eight quiet recipients: the producer writes them.
+        send(&queues[..8]);
+        assert!(queues[..8].iter().all(|q| q.is_empty()));
+        // Nine: left to the shard's pass.
+        send(&queues[8..]);
+        assert!(queues[8..].iter().all(|q| !q.is_empty()));
+        for client in &mut clients {
+            assert_eq!(read_texts(client, 1).await, ["4x"]);
+        }
+        assert!(queues.iter().all(|q| q.is_empty()));
     }
 
     #[tokio::test]

@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# Where a gateway node's CPU goes per delivery: gateway nodes (two unless
+# NODE_COUNT says otherwise) over one Redis, one workload of compare.sh, and
+# while it publishes
+#   - each node's user and kernel CPU time (/proc/<pid>/stat),
+#   - each node's system calls by kind (perf's raw_syscalls tracepoint),
+#   - WebSocket packets, bytes and writes (the nodes' /metrics),
+#   - a sampled profile of node 1 (perf record -e cpu-clock -g),
+#   - Redis's CPU time.
+# The summary divides each by the deliveries (and Redis's by the messages
+# published) that the load generator counted meanwhile.
+#
+#   loadtest/profile.sh A                  # or B, C2, Across
+#   GATEWAY_BIN=/tmp/other/gateway loadtest/profile.sh C2
+#
+# Environment (defaults in brackets): NODE_COUNT [2], GATEWAY_BIN [<repo>/target/release/gateway],
+# LOADTEST_BIN [built here], DURATION [20] seconds of publishing, PERF_SECONDS
+# [10] of it sampled (starting 5 s in), GATEWAY_EXTRA_ARGS, OUT
+# [loadtest/results/profile-<run>-<time>], REDIS_SERVER [redis-server], and
+# the workload sizes of compare.sh (A_SUBS, A_ROOMS, A_RATE, B_*, C2_*,
+# PUBLISHERS, PAYLOAD_BYTES, SCHEDULE). Everything listens on 127.0.0.1 and
+# every step is bounded by `timeout`. Needs `perf` (Debian: linux-perf) and
+# root or kernel.perf_event_paranoid <= 1 for the syscall counts; without it
+# the CPU and metrics figures are still given.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(dirname "$HERE")"
+RUN="${1:-A}"
+DURATION="${DURATION:-20}" PERF_SECONDS="${PERF_SECONDS:-10}"
+A_SUBS="${A_SUBS:-2000}" A_ROOMS="${A_ROOMS:-10}" A_RATE="${A_RATE:-500}"
+B_SUBS="${B_SUBS:-8000}" B_ROOMS="${B_ROOMS:-1}" B_RATE="${B_RATE:-25}"
+C2_SOCKETS="${C2_SOCKETS:-18000}" C2_MIN="${C2_MIN:-2}" C2_MAX="${C2_MAX:-8}"
+C2_RATE="${C2_RATE:-1000}" C2_PUBLISHERS="${C2_PUBLISHERS:-40}"
+PUBLISHERS="${PUBLISHERS:-4}" PAYLOAD_BYTES="${PAYLOAD_BYTES:-100}"
+SCHEDULE="${SCHEDULE:-poisson}" NODE_COUNT="${NODE_COUNT:-2}"
+GATEWAY_BIN="${GATEWAY_BIN:-$ROOT/target/release/gateway}"
+REDIS_SERVER="${REDIS_SERVER:-redis-server}"
+OUT="${OUT:-$HERE/results/profile-$RUN-$(date +%Y%m%d-%H%M%S)}"
+mkdir -p "$OUT"
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+}
+trap cleanup EXIT INT TERM
+
+if [[ -z "${LOADTEST_BIN:-}" ]]; then
+  nice -n 10 cargo build --release --quiet --manifest-path "$HERE/Cargo.toml"
+  LOADTEST_BIN="$(cargo metadata --format-version 1 --no-deps --manifest-path "$HERE/Cargo.toml" |
+    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/loadtest"
+fi
+[[ -x "$GATEWAY_BIN" ]] || { echo "profile: $GATEWAY_BIN not found" >&2; exit 2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() {
+  local p
+  for _ in $(seq 200); do
+    p=$((20000 + RANDOM % 12000))
+    port_open "$p" || { echo "$p"; return 0; }
+  done
+  return 1
+}
+
+REDIS_PORT="$(free_port)"
+"$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$OUT/redis.log" 2>&1 &
+REDIS_PID=$!
+PIDS+=("$REDIS_PID")
+for _ in $(seq 50); do port_open "$REDIS_PORT" && break; sleep 0.1; done
+
+nodes=() pids=() ops=()
+for n in $(seq "$NODE_COUNT"); do
+  log="$OUT/gateway-$n.log"
+  # shellcheck disable=SC2086
+  GATEWAY_CLUSTER__REDIS_URL="redis://127.0.0.1:$REDIS_PORT" GATEWAY_LIMITS__RATE_LIMIT_PER_SEC=0 \
+    GATEWAY_OPS__LISTEN=127.0.0.1:0 GATEWAY_ADMIN__LISTEN=127.0.0.1:0 \
+    "$GATEWAY_BIN" --listen 127.0.0.1:0 ${GATEWAY_EXTRA_ARGS:-} >"$log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  addr="" op=""
+  for _ in $(seq 150); do
+    addr="$(sed -n 's/.*gateway listening on \([0-9.:]*\).*/\1/p' "$log" | head -n1)"
+    op="$(sed -n 's/.*gateway ops listening on \([0-9.:]*\).*/\1/p' "$log" | head -n1)"
+    [[ -n "$addr" && -n "$op" ]] && break
+    sleep 0.1
+  done
+  [[ -n "$addr" ]] || { echo "profile: gateway node $n did not start (see $log)" >&2; exit 1; }
+  nodes+=("http://$addr") pids+=("$pid") ops+=("$op")
+done
+NODES="$(IFS=,; echo "${nodes[*]}")" SERVER_PIDS="$(IFS=,; echo "${pids[*]}")"
+
+common=(--nodes "$NODES" --server-pids "$SERVER_PIDS" --schedule "$SCHEDULE" --duration "$DURATION"
+  --payload-bytes "$PAYLOAD_BYTES" --json)
+case "$RUN" in
+  A) args=(fanout --subscribers "$A_SUBS" --rooms "$A_ROOMS" --rate "$A_RATE" --publishers "$PUBLISHERS") ;;
+  Across) args=(fanout --subscribers "$A_SUBS" --rooms "$A_ROOMS" --rate "$A_RATE" --publishers "$PUBLISHERS"
+    --placement cross) ;;
+  B) args=(fanout --subscribers "$B_SUBS" --rooms "$B_ROOMS" --rate "$B_RATE" --publishers "$PUBLISHERS") ;;
+  C2) args=(chat --sockets "$C2_SOCKETS" --min-members "$C2_MIN" --max-members "$C2_MAX"
+    --rate "$C2_RATE" --publishers "$C2_PUBLISHERS") ;;
+  *) echo "profile: unknown run $RUN (A, Across, B, C2)" >&2; exit 2 ;;
+esac
+
+# CPU ticks (user, system) of a process.
+ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
+metric() { # file name: the websocket series' value
+  awk -v n="$2" '$1 == n "{transport=\"websocket\"}" { print $2 }' "$1"
+}
+
+timeout $((DURATION + 300)) "$LOADTEST_BIN" "${args[@]}" "${common[@]}" \
+  >"$OUT/loadtest.json" 2>"$OUT/loadtest.err" &
+LOADTEST_PID=$!
+# Wait until publishing starts (the load generator says so on stderr).
+for _ in $(seq 3000); do
+  grep -q "publish" "$OUT/loadtest.err" 2>/dev/null && break
+  kill -0 "$LOADTEST_PID" 2>/dev/null || break
+  sleep 0.1
+done
+sleep 5
+for n in $(seq "$NODE_COUNT"); do
+  curl -s --max-time 5 "http://${ops[$((n - 1))]}/metrics" >"$OUT/metrics-before-$n.txt"
+  ticks "${pids[$((n - 1))]}" >"$OUT/ticks-before-$n.txt"
+done
+ticks "$REDIS_PID" >"$OUT/ticks-before-redis.txt"
+DELIVERED_BEFORE="$(sed -n 's/.*delivered \([0-9]*\).*/\1/p' "$OUT/loadtest.err" | tail -n1)"
+PUBLISHED_BEFORE="$(sed -n 's/.*published \([0-9]*\).*/\1/p' "$OUT/loadtest.err" | tail -n1)"
+SYSCALLS=""
+if command -v perf >/dev/null; then
+  timeout $((PERF_SECONDS + 30)) perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_futex \
+    -p "$SERVER_PIDS" -o "$OUT/syscalls.txt" -- sleep "$PERF_SECONDS" 2>/dev/null &
+  SYSCALLS=$!
+  timeout $((PERF_SECONDS + 30)) perf record -e cpu-clock -F 2000 -g -p "${pids[0]}" -o "$OUT/perf.data" \
+    -- sleep "$PERF_SECONDS" >/dev/null 2>&1 || true
+  wait "$SYSCALLS" || true
+else
+  sleep "$PERF_SECONDS"
+fi
+for n in $(seq "$NODE_COUNT"); do
+  curl -s --max-time 5 "http://${ops[$((n - 1))]}/metrics" >"$OUT/metrics-after-$n.txt"
+  ticks "${pids[$((n - 1))]}" >"$OUT/ticks-after-$n.txt"
+done
+ticks "$REDIS_PID" >"$OUT/ticks-after-redis.txt"
+DELIVERED_AFTER="$(sed -n 's/.*delivered \([0-9]*\).*/\1/p' "$OUT/loadtest.err" | tail -n1)"
+PUBLISHED_AFTER="$(sed -n 's/.*published \([0-9]*\).*/\1/p' "$OUT/loadtest.err" | tail -n1)"
+wait "$LOADTEST_PID" || echo "profile: the load generator failed (see $OUT/loadtest.err)" >&2
+
+HZ="$(getconf CLK_TCK)"
+deliveries=$((DELIVERED_AFTER - DELIVERED_BEFORE))
+published=$((PUBLISHED_AFTER - PUBLISHED_BEFORE))
+read -r ru0 rs0 <"$OUT/ticks-before-redis.txt"
+read -r ru1 rs1 <"$OUT/ticks-after-redis.txt"
+redis=$((ru1 - ru0 + rs1 - rs0))
+user=0 sys=0 packets=0 bytes=0 writes=0
+for n in $(seq "$NODE_COUNT"); do
+  read -r u0 s0 <"$OUT/ticks-before-$n.txt"
+  read -r u1 s1 <"$OUT/ticks-after-$n.txt"
+  user=$((user + u1 - u0)) sys=$((sys + s1 - s0))
+  for m in packets_sent_total bytes_sent_total writes_total; do
+    b="$(metric "$OUT/metrics-before-$n.txt" "gateway_$m")" a="$(metric "$OUT/metrics-after-$n.txt" "gateway_$m")"
+    d="$(awk -v a="${a:-0}" -v b="${b:-0}" 'BEGIN { printf "%d", a - b }')"
+    case "$m" in
+      packets_sent_total) packets=$((packets + d)) ;;
+      bytes_sent_total) bytes=$((bytes + d)) ;;
+      writes_total) writes=$((writes + d)) ;;
+    esac
+  done
+done
+{
+  echo "## Profile of $RUN ($(date -u +%Y-%m-%dT%H:%MZ), $(basename "$GATEWAY_BIN") $("$GATEWAY_BIN" --version 2>/dev/null | head -n1))"
+  echo
+  echo "$NODE_COUNT nodes over ${PERF_SECONDS}s of publishing ($published messages published, $deliveries deliveries, as counted by the load generator):"
+  echo
+  awk -v d="$deliveries" -v m="$published" -v r="$redis" -v u="$user" -v s="$sys" -v hz="$HZ" -v p="$packets" -v b="$bytes" -v w="$writes" 'BEGIN {
+    if (d <= 0) { print "no deliveries counted"; exit }
+    printf "| figure | value |\n|---|---:|\n"
+    printf "| deliveries per second | %.0f |\n", d / '"$PERF_SECONDS"'
+    printf "| nodes CPU (cores busy) | %.2f |\n", (u + s) / hz / '"$PERF_SECONDS"'
+    printf "| CPU per delivery (us), user / kernel | %.2f / %.2f |\n", u / hz / d * 1e6, s / hz / d * 1e6
+    if (m > 0) printf "| Redis CPU per message published (us) | %.1f |\n", r / hz / m * 1e6
+    printf "| kernel share of the CPU | %.0f%% |\n", (u + s > 0) ? 100 * s / (u + s) : 0
+    if (w > 0) {
+      printf "| WebSocket writes per delivery | %.3f |\n", w / d
+      printf "| packets per write | %.2f |\n", p / w
+      printf "| bytes per write | %.0f |\n", b / w
+    }
+  }'
+  if [[ -s "$OUT/syscalls.txt" ]]; then
+    awk -v d="$deliveries" '$2 ~ /^(raw_)?syscalls:/ { gsub(",", "", $1); name = $2; sub(/^syscalls:sys_enter_/, "", name);
+      sub(/^raw_syscalls:sys_enter/, "all system calls", name); printf "| %s per delivery | %.3f |\n", name, $1 / d }' "$OUT/syscalls.txt"
+  fi
+  if [[ -s "$OUT/perf.data" ]]; then
+    echo
+    echo "Node 1, perf record -e cpu-clock -g (self time, top 25 symbols):"
+    echo
+    echo '```'
+    perf report -i "$OUT/perf.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null |
+      grep -v '^#' | grep -v '^$' | head -n 25
+    echo '```'
+  fi
+} | tee "$OUT/summary.md"
