@@ -55,6 +55,13 @@ const FIGURES: &[Figure] = &[
     },
     Figure {
         run: "A",
+        label: "A: wire bytes per delivery",
+        pointer: "/delivery/wire_bytes_per_delivery",
+        better: Better::Lower,
+        decimals: 0,
+    },
+    Figure {
+        run: "A",
         label: "A: deliveries/s",
         pointer: "/delivery/deliveries_per_sec",
         better: Better::Higher,
@@ -177,6 +184,13 @@ const FIGURES: &[Figure] = &[
         label: "B: deliveries per server CPU-second",
         pointer: "/server/deliveries_per_cpu_sec",
         better: Better::Higher,
+        decimals: 0,
+    },
+    Figure {
+        run: "B",
+        label: "B: wire bytes per delivery",
+        pointer: "/delivery/wire_bytes_per_delivery",
+        better: Better::Lower,
         decimals: 0,
     },
     Figure {

@@ -65,6 +65,7 @@ impl ClientEnv {
             transport,
             &self.opts,
             self.opts.source_ip(index),
+            &ctx.counters.wire,
         )
         .await
         {

@@ -367,7 +367,8 @@ async fn run<S: serde::Serialize>(
     // Publish.
     progress.phase("publish");
     let before = sampler.snapshot()?;
-    let delivered_before = shards.totals().delivered;
+    let at_start = shards.totals();
+    let delivered_before = at_start.delivered;
     let start = Instant::now();
     let _ = go_tx.send(Some(start));
     let results: Vec<PublisherResult> = collect(
@@ -422,6 +423,7 @@ async fn run<S: serde::Serialize>(
     }
     let window = last_change.saturating_duration_since(start);
     let after = sampler.snapshot()?;
+    let at_end = shards.totals();
 
     // Stop: receivers hand in their tallies and close.
     progress.phase("stop");
@@ -457,7 +459,7 @@ async fn run<S: serde::Serialize>(
         }
     }
     let window_secs = window.as_secs_f64();
-    report.delivery = Some(Delivery {
+    let mut delivery = Delivery {
         publishers: n_pub as u64,
         published: ledger.total(),
         publish_acks: totals.publish_acks,
@@ -467,7 +469,14 @@ async fn run<S: serde::Serialize>(
         window_secs,
         deliveries_per_sec: seen as f64 / window_secs.max(1e-9),
         latency_ms: hist.delivery.percentiles(),
-    });
+        ..Default::default()
+    };
+    delivery.set_wire(
+        at_end.wire_bytes_read - at_start.wire_bytes_read,
+        at_end.compressed_messages - at_start.compressed_messages,
+        seen,
+    );
+    report.delivery = Some(delivery);
     if let (Some(before), Some(after)) = (before, after) {
         let mut server = Server::between(before, after, window_secs);
         if server.cpu_secs > 0.0 {

@@ -7,16 +7,19 @@
 //! connecting, so one process can open more connections to one server port
 //! than one source address has ephemeral ports.
 
+pub mod counted;
 pub mod polling;
 pub mod ws;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use self::counted::{Counted, WireStats};
 use crate::protocol::{self, SioKind};
 
 /// A server node under test: where to connect.
@@ -123,8 +126,13 @@ impl ConnectOpts {
     }
 }
 
-/// Opens a TCP connection to `addr` from `source` (port chosen by the kernel).
-pub async fn tcp_connect(addr: SocketAddr, source: Option<Ipv4Addr>) -> Result<TcpStream> {
+/// Opens a TCP connection to `addr` from `source` (port chosen by the
+/// kernel), counting what is read from it into `wire`.
+pub async fn tcp_connect(
+    addr: SocketAddr,
+    source: Option<Ipv4Addr>,
+    wire: &Arc<WireStats>,
+) -> Result<Counted<TcpStream>> {
     let socket = TcpSocket::new_v4()?;
     if let Some(ip) = source {
         socket.set_reuseaddr(true)?;
@@ -137,7 +145,7 @@ pub async fn tcp_connect(addr: SocketAddr, source: Option<Ipv4Addr>) -> Result<T
         .await
         .with_context(|| format!("connect {addr}"))?;
     stream.set_nodelay(true)?;
-    Ok(stream)
+    Ok(Counted::new(stream, wire.clone()))
 }
 
 /// One Socket.IO client connection.
@@ -176,16 +184,18 @@ impl std::ops::Deref for Packet {
 }
 
 impl Conn {
-    /// Connects and joins the namespace, all within `opts.timeout`.
+    /// Connects and joins the namespace, all within `opts.timeout`; what
+    /// the connection reads from TCP is counted into `wire`.
     pub async fn connect(
         node: &Node,
         transport: TransportKind,
         opts: &ConnectOpts,
         source: Option<Ipv4Addr>,
+        wire: &Arc<WireStats>,
     ) -> Result<Self> {
         tokio::time::timeout(
             opts.timeout,
-            Self::connect_inner(node, transport, opts, source),
+            Self::connect_inner(node, transport, opts, source, wire),
         )
         .await
         .map_err(|_| {
@@ -202,13 +212,14 @@ impl Conn {
         transport: TransportKind,
         opts: &ConnectOpts,
         source: Option<Ipv4Addr>,
+        wire: &Arc<WireStats>,
     ) -> Result<Self> {
         let inner = match transport {
             TransportKind::Websocket => {
-                Inner::Ws(Box::new(ws::WsConn::open(node, opts, source).await?))
+                Inner::Ws(Box::new(ws::WsConn::open(node, opts, source, wire).await?))
             }
             TransportKind::Polling => {
-                Inner::Polling(polling::PollingConn::open(node, opts, source).await?)
+                Inner::Polling(polling::PollingConn::open(node, opts, source, wire).await?)
             }
         };
         let mut conn = Self {
