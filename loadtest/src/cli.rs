@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
+use crate::payload::{PayloadKind, PayloadSpec};
 use crate::transport::{ConnectOpts, Node};
 
 #[derive(Debug, Parser)]
@@ -202,9 +203,15 @@ pub struct PublishArgs {
     /// Seconds of publishing.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// Length of each message's string payload (stamp + padding).
+    /// Length of each message's payload: the string's content (stamp +
+    /// padding), or the JSON text (`--payload-kind json`).
     #[arg(long, default_value_t = 100)]
     pub payload_bytes: usize,
+    /// What fills each message: `padding` (the stamp padded with `x`) or
+    /// `json` (a JSON object of varied records, as applications send; use
+    /// it to measure compression).
+    #[arg(long, value_enum, default_value_t = PayloadKind::Padding)]
+    pub payload_kind: PayloadKind,
     /// Event name the receivers get.
     #[arg(long, default_value = "msg")]
     pub event: String,
@@ -230,6 +237,13 @@ pub struct PublishArgs {
 }
 
 impl PublishArgs {
+    pub fn payload(&self) -> PayloadSpec {
+        PayloadSpec {
+            kind: self.payload_kind,
+            bytes: self.payload_bytes,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.publishers == 0 {
             bail!("--publishers must be positive");
