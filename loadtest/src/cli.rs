@@ -92,6 +92,11 @@ pub struct Common {
     /// WebSocket read buffer per connection, bytes.
     #[arg(long, default_value_t = 4096)]
     pub ws_read_buffer: usize,
+    /// WebSocket clients offer permessage-deflate (RFC 7692) and inflate
+    /// what arrives compressed; they send uncompressed. Off: tungstenite,
+    /// which cannot compress.
+    #[arg(long)]
+    pub ws_deflate: bool,
     /// Server process ids to sample (CPU time, RSS) from /proc, comma separated.
     #[arg(long, value_delimiter = ',')]
     pub server_pids: Vec<u32>,
@@ -149,6 +154,7 @@ impl Common {
             ws_read_buffer: self.ws_read_buffer,
             timeout: secs(self.connect_timeout),
             source_ips: self.source_ips,
+            ws_deflate: self.ws_deflate,
         }
     }
 }

@@ -705,6 +705,7 @@ mod tests {
                 ws_read_buffer: 4096,
                 timeout: Duration::from_secs(1),
                 source_ips: 0,
+                ws_deflate: false,
             },
             join_event: "$join".into(),
             event: "msg".into(),

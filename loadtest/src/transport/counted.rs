@@ -24,6 +24,10 @@ impl WireStats {
     pub fn add_read(&self, n: usize) {
         self.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
     }
+
+    pub fn add_compressed(&self) {
+        self.compressed_messages.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A stream whose reads are added to a [`WireStats`].
@@ -36,6 +40,14 @@ pub struct Counted<S> {
 impl<S> Counted<S> {
     pub fn new(inner: S, stats: Arc<WireStats>) -> Self {
         Self { inner, stats }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    pub fn stats(&self) -> &WireStats {
+        &self.stats
     }
 }
 

@@ -1,6 +1,8 @@
 //! Client connections to a Socket.IO server: the Engine.IO handshake, the
 //! Socket.IO CONNECT, heartbeats, and sending/receiving Socket.IO packets,
-//! over WebSocket ([`ws`]) or HTTP long-polling ([`polling`]).
+//! over WebSocket ([`ws`], or [`ws_deflate`] with permessage-deflate) or
+//! HTTP long-polling ([`polling`]). Every connection counts the bytes it
+//! reads from TCP ([`counted`]).
 //!
 //! A [`Conn`] hands its owner only Socket.IO packets; pings are answered
 //! inside. Sockets bind a chosen loopback source address before
@@ -8,8 +10,11 @@
 //! than one source address has ephemeral ports.
 
 pub mod counted;
+pub mod frame;
+pub mod inflate;
 pub mod polling;
 pub mod ws;
+pub mod ws_deflate;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -106,6 +111,8 @@ pub struct ConnectOpts {
     /// Number of loopback source addresses to spread over (127.0.0.2 ..);
     /// 0 lets the kernel choose.
     pub source_ips: u8,
+    /// WebSocket clients offer permessage-deflate ([`ws_deflate`]).
+    pub ws_deflate: bool,
 }
 
 impl ConnectOpts {
@@ -158,6 +165,7 @@ pub struct Conn {
 
 enum Inner {
     Ws(Box<ws::WsConn>),
+    WsDeflate(Box<ws_deflate::DeflateConn>),
     Polling(polling::PollingConn),
 }
 
@@ -215,6 +223,9 @@ impl Conn {
         wire: &Arc<WireStats>,
     ) -> Result<Self> {
         let inner = match transport {
+            TransportKind::Websocket if opts.ws_deflate => Inner::WsDeflate(Box::new(
+                ws_deflate::DeflateConn::open(node, opts, source, wire).await?,
+            )),
             TransportKind::Websocket => {
                 Inner::Ws(Box::new(ws::WsConn::open(node, opts, source, wire).await?))
             }
@@ -259,6 +270,7 @@ impl Conn {
     pub async fn send(&mut self, packet: String) -> Result<()> {
         match &mut self.inner {
             Inner::Ws(c) => c.send(packet).await,
+            Inner::WsDeflate(c) => c.send(packet).await,
             Inner::Polling(c) => c.send(packet).await,
         }
     }
@@ -268,6 +280,7 @@ impl Conn {
     pub async fn recv(&mut self) -> Result<Option<Packet>> {
         match &mut self.inner {
             Inner::Ws(c) => c.recv().await,
+            Inner::WsDeflate(c) => c.recv().await,
             Inner::Polling(c) => Ok(c.recv().await),
         }
     }
@@ -308,6 +321,7 @@ impl Conn {
         let packet = protocol::disconnect_packet(&self.namespace);
         match self.inner {
             Inner::Ws(c) => c.close(packet).await,
+            Inner::WsDeflate(c) => c.close(packet).await,
             Inner::Polling(c) => c.close(packet).await,
         }
     }
@@ -352,6 +366,7 @@ mod tests {
             ws_read_buffer: 4096,
             timeout: Duration::from_secs(1),
             source_ips: 3,
+            ws_deflate: false,
         };
         assert_eq!(opts.source_ip(0), Some(Ipv4Addr::new(127, 0, 0, 2)));
         assert_eq!(opts.source_ip(4), Some(Ipv4Addr::new(127, 0, 0, 3)));
