@@ -61,10 +61,9 @@ pub struct Delivery {
     pub window_secs: f64,
     pub deliveries_per_sec: f64,
     pub latency_ms: Percentiles,
-    /// Bytes every client read from TCP over the window (WebSocket frames
-    /// after compression, polling responses with their HTTP heads; the
-    /// publishers' acks and the heartbeats too, which are small next to
-    /// the deliveries).
+    /// Bytes the receivers read from TCP over the window: WebSocket frames
+    /// as sent (compressed or not), polling responses with their HTTP
+    /// heads, heartbeats. Not the publishers' (their acks).
     pub wire_bytes_received: u64,
     /// `wire_bytes_received` / deliveries received over the window.
     #[serde(skip_serializing_if = "Option::is_none")]

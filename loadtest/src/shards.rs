@@ -31,8 +31,12 @@ pub struct Counters {
     pub publish_acks: AtomicU64,
     pub publish_errors: AtomicU64,
     pub delivered: AtomicU64,
-    /// What this shard's connections read from TCP.
+    /// What this shard's receivers (and churn clients) read from TCP.
     pub wire: Arc<WireStats>,
+    /// What its publishers read: their acks, and the other publishers'
+    /// messages in the rooms they joined (not deliveries), kept out of
+    /// the wire figures.
+    pub publisher_wire: Arc<WireStats>,
 }
 
 /// A snapshot of counters, summed over shards.

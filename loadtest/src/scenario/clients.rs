@@ -20,6 +20,7 @@ use crate::protocol::{self, SioKind, Stamp};
 use crate::rng::SplitMix;
 use crate::shards::{Counters, ShardCtx};
 use crate::stats::ReceiverTally;
+use crate::transport::counted::WireStats;
 use crate::transport::{Conn, ConnectOpts, Node, TransportKind};
 
 /// Bound on closing one connection politely.
@@ -50,12 +51,15 @@ pub struct ClientEnv {
 
 impl ClientEnv {
     /// Connects client `index` to `node`, recording the handshake time.
+    /// `wire` counts what the connection reads: the shard's receivers'
+    /// or its publishers' counts.
     async fn connect(
         &self,
         ctx: &ShardCtx,
         index: usize,
         node: usize,
         transport: TransportKind,
+        wire: &Arc<WireStats>,
     ) -> Result<Conn, String> {
         let _permit = self
             .connect_gate
@@ -68,7 +72,7 @@ impl ClientEnv {
             transport,
             &self.opts,
             self.opts.source_ip(index),
-            &ctx.counters.wire,
+            wire,
         )
         .await
         {
@@ -141,7 +145,13 @@ pub async fn receiver(
     done: mpsc::UnboundedSender<ReceiverTally>,
 ) {
     let mut conn = match env
-        .connect(&ctx, spec.index, spec.node, spec.transport)
+        .connect(
+            &ctx,
+            spec.index,
+            spec.node,
+            spec.transport,
+            &ctx.counters.wire,
+        )
         .await
     {
         Ok(c) => c,
@@ -215,7 +225,9 @@ pub async fn churn_cycle(
     room: Option<&str>,
     hold: Duration,
 ) -> Result<(), String> {
-    let mut conn = env.connect(ctx, index, node, transport).await?;
+    let mut conn = env
+        .connect(ctx, index, node, transport, &ctx.counters.wire)
+        .await?;
     if let Some(room) = room
         && let Err(e) = env.join(ctx, &mut conn, room).await
     {
@@ -343,7 +355,13 @@ pub async fn publisher(ctx: ShardCtx, env: Arc<ClientEnv>, spec: PublisherSpec, 
         result,
     } = io;
     let mut conn = match env
-        .connect(&ctx, spec.index, spec.node, TransportKind::Websocket)
+        .connect(
+            &ctx,
+            spec.index,
+            spec.node,
+            TransportKind::Websocket,
+            &ctx.counters.publisher_wire,
+        )
         .await
     {
         Ok(c) => c,
