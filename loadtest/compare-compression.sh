@@ -19,6 +19,8 @@ OUT="${OUT:-$HERE/results/compression-$(date +%Y%m%d-%H%M%S)}"
 SYSTEMS="${SYSTEMS:-node gateway}"
 RUNS="${RUNS:-A B}"
 export RUNS PAYLOAD_KIND=json PAYLOAD_BYTES="${PAYLOAD_BYTES:-2048}" SYSTEMS
+# Two gateway nodes on one machine: the admin API on a free port each.
+export GATEWAY_ADMIN__LISTEN="${GATEWAY_ADMIN__LISTEN:-127.0.0.1:0}"
 mkdir -p "$OUT"
 
 COMPRESSION=0 OUT="$OUT/plain" "$HERE/compare.sh"

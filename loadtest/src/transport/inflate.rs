@@ -3,7 +3,7 @@
 //! appended back, bounded in output bytes.
 //!
 //! Memory: one raw inflater (miniz_oxide's state: its 32 KiB window and
-//! its Huffman tables, about 43 KiB) is needed per connection only when
+//! 9 KiB of Huffman tables, about 42 KiB) is needed per connection only when
 //! the server keeps its context from one message to the next (Node's `ws`
 //! by default). When it agreed to `server_no_context_takeover` (the
 //! gateway), every message inflates on its own, and one inflater per
