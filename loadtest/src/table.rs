@@ -403,4 +403,21 @@ mod tests {
         assert!(table.contains("| A: lost | 0 | 0 | - | | |"), "{table}");
         assert!(!table.contains("B:"), "{table}");
     }
+
+    #[test]
+    fn fewer_wire_bytes_are_better() {
+        let mut reports = Reports::new();
+        for (system, bytes) in [("plain", 2100.0), ("deflate", 700.0)] {
+            reports.entry(system.into()).or_default().insert(
+                "B".into(),
+                json!({"delivery": {"wire_bytes_per_delivery": bytes}}),
+            );
+        }
+        let systems = vec!["plain".to_string(), "deflate".to_string()];
+        let table = render(&reports, &systems, "plain");
+        assert!(
+            table.contains("| B: wire bytes per delivery | 2100 | 700 | 3.00x |"),
+            "{table}"
+        );
+    }
 }
