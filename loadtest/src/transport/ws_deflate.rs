@@ -260,7 +260,11 @@ impl DeflateConn {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
     use flate2::{Compress, Compression, FlushCompress};
+    use tokio::net::TcpListener;
 
     use super::*;
 
@@ -367,5 +371,101 @@ mod tests {
         r.inbuf
             .extend_from_slice(&frame(0xC0 | opcode::TEXT, &data));
         assert!(r.next().is_err());
+    }
+
+    /// Compresses `msg` with `c` as a permessage-deflate sender does.
+    fn deflate(c: &mut Compress, msg: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(msg.len() + 64);
+        c.compress_vec(msg.as_bytes(), &mut out, FlushCompress::Sync)
+            .unwrap();
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    /// Reads one masked client frame: (opcode, unmasked payload).
+    async fn read_client_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 6];
+        s.read_exact(&mut head).await.unwrap();
+        assert_eq!(head[1] & 0x80, 0x80, "client frames are masked");
+        let len = usize::from(head[1] & 0x7F);
+        assert!(len < 126);
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.unwrap();
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= head[2 + i % 4];
+        }
+        (head[0] & 0x0F, payload)
+    }
+
+    /// A server that keeps its compression context (as Node's `ws`): the
+    /// upgrade, the OPEN packet, two compressed messages (the second
+    /// refers back into the first), a WebSocket ping and an Engine.IO ping
+    /// between them; the client's answers are read back.
+    #[tokio::test]
+    async fn talks_to_a_server_that_keeps_its_context() {
+        let msg = "42[\"msg\",\"the same words, the same words, the same words\"]";
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut req = Vec::new();
+            while !req.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).await.unwrap();
+                req.push(b[0]);
+            }
+            let req = String::from_utf8(req).unwrap();
+            assert!(req.contains(
+                "\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+            ));
+            let key = req
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .unwrap();
+            let answer = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+                frame::accept_for(key)
+            );
+            let open = r#"0{"sid":"s","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#;
+            let mut out = answer.into_bytes();
+            out.extend([0x81, open.len() as u8]);
+            out.extend(open.as_bytes());
+            let mut c = Compress::new(Compression::new(6), false);
+            let first = deflate(&mut c, msg);
+            let second = deflate(&mut c, msg);
+            assert!(second.len() < first.len() / 2);
+            out.extend([0xC1, first.len() as u8]);
+            out.extend(&first);
+            out.extend([0x89, 1, b'p', 0x81, 1, b'2']);
+            out.extend([0xC1, second.len() as u8]);
+            out.extend(&second);
+            s.write_all(&out).await.unwrap();
+            let pong = read_client_frame(&mut s).await;
+            let eio_pong = read_client_frame(&mut s).await;
+            (pong, eio_pong)
+        });
+
+        let node = Node::parse(&format!("http://{addr}")).unwrap();
+        let opts = ConnectOpts {
+            path: "/socket.io/".into(),
+            namespace: "/".into(),
+            ws_read_buffer: 4096,
+            timeout: Duration::from_secs(5),
+            source_ips: 0,
+            ws_deflate: true,
+        };
+        let wire = Arc::new(WireStats::default());
+        let mut conn = DeflateConn::open(&node, &opts, None, &wire).await.unwrap();
+        for _ in 0..2 {
+            let packet = conn.recv().await.unwrap().unwrap();
+            assert_eq!(&*packet, &msg[1..]);
+        }
+        let (pong, eio_pong) = server.await.unwrap();
+        assert_eq!(pong, (opcode::PONG, b"p".to_vec()));
+        assert_eq!(eio_pong, (opcode::TEXT, b"3".to_vec()));
+        let stats = conn.stream.stats();
+        assert_eq!(stats.compressed_messages.load(Ordering::Relaxed), 2);
+        assert!(stats.bytes_read.load(Ordering::Relaxed) > 150);
     }
 }
