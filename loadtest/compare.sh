@@ -43,6 +43,9 @@
 #   LOADTEST_BIN, SIOXIDE_BIN (built here when unset, into CARGO_TARGET_DIR
 #   or each crate's own target folder), GATEWAY_BIN
 #   [<repo>/target/release/gateway], GATEWAY_EXTRA_ARGS (more gateway flags)
+#   A second gateway build in the same run (before/after a change): add
+#   `gateway-<label>` to SYSTEMS and give its binary in GATEWAY_BIN_<label>,
+#   e.g. SYSTEMS="socketioxide gateway gateway-base" GATEWAY_BIN_base=/tmp/gw
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -99,6 +102,17 @@ if [[ -z "${LOADTEST_BIN:-}" ]]; then
   build "$HERE/Cargo.toml" loadtest
   LOADTEST_BIN="$(target_dir "$HERE/Cargo.toml")/release/loadtest"
 fi
+# The binary of a gateway system: `gateway` is GATEWAY_BIN, `gateway-<label>`
+# is GATEWAY_BIN_<label>.
+gateway_bin() {
+  if [[ "$1" == gateway ]]; then
+    echo "$GATEWAY_BIN"
+  else
+    local var="GATEWAY_BIN_${1#gateway-}"
+    echo "${!var:-}"
+  fi
+}
+
 for s in $SYSTEMS; do
   case "$s" in
     socketioxide)
@@ -111,10 +125,11 @@ for s in $SYSTEMS; do
         say "installing the Node baseline (npm ci)"
         (cd "$HERE/baselines/node" && timeout 300 npm ci --no-audit --no-fund --loglevel=error)
       fi ;;
-    gateway)
-      if [[ ! -x "$GATEWAY_BIN" ]]; then
-        note "gateway: $GATEWAY_BIN not found (cargo build --release -p gateway); skipped"
-        SYSTEMS="$(echo "$SYSTEMS" | sed 's/\bgateway\b//')"
+    gateway | gateway-*)
+      bin="$(gateway_bin "$s")"
+      if [[ ! -x "$bin" ]]; then
+        note "$s: ${bin:-its binary (GATEWAY_BIN_${s#gateway-})} not found (cargo build --release -p gateway); skipped"
+        SYSTEMS="$(echo " $SYSTEMS " | sed "s/ $s / /")"
       fi ;;
     *) echo "compare: unknown system $s" >&2; exit 2 ;;
   esac
@@ -182,12 +197,12 @@ start_node_once() {
       port="$(free_port)"
       PORT="$port" REDIS_URL="$REDIS_URL" "$SIOXIDE_BIN" >"$log" 2>&1 &
       NODE_PID=$! ;;
-    gateway)
+    gateway | gateway-*)
       # shellcheck disable=SC2086
       GATEWAY_CLUSTER__REDIS_URL="$REDIS_URL" GATEWAY_LIMITS__RATE_LIMIT_PER_SEC=0 \
         GATEWAY_OPS__LISTEN="${GATEWAY_OPS__LISTEN:-127.0.0.1:0}" \
         GATEWAY_SERVER__COMPRESSION__ENABLED="$([[ "$COMPRESSION" == 1 ]] && echo true || echo false)" \
-        "$GATEWAY_BIN" --listen 127.0.0.1:0 ${GATEWAY_EXTRA_ARGS:-} >"$log" 2>&1 &
+        "$(gateway_bin "$system")" --listen 127.0.0.1:0 ${GATEWAY_EXTRA_ARGS:-} >"$log" 2>&1 &
       NODE_PID=$!
       local k addr=""
       for ((k = 0; k < 150; k++)); do
@@ -271,24 +286,25 @@ TICKS_PER_S="$(getconf CLK_TCK)"
 # The gateway nodes' /metrics after a run (packets sent per write shows how
 # much the writer shards coalesced): logs/gateway-<run>-metrics-<n>.txt and a
 # line in the notes.
-scrape_gateway() { # run
-  local n addr files=()
+scrape_gateway() { # system run
+  local n addr files=() system="$1"
+  shift
   for n in 1 2; do
-    addr="$(sed -n 's/.*gateway ops listening on \([0-9.:]*\).*/\1/p' "$OUT/logs/gateway-$n.log" | head -n1)"
+    addr="$(sed -n 's/.*gateway ops listening on \([0-9.:]*\).*/\1/p' "$OUT/logs/$system-$n.log" | head -n1)"
     [[ -n "$addr" ]] || continue
-    curl -s --max-time 5 "http://$addr/metrics" >"$OUT/logs/gateway-$1-metrics-$n.txt" &&
-      files+=("$OUT/logs/gateway-$1-metrics-$n.txt")
+    curl -s --max-time 5 "http://$addr/metrics" >"$OUT/logs/$system-$1-metrics-$n.txt" &&
+      files+=("$OUT/logs/$system-$1-metrics-$n.txt")
   done
   ((${#files[@]} > 0)) || return 0
-  awk -v run="$1" '
+  awk -v run="$1" -v sys="$system" '
     /^gateway_packets_sent_total\{transport="websocket"\}/ { p += $2 }
     /^gateway_writes_total\{transport="websocket"\}/ { w += $2 }
     /^gateway_ws_compressed_frames_total/ { cf += $2 }
     /^gateway_ws_compression_input_bytes_total/ { ci += $2 }
     /^gateway_ws_compression_output_bytes_total/ { co += $2 }
     END {
-      if (w > 0) printf "gateway %s: %d WebSocket packets in %d writes (%.2f per write)\n", run, p, w, p / w
-      if (cf > 0 && co > 0) printf "gateway %s: %d messages sent compressed, %.2fx smaller (%d bytes in, %d out)\n", run, cf, ci / co, ci, co
+      if (w > 0) printf "%s %s: %d WebSocket packets in %d writes (%.2f per write)\n", sys, run, p, w, p / w
+      if (cf > 0 && co > 0) printf "%s %s: %d messages sent compressed, %.2fx smaller (%d bytes in, %d out)\n", sys, run, cf, ci / co, ci, co
     }
   ' "${files[@]}" | while read -r line; do note "$line"; done
 }
@@ -340,7 +356,7 @@ for system in $SYSTEMS; do
       *) echo "compare: unknown run $run" >&2; exit 2 ;;
     esac
     note "$system $run: Redis CPU $(awk -v t="$(($(redis_ticks) - redis_before))" -v hz="$TICKS_PER_S" 'BEGIN { printf "%.2f", t / hz }') s during the run (setup included)"
-    [[ "$system" == gateway ]] && scrape_gateway "$run"
+    [[ "$system" == gateway* ]] && scrape_gateway "$system" "$run"
     stop_pair
   done
 done

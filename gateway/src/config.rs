@@ -290,13 +290,15 @@ pub struct ServerConfig {
     /// WebSocket read buffer per connection, bytes: grows while a large frame
     /// arrives, so small keeps idle connections cheap. Default 1024.
     pub ws_read_buffer: usize,
-    /// Shortest time between two write passes of a WebSocket writer shard,
-    /// ms: messages for the same connection within it go out in one write
-    /// (one system call and TCP segment). A shard that has been idle for
-    /// this long waits a quarter of it, so that a burst shares one write;
-    /// after a long pass it waits twice that pass (at most four times
-    /// this). Only broadcasts wait: replies to one client are written at
-    /// once. 0 writes as soon as the shard runs.
+    /// Write window of a WebSocket connection, ms: a broadcast to a
+    /// connection written less than this long ago waits until the window
+    /// is over, and the messages that reach it meanwhile go out in one
+    /// write (one system call and TCP segment), so a busy connection costs
+    /// at most about one write per window. A broadcast to a quiet
+    /// connection (not written for this long) is written at once. While
+    /// the writer's passes are long (a loaded node) the window stretches to
+    /// twice a pass, at most four times this. Replies to one client never
+    /// wait. 0 writes everything at once.
     /// Default 20.
     pub write_coalesce_ms: u64,
     /// Time a client TCP connection has to send a complete HTTP request

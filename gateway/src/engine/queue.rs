@@ -37,7 +37,7 @@ use parking_lot::Mutex;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
-use super::flusher::{ScheduleBatch, Sent, Shard};
+use super::flusher::{self, ScheduleBatch, Sent, Shard};
 use crate::protocol::deflate::{self, Agreed};
 use crate::protocol::websocket::{self as ws, MAX_HEADER, opcode};
 use crate::telemetry::Metrics;
@@ -182,7 +182,6 @@ struct Direct {
     deflate: Option<Agreed>,
 }
 
-#[derive(Default)]
 struct State {
     frames: VecDeque<Frame>,
     /// Payload bytes of `frames` ([`Frame::len`] summed).
@@ -201,6 +200,11 @@ struct State {
     /// On WebSocket: the socket did not take everything; the driver waits
     /// until it is writable.
     blocked: bool,
+    /// On WebSocket: when the socket was last written, on the shards'
+    /// clock ([`flusher::clock_ms`]): a connection written less than a
+    /// window ago waits for the window's end, a quiet one is written at
+    /// once.
+    last_write: u32,
     direct: Option<Direct>,
 }
 
@@ -241,8 +245,20 @@ const WRITE_BATCH: usize = 32;
 
 impl OutboundQueue {
     pub(crate) fn new(limits: QueueLimits) -> Self {
+        let state = State {
+            frames: VecDeque::new(),
+            bytes: 0,
+            written: 0,
+            closed: false,
+            broken: false,
+            close_sent: false,
+            scheduled: false,
+            blocked: false,
+            last_write: flusher::long_ago(),
+            direct: None,
+        };
         Self {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(state),
             notify: Notify::new(),
             limits,
         }
@@ -294,7 +310,7 @@ impl OutboundQueue {
             Some(direct) => {
                 if !st.scheduled {
                     st.scheduled = true;
-                    batch.add(&direct.shard, self.clone());
+                    batch.add(&direct.shard, self.clone(), st.last_write);
                 }
             }
         }
@@ -515,6 +531,7 @@ fn flush_locked(st: &mut State, via: WriteVia, sent: &mut Sent) -> Flush {
             }
             Ok(n) => {
                 sent.writes += 1;
+                st.last_write = flusher::clock_ms();
                 n
             }
             Err(_) => {
@@ -964,36 +981,78 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_burst_that_wakes_an_idle_shard_leaves_in_one_write() {
+    async fn a_quiet_connection_is_written_at_once_and_a_busy_one_once_per_window() {
         use crate::telemetry::metrics::scrape;
         use std::time::Duration;
         let (write, mut client) = socket_pair().await;
-        // An idle shard passes a quarter window (50 ms) after it is woken.
-        let window = Duration::from_millis(200);
+        let window = Duration::from_secs(1);
         let flusher = Box::leak(Box::new(super::super::flusher::Flusher::new(1, window)));
         let q = Arc::new(frames_only(8));
         let m = metrics();
         q.attach_websocket(write, flusher.shard(), m.clone(), None);
+        // Quiet (never written): at once.
+        let start = tokio::time::Instant::now();
         broadcast(&q, Frame::text("4a")).unwrap();
         assert_eq!(read_texts(&mut client, 1).await, ["4a"]);
-        // Idle for longer than the window, then a burst whose second frame
-        // comes a little later, as another node's copy over Redis does.
-        tokio::time::sleep(window + Duration::from_millis(50)).await;
+        // (Well under the quarter window a woken shard used to linger.)
+        assert!(start.elapsed() < window / 10, "{:?}", start.elapsed());
+        // Written just now: what follows waits for the window's end and
+        // leaves in one write.
         broadcast(&q, Frame::text("4b")).unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
         broadcast(&q, Frame::text("4c")).unwrap();
-        assert_eq!(read_texts(&mut client, 2).await, ["4b", "4c"]);
+        broadcast(&q, Frame::text("4d")).unwrap();
+        assert_eq!(read_texts(&mut client, 3).await, ["4b", "4c", "4d"]);
+        assert!(
+            start.elapsed() >= window * 9 / 10,
+            "held until the window ended: {:?}",
+            start.elapsed()
+        );
+        // Quiet again after a window without writes: at once.
+        tokio::time::sleep(window + Duration::from_millis(20)).await;
+        let quiet = tokio::time::Instant::now();
+        broadcast(&q, Frame::text("4e")).unwrap();
+        assert_eq!(read_texts(&mut client, 1).await, ["4e"]);
+        assert!(quiet.elapsed() < window / 10, "{:?}", quiet.elapsed());
         let text = m.render();
         let ws = [("transport", "websocket")];
         assert_eq!(
             scrape::value(&text, "gateway_packets_sent_total", &ws),
-            Some(3.0)
+            Some(5.0)
         );
         assert_eq!(
             scrape::value(&text, "gateway_writes_total", &ws),
-            Some(2.0),
-            "4a alone, then 4b and 4c together"
+            Some(3.0),
+            "4a alone, 4b to 4d together, 4e alone"
         );
+    }
+
+    #[tokio::test]
+    async fn a_busy_connection_does_not_hold_back_a_quiet_one_on_the_same_shard() {
+        use std::time::Duration;
+        let window = Duration::from_secs(1);
+        let flusher = Box::leak(Box::new(super::super::flusher::Flusher::new(1, window)));
+        let (busy_write, mut busy_client) = socket_pair().await;
+        let (quiet_write, mut quiet_client) = socket_pair().await;
+        let busy = Arc::new(frames_only(8));
+        let quiet = Arc::new(frames_only(8));
+        busy.attach_websocket(busy_write, flusher.shard(), metrics(), None);
+        quiet.attach_websocket(quiet_write, flusher.shard(), metrics(), None);
+        broadcast(&busy, Frame::text("4a")).unwrap();
+        assert_eq!(read_texts(&mut busy_client, 1).await, ["4a"]);
+        // One broadcast to both: the busy connection waits for its window,
+        // the quiet one does not.
+        let start = tokio::time::Instant::now();
+        let mut batch = ScheduleBatch::default();
+        for q in [&busy, &quiet] {
+            q.push_all_batched(&[Frame::text("4b")], &mut batch)
+                .unwrap();
+        }
+        batch.submit();
+        assert_eq!(read_texts(&mut quiet_client, 1).await, ["4b"]);
+        assert!(start.elapsed() < window / 2, "{:?}", start.elapsed());
+        assert_eq!(read_texts(&mut busy_client, 1).await, ["4b"]);
+        assert!(start.elapsed() >= window * 3 / 4, "{:?}", start.elapsed());
     }
 
     #[tokio::test]
