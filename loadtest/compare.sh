@@ -28,6 +28,14 @@
 #     every 40th room). 18000, not 20000: the load generator holds every
 #     socket in one process, and a process may open 20000 files here.
 #   PUBLISHERS [4] PAYLOAD_BYTES [100]  THREADS [2] loadtest worker threads
+#   PAYLOAD_KIND [padding]: `padding` (the stamp padded with x) or `json`
+#     (a JSON document of about PAYLOAD_BYTES, as applications send)
+#   COMPRESSION [0]: 1 turns WebSocket permessage-deflate on in every
+#     system that has it (gateway: GATEWAY_SERVER__COMPRESSION__ENABLED,
+#     threshold 1024 bytes, level 1; Node: COMPRESSION=1, threshold 1024,
+#     zlib level 6; socketioxide cannot compress and runs without) and the
+#     load generator's clients offer it (--ws-deflate). The compression
+#     benchmark (both modes, one table) is compare-compression.sh.
 #   IDLE_N [15000] IDLE_HOLD [10]   CHURN_RATE [100] CHURN_DURATION [10]
 #   OUT [loadtest/results/<time>]   REDIS_SERVER [redis-server]
 #   QUIET_WAIT [0]: before each run, wait up to this many seconds for
@@ -52,6 +60,7 @@ C2_SOCKETS="${C2_SOCKETS:-18000}" C2_MIN="${C2_MIN:-2}" C2_MAX="${C2_MAX:-8}"
 C2_RATE="${C2_RATE:-1000}" C2_PUBLISHERS="${C2_PUBLISHERS:-40}"
 SCHEDULE="${SCHEDULE:-poisson}"
 PUBLISHERS="${PUBLISHERS:-4}" PAYLOAD_BYTES="${PAYLOAD_BYTES:-100}" THREADS="${THREADS:-2}"
+PAYLOAD_KIND="${PAYLOAD_KIND:-padding}" COMPRESSION="${COMPRESSION:-0}"
 IDLE_N="${IDLE_N:-15000}" IDLE_HOLD="${IDLE_HOLD:-10}"
 CHURN_RATE="${CHURN_RATE:-100}" CHURN_DURATION="${CHURN_DURATION:-10}"
 OUT="${OUT:-$HERE/results/$(date +%Y%m%d-%H%M%S)}"
@@ -153,6 +162,10 @@ wait_port() { # port pid
   return 1
 }
 
+if [[ "$COMPRESSION" == 1 && " $SYSTEMS " == *" socketioxide "* ]]; then
+  note "socketioxide: no permessage-deflate (socketioxide issue #761); it runs uncompressed"
+fi
+
 REDIS_PORT="$(free_port)"
 "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
   >"$OUT/logs/redis.log" 2>&1 &
@@ -177,7 +190,8 @@ start_node_once() {
   case "$system" in
     node)
       port="$(free_port)"
-      PORT="$port" REDIS_URL="$REDIS_URL" node "$HERE/baselines/node/server.js" >"$log" 2>&1 &
+      PORT="$port" REDIS_URL="$REDIS_URL" COMPRESSION="$COMPRESSION" \
+        node "$HERE/baselines/node/server.js" >"$log" 2>&1 &
       NODE_PID=$! ;;
     socketioxide)
       port="$(free_port)"
@@ -187,6 +201,7 @@ start_node_once() {
       # shellcheck disable=SC2086
       GATEWAY_CLUSTER__REDIS_URL="$REDIS_URL" GATEWAY_LIMITS__RATE_LIMIT_PER_SEC=0 \
         GATEWAY_OPS__LISTEN="${GATEWAY_OPS__LISTEN:-127.0.0.1:0}" \
+        GATEWAY_SERVER__COMPRESSION__ENABLED="$([[ "$COMPRESSION" == 1 ]] && echo true || echo false)" \
         "$(gateway_bin "$system")" --listen 127.0.0.1:0 ${GATEWAY_EXTRA_ARGS:-} >"$log" 2>&1 &
       NODE_PID=$!
       local k addr=""
@@ -284,7 +299,13 @@ scrape_gateway() { # system run
   awk -v run="$1" -v sys="$system" '
     /^gateway_packets_sent_total\{transport="websocket"\}/ { p += $2 }
     /^gateway_writes_total\{transport="websocket"\}/ { w += $2 }
-    END { if (w > 0) printf "%s %s: %d WebSocket packets in %d writes (%.2f per write)\n", sys, run, p, w, p / w }
+    /^gateway_ws_compressed_frames_total/ { cf += $2 }
+    /^gateway_ws_compression_input_bytes_total/ { ci += $2 }
+    /^gateway_ws_compression_output_bytes_total/ { co += $2 }
+    END {
+      if (w > 0) printf "%s %s: %d WebSocket packets in %d writes (%.2f per write)\n", sys, run, p, w, p / w
+      if (cf > 0 && co > 0) printf "%s %s: %d messages sent compressed, %.2fx smaller (%d bytes in, %d out)\n", sys, run, cf, ci / co, ci, co
+    }
   ' "${files[@]}" | while read -r line; do note "$line"; done
 }
 
@@ -311,21 +332,23 @@ for system in $SYSTEMS; do
       continue
     fi
     common=(--nodes "$nodes" --server-pids "$pids")
+    if [[ "$COMPRESSION" == 1 ]]; then common+=(--ws-deflate); fi
+    payload=(--payload-bytes "$PAYLOAD_BYTES" --payload-kind "$PAYLOAD_KIND")
     redis_before="$(redis_ticks)"
     case "$run" in
       A) loadtest "$system" A $((DURATION + RUN_SLACK)) fanout "${common[@]}" --schedule "$SCHEDULE" \
            --subscribers "$A_SUBS" --rooms "$A_ROOMS" --rate "$A_RATE" --duration "$DURATION" \
-           --publishers "$PUBLISHERS" --payload-bytes "$PAYLOAD_BYTES" ;;
+           --publishers "$PUBLISHERS" "${payload[@]}" ;;
       B) loadtest "$system" B $((DURATION + RUN_SLACK)) fanout "${common[@]}" --schedule "$SCHEDULE" \
            --subscribers "$B_SUBS" --rooms "$B_ROOMS" --rate "$B_RATE" --duration "$DURATION" \
-           --publishers "$PUBLISHERS" --payload-bytes "$PAYLOAD_BYTES" ;;
+           --publishers "$PUBLISHERS" "${payload[@]}" ;;
       Across) loadtest "$system" Across $((DURATION + RUN_SLACK)) fanout "${common[@]}" --schedule "$SCHEDULE" \
            --subscribers "$A_SUBS" --rooms "$A_ROOMS" --rate "$A_RATE" --duration "$DURATION" \
-           --publishers "$PUBLISHERS" --payload-bytes "$PAYLOAD_BYTES" --placement cross ;;
+           --publishers "$PUBLISHERS" "${payload[@]}" --placement cross ;;
       C2) loadtest "$system" C2 $((DURATION + RUN_SLACK)) chat "${common[@]}" --schedule "$SCHEDULE" \
            --sockets "$C2_SOCKETS" --min-members "$C2_MIN" --max-members "$C2_MAX" \
            --rate "$C2_RATE" --duration "$DURATION" \
-           --publishers "$C2_PUBLISHERS" --payload-bytes "$PAYLOAD_BYTES" ;;
+           --publishers "$C2_PUBLISHERS" "${payload[@]}" ;;
       idle) loadtest "$system" idle $((IDLE_HOLD + RUN_SLACK)) idle "${common[@]}" \
            --connections "$IDLE_N" --hold "$IDLE_HOLD" ;;
       churn) loadtest "$system" churn $((CHURN_DURATION + RUN_SLACK)) churn "${common[@]}" \
@@ -342,7 +365,8 @@ done
   echo "## Results ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, loadtest and servers on one machine)"
   echo
   echo "Two nodes per system over one Redis ($("$REDIS_SERVER" --version | awk '{print $3}')); A: $A_SUBS subscribers, $A_ROOMS rooms, $A_RATE msg/s;"
-  echo "B: $B_SUBS subscribers, $B_ROOMS room(s), $B_RATE msg/s; ${DURATION}s each, $PUBLISHERS publishers, ${PAYLOAD_BYTES}-byte payloads;"
+  echo "B: $B_SUBS subscribers, $B_ROOMS room(s), $B_RATE msg/s; ${DURATION}s each, $PUBLISHERS publishers, ${PAYLOAD_BYTES}-byte payloads ($PAYLOAD_KIND);"
+  echo "WebSocket compression: $([[ "$COMPRESSION" == 1 ]] && echo "on (permessage-deflate; clients with --ws-deflate)" || echo off);"
   echo "idle: $IDLE_N sockets held ${IDLE_HOLD}s; churn: $CHURN_RATE connections/s for ${CHURN_DURATION}s. Ratios: > 1 is better than socketioxide."
   echo
   "$LOADTEST_BIN" table --dir "$OUT" --systems "$(echo $SYSTEMS | tr ' ' ',')" --baseline socketioxide

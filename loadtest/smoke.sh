@@ -7,13 +7,16 @@
 #
 # Environment: GATEWAY_BIN (required): started as `--listen 127.0.0.1:0`,
 # it must print `gateway listening on <addr>`; LOADTEST_BIN (built with
-# cargo when unset); SMOKE_SCENARIOS [fanout targeted chat idle churn].
+# cargo when unset); SMOKE_SCENARIOS [fanout targeted chat idle churn
+# deflate]. The node runs with permessage-deflate enabled; `deflate` is a
+# fanout of 2 KB JSON messages with `--ws-deflate` that must receive
+# compressed messages (the other scenarios' clients do not offer it).
 # Bounded: each step has a timeout; the node is stopped on exit.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 : "${GATEWAY_BIN:?set GATEWAY_BIN to the gateway binary}"
-SCENARIOS="${SMOKE_SCENARIOS:-fanout targeted chat idle churn}"
+SCENARIOS="${SMOKE_SCENARIOS:-fanout targeted chat idle churn deflate}"
 
 if [[ -z "${LOADTEST_BIN:-}" ]]; then
   timeout 900 cargo build --quiet --manifest-path "$HERE/Cargo.toml" --bin loadtest
@@ -34,7 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-"$GATEWAY_BIN" --listen 127.0.0.1:0 >"$LOG" 2>&1 &
+GATEWAY_SERVER__COMPRESSION__ENABLED=true "$GATEWAY_BIN" --listen 127.0.0.1:0 >"$LOG" 2>&1 &
 GATEWAY_PID=$!
 addr=""
 for ((i = 0; i < 200; i++)); do
@@ -70,10 +73,25 @@ for scenario in $SCENARIOS; do
     chat) args=(chat --sockets 60 --publishers 3 --rate 30 --duration 2) ;;
     idle) args=(idle --connections 40 --hold 1 --settle 0.5) ;;
     churn) args=(churn --rate 20 --duration 2 --hold-ms 100 --settle 0.5) ;;
+    deflate) args=(fanout --subscribers 30 --rooms 3 --publishers 2 --rate 40 --duration 2
+      --ws-deflate --payload-kind json --payload-bytes 2048 --json) ;;
     *) echo "smoke: unknown scenario $scenario" >&2; exit 2 ;;
   esac
   echo "smoke: $scenario"
-  if timeout 120 "$LOADTEST_BIN" "${args[@]}" "${common[@]}"; then
+  if timeout 120 "$LOADTEST_BIN" "${args[@]}" "${common[@]}" >"$WORK/$scenario.out"; then
+    ok=1
+    cat "$WORK/$scenario.out"
+    if [[ "$scenario" == deflate ]]; then
+      # Every WebSocket receiver's 2 KB messages must have come compressed.
+      compressed="$(sed -n 's/.*"compressed_messages":\([0-9]*\).*/\1/p' "$WORK/$scenario.out")"
+      echo "smoke: deflate: ${compressed:-no} messages arrived compressed"
+      [[ "${compressed:-0}" -gt 0 ]] || ok=0
+    fi
+  else
+    ok=0
+    cat "$WORK/$scenario.out"
+  fi
+  if ((ok)); then
     passed=$((passed + 1))
   else
     echo "smoke: $scenario FAILED" >&2

@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
+use crate::payload::{PayloadKind, PayloadSpec};
 use crate::transport::{ConnectOpts, Node};
 
 #[derive(Debug, Parser)]
@@ -91,6 +92,11 @@ pub struct Common {
     /// WebSocket read buffer per connection, bytes.
     #[arg(long, default_value_t = 4096)]
     pub ws_read_buffer: usize,
+    /// WebSocket clients offer permessage-deflate (RFC 7692) and inflate
+    /// what arrives compressed; they send uncompressed. Off: tungstenite,
+    /// which cannot compress.
+    #[arg(long)]
+    pub ws_deflate: bool,
     /// Server process ids to sample (CPU time, RSS) from /proc, comma separated.
     #[arg(long, value_delimiter = ',')]
     pub server_pids: Vec<u32>,
@@ -148,6 +154,7 @@ impl Common {
             ws_read_buffer: self.ws_read_buffer,
             timeout: secs(self.connect_timeout),
             source_ips: self.source_ips,
+            ws_deflate: self.ws_deflate,
         }
     }
 }
@@ -202,9 +209,15 @@ pub struct PublishArgs {
     /// Seconds of publishing.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
-    /// Length of each message's string payload (stamp + padding).
+    /// Length of each message's payload: the string's content (stamp +
+    /// padding), or the JSON text (`--payload-kind json`).
     #[arg(long, default_value_t = 100)]
     pub payload_bytes: usize,
+    /// What fills each message: `padding` (the stamp padded with `x`) or
+    /// `json` (a JSON object of varied records, as applications send; use
+    /// it to measure compression).
+    #[arg(long, value_enum, default_value_t = PayloadKind::Padding)]
+    pub payload_kind: PayloadKind,
     /// Event name the receivers get.
     #[arg(long, default_value = "msg")]
     pub event: String,
@@ -230,6 +243,13 @@ pub struct PublishArgs {
 }
 
 impl PublishArgs {
+    pub fn payload(&self) -> PayloadSpec {
+        PayloadSpec {
+            kind: self.payload_kind,
+            bytes: self.payload_bytes,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.publishers == 0 {
             bail!("--publishers must be positive");

@@ -2,16 +2,19 @@
 //! v4 / Socket.IO v5 itself (WebSocket and long-polling), so the gateway and
 //! its peers (Node Socket.IO, socketioxide) are measured by the same client.
 //!
-//! Modules: [`protocol`] (packets, pure), [`transport`] (client
+//! Modules: [`protocol`] (packets, pure), [`payload`] (what a published
+//! message carries, pure), [`transport`] (client
 //! connections), [`shards`] (worker threads), [`scenario`] (fanout, idle,
 //! churn, targeted), [`stats`] (loss and latency accounting, pure),
 //! [`procfs`] (server CPU and memory), [`report`] (table and JSON),
 //! [`table`] (side-by-side comparison of saved reports).
 
 mod cli;
+mod payload;
 mod procfs;
 mod protocol;
 mod report;
+mod rng;
 mod scenario;
 mod shards;
 mod stats;

@@ -61,6 +61,26 @@ pub struct Delivery {
     pub window_secs: f64,
     pub deliveries_per_sec: f64,
     pub latency_ms: Percentiles,
+    /// Bytes the receivers read from TCP over the window: WebSocket frames
+    /// as sent (compressed or not), polling responses with their HTTP
+    /// heads, heartbeats. Not the publishers' (their acks).
+    pub wire_bytes_received: u64,
+    /// `wire_bytes_received` / deliveries received over the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wire_bytes_per_delivery: Option<f64>,
+    /// WebSocket messages that arrived compressed (permessage-deflate,
+    /// `--ws-deflate`) over the window.
+    pub compressed_messages: u64,
+}
+
+impl Delivery {
+    /// Sets the wire figures from what was read over the window and the
+    /// deliveries received in it.
+    pub fn set_wire(&mut self, bytes: u64, compressed_messages: u64, deliveries: u64) {
+        self.wire_bytes_received = bytes;
+        self.compressed_messages = compressed_messages;
+        self.wire_bytes_per_delivery = (deliveries > 0).then(|| bytes as f64 / deliveries as f64);
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -177,6 +197,16 @@ impl Report {
                 format!("{:.0} over {:.1}s", d.deliveries_per_sec, d.window_secs),
             ));
             rows.push(("latency ms", pct(&d.latency_ms)));
+            let per = d
+                .wire_bytes_per_delivery
+                .map_or("-".into(), |b| format!("{b:.0}"));
+            rows.push((
+                "wire bytes",
+                format!(
+                    "{} received, {per} per delivery, {} messages compressed",
+                    d.wire_bytes_received, d.compressed_messages
+                ),
+            ));
         }
         if let Some(ch) = &self.churn {
             rows.push((
@@ -324,5 +354,18 @@ mod tests {
         r.delivery.as_mut().unwrap().totals.lost = 0;
         r.judge();
         assert!(r.ok);
+    }
+
+    #[test]
+    fn wire_bytes_are_per_delivery_received() {
+        let mut d = Delivery::default();
+        d.set_wire(10_000, 3, 40);
+        assert_eq!(d.wire_bytes_per_delivery, Some(250.0));
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["wire_bytes_received"], 10_000);
+        assert_eq!(json["wire_bytes_per_delivery"], 250.0);
+        assert_eq!(json["compressed_messages"], 3);
+        d.set_wire(10, 0, 0);
+        assert_eq!(d.wire_bytes_per_delivery, None);
     }
 }

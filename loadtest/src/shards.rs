@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::stats::Latency;
+use crate::transport::counted::WireStats;
 
 /// Counters of one shard, read by the coordinator while the run goes on.
 #[derive(Debug, Default)]
@@ -30,6 +31,12 @@ pub struct Counters {
     pub publish_acks: AtomicU64,
     pub publish_errors: AtomicU64,
     pub delivered: AtomicU64,
+    /// What this shard's receivers (and churn clients) read from TCP.
+    pub wire: Arc<WireStats>,
+    /// What its publishers read: their acks, and the other publishers'
+    /// messages in the rooms they joined (not deliveries), kept out of
+    /// the wire figures.
+    pub publisher_wire: Arc<WireStats>,
 }
 
 /// A snapshot of counters, summed over shards.
@@ -45,6 +52,8 @@ pub struct CounterTotals {
     pub publish_acks: u64,
     pub publish_errors: u64,
     pub delivered: u64,
+    pub wire_bytes_read: u64,
+    pub compressed_messages: u64,
 }
 
 impl Counters {
@@ -64,6 +73,8 @@ impl Counters {
         t.publish_acks += get(&self.publish_acks);
         t.publish_errors += get(&self.publish_errors);
         t.delivered += get(&self.delivered);
+        t.wire_bytes_read += get(&self.wire.bytes_read);
+        t.compressed_messages += get(&self.wire.compressed_messages);
     }
 }
 

@@ -55,6 +55,13 @@ const FIGURES: &[Figure] = &[
     },
     Figure {
         run: "A",
+        label: "A: wire bytes per delivery",
+        pointer: "/delivery/wire_bytes_per_delivery",
+        better: Better::Lower,
+        decimals: 0,
+    },
+    Figure {
+        run: "A",
         label: "A: deliveries/s",
         pointer: "/delivery/deliveries_per_sec",
         better: Better::Higher,
@@ -177,6 +184,13 @@ const FIGURES: &[Figure] = &[
         label: "B: deliveries per server CPU-second",
         pointer: "/server/deliveries_per_cpu_sec",
         better: Better::Higher,
+        decimals: 0,
+    },
+    Figure {
+        run: "B",
+        label: "B: wire bytes per delivery",
+        pointer: "/delivery/wire_bytes_per_delivery",
+        better: Better::Lower,
         decimals: 0,
     },
     Figure {
@@ -388,5 +402,22 @@ mod tests {
         );
         assert!(table.contains("| A: lost | 0 | 0 | - | | |"), "{table}");
         assert!(!table.contains("B:"), "{table}");
+    }
+
+    #[test]
+    fn fewer_wire_bytes_are_better() {
+        let mut reports = Reports::new();
+        for (system, bytes) in [("plain", 2100.0), ("deflate", 700.0)] {
+            reports.entry(system.into()).or_default().insert(
+                "B".into(),
+                json!({"delivery": {"wire_bytes_per_delivery": bytes}}),
+            );
+        }
+        let systems = vec!["plain".to_string(), "deflate".to_string()];
+        let table = render(&reports, &systems, "plain");
+        assert!(
+            table.contains("| B: wire bytes per delivery | 2100 | 700 | 3.00x |"),
+            "{table}"
+        );
     }
 }

@@ -7,7 +7,11 @@
 // socket id is a targeted emit (cluster-wide through the adapter).
 //
 // Env: PORT (default 3000), HOST (default 127.0.0.1), REDIS_URL (optional;
-// without it the node runs alone with the in-memory adapter).
+// without it the node runs alone with the in-memory adapter), COMPRESSION
+// (1: WebSocket permessage-deflate for clients that offer it, messages of
+// COMPRESSION_THRESHOLD bytes [1024] and more, as the gateway's
+// `[server.compression]`; ws's other defaults: zlib level 6, context
+// takeover; default 0: off, engine.io's default).
 "use strict";
 
 const http = require("node:http");
@@ -16,6 +20,8 @@ const { Server } = require("socket.io");
 const PORT = Number(process.env.PORT || 3000);
 const HOST = process.env.HOST || "127.0.0.1";
 const REDIS_URL = process.env.REDIS_URL || "";
+const COMPRESSION = process.env.COMPRESSION === "1";
+const COMPRESSION_THRESHOLD = Number(process.env.COMPRESSION_THRESHOLD || 1024);
 
 function ok(ack) {
   if (typeof ack === "function") ack({ ok: true });
@@ -31,7 +37,11 @@ function popAck(args) {
 
 async function main() {
   const httpServer = http.createServer();
-  const io = new Server(httpServer, { serveClient: false });
+  const io = new Server(httpServer, {
+    serveClient: false,
+    // engine.io hands this to ws; false (off) is its default.
+    perMessageDeflate: COMPRESSION ? { threshold: COMPRESSION_THRESHOLD } : false,
+  });
 
   if (REDIS_URL) {
     const { createClient } = require("redis");
@@ -73,7 +83,10 @@ async function main() {
 
   httpServer.listen(PORT, HOST, () => {
     const addr = httpServer.address();
-    console.log(`node baseline listening on ${addr.address}:${addr.port} (adapter: ${REDIS_URL ? "redis" : "memory"})`);
+    console.log(
+      `node baseline listening on ${addr.address}:${addr.port} (adapter: ${REDIS_URL ? "redis" : "memory"}, ` +
+        `compression: ${COMPRESSION ? `on from ${COMPRESSION_THRESHOLD} bytes` : "off"})`,
+    );
   });
 
   const stop = () => {

@@ -14,6 +14,7 @@ use super::clients::{ClientEnv, churn_cycle};
 use super::delivery::settle_closes;
 use super::{Progress, collect, fill_connections, new_report, remember_error};
 use crate::cli::{ChurnArgs, secs};
+use crate::payload::{PayloadKind, PayloadSpec};
 use crate::procfs::Sampler;
 use crate::report::{Churn, Report, Server};
 use crate::shards::Shards;
@@ -42,7 +43,10 @@ pub async fn churn(args: &ChurnArgs) -> Result<Report> {
         join_event: args.join_event.clone(),
         event: String::new(),
         publish_event: String::new(),
-        payload_bytes: 0,
+        payload: PayloadSpec {
+            kind: PayloadKind::Padding,
+            bytes: 0,
+        },
         ack_timeout: secs(common.ack_timeout),
         connect_gate: Arc::new(Semaphore::new(common.connect_concurrency)),
         stop: stop.clone(),

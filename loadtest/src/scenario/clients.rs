@@ -15,9 +15,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Schedule;
+use crate::payload::PayloadSpec;
 use crate::protocol::{self, SioKind, Stamp};
+use crate::rng::SplitMix;
 use crate::shards::{Counters, ShardCtx};
 use crate::stats::ReceiverTally;
+use crate::transport::counted::WireStats;
 use crate::transport::{Conn, ConnectOpts, Node, TransportKind};
 
 /// Bound on closing one connection politely.
@@ -37,7 +40,8 @@ pub struct ClientEnv {
     /// Event name stamped messages arrive with.
     pub event: String,
     pub publish_event: String,
-    pub payload_bytes: usize,
+    /// What each published message carries besides its stamp.
+    pub payload: PayloadSpec,
     pub ack_timeout: Duration,
     /// Limits handshakes in progress.
     pub connect_gate: Arc<Semaphore>,
@@ -47,12 +51,15 @@ pub struct ClientEnv {
 
 impl ClientEnv {
     /// Connects client `index` to `node`, recording the handshake time.
+    /// `wire` counts what the connection reads: the shard's receivers'
+    /// or its publishers' counts.
     async fn connect(
         &self,
         ctx: &ShardCtx,
         index: usize,
         node: usize,
         transport: TransportKind,
+        wire: &Arc<WireStats>,
     ) -> Result<Conn, String> {
         let _permit = self
             .connect_gate
@@ -65,6 +72,7 @@ impl ClientEnv {
             transport,
             &self.opts,
             self.opts.source_ip(index),
+            wire,
         )
         .await
         {
@@ -137,7 +145,13 @@ pub async fn receiver(
     done: mpsc::UnboundedSender<ReceiverTally>,
 ) {
     let mut conn = match env
-        .connect(&ctx, spec.index, spec.node, spec.transport)
+        .connect(
+            &ctx,
+            spec.index,
+            spec.node,
+            spec.transport,
+            &ctx.counters.wire,
+        )
         .await
     {
         Ok(c) => c,
@@ -211,7 +225,9 @@ pub async fn churn_cycle(
     room: Option<&str>,
     hold: Duration,
 ) -> Result<(), String> {
-    let mut conn = env.connect(ctx, index, node, transport).await?;
+    let mut conn = env
+        .connect(ctx, index, node, transport, &ctx.counters.wire)
+        .await?;
     if let Some(room) = room
         && let Err(e) = env.join(ctx, &mut conn, room).await
     {
@@ -251,13 +267,19 @@ pub struct PublisherSpec {
     pub seed: u64,
 }
 
+/// The generator of publisher `spec`'s payloads (`--payload-kind json`):
+/// its own seed, apart from its schedule's.
+fn payload_rng(spec: &PublisherSpec) -> SplitMix {
+    SplitMix::new(spec.seed ^ 0x7061_796c_6f61_6421)
+}
+
 /// When a publisher's next message is due: on the common period from the
 /// start (lockstep), or after exponential gaps of its own (Poisson).
 struct Pacer {
     schedule: Schedule,
     rate: f64,
     start: Instant,
-    rng: super::delivery::SplitMix,
+    rng: SplitMix,
     sent: u64,
     due: Instant,
 }
@@ -268,7 +290,7 @@ impl Pacer {
             schedule: spec.schedule,
             rate: spec.rate,
             start,
-            rng: super::delivery::SplitMix::new(spec.seed),
+            rng: SplitMix::new(spec.seed),
             sent: 0,
             due: start,
         };
@@ -333,7 +355,13 @@ pub async fn publisher(ctx: ShardCtx, env: Arc<ClientEnv>, spec: PublisherSpec, 
         result,
     } = io;
     let mut conn = match env
-        .connect(&ctx, spec.index, spec.node, TransportKind::Websocket)
+        .connect(
+            &ctx,
+            spec.index,
+            spec.node,
+            TransportKind::Websocket,
+            &ctx.counters.publisher_wire,
+        )
         .await
     {
         Ok(c) => c,
@@ -404,6 +432,7 @@ pub async fn publisher(ctx: ShardCtx, env: Arc<ClientEnv>, spec: PublisherSpec, 
         })
         .collect();
     let mut pacer = Pacer::new(&spec, start);
+    let mut payload_rng = payload_rng(&spec);
     let mut seqs = vec![0u64; spec.channels.len()];
     let mut pending: HashMap<u64, Instant> = HashMap::new();
     let mut next_id: u64 = 1;
@@ -426,7 +455,7 @@ pub async fn publisher(ctx: ShardCtx, env: Arc<ClientEnv>, spec: PublisherSpec, 
                 };
                 let mut packet = protocol::event_head(&nsp, Some(next_id));
                 packet.push_str(&heads[slot]);
-                stamp.push_json(&mut packet, env.payload_bytes);
+                env.payload.push(&mut packet, &stamp, &mut payload_rng);
                 packet.push(']');
                 if let Err(e) = conn.send(packet).await {
                     error = Some(format!("send: {e:#}"));
@@ -583,6 +612,7 @@ pub async fn admin_publisher<S: AdminSink>(
     let mut seqs = vec![0u64; spec.channels.len()];
     let mut refusal = None;
     let mut pacer = Pacer::new(&spec, start);
+    let mut payload_rng = payload_rng(&spec);
     for sent in 0..spec.count {
         tokio::select! {
             _ = env.stop.cancelled() => break,
@@ -598,7 +628,7 @@ pub async fn admin_publisher<S: AdminSink>(
             sent_ns: unix_nanos(),
         };
         let mut args = String::from("[");
-        stamp.push_json(&mut args, env.payload_bytes);
+        env.payload.push(&mut args, &stamp, &mut payload_rng);
         args.push(']');
         let target = if by_socket_id {
             AdminTarget::Socket(name)
@@ -645,6 +675,7 @@ mod tests {
     use std::rc::Rc;
 
     use super::*;
+    use crate::payload::PayloadKind;
     use crate::shards::Counters;
 
     /// Records every Emit; refuses the ones to room `no`.
@@ -692,11 +723,15 @@ mod tests {
                 ws_read_buffer: 4096,
                 timeout: Duration::from_secs(1),
                 source_ips: 0,
+                ws_deflate: false,
             },
             join_event: "$join".into(),
             event: "msg".into(),
             publish_event: "$publish".into(),
-            payload_bytes: 40,
+            payload: PayloadSpec {
+                kind: PayloadKind::Padding,
+                bytes: 40,
+            },
             ack_timeout: Duration::from_secs(1),
             connect_gate: Arc::new(Semaphore::new(1)),
             stop: CancellationToken::new(),

@@ -25,6 +25,7 @@ use super::{Progress, collect, fill_connections, new_report, remember_error};
 use crate::cli::{ChatArgs, Common, FanoutArgs, Placement, PublishArgs, TargetedArgs, Via, secs};
 use crate::procfs::Sampler;
 use crate::report::{Delivery, Report, Server};
+use crate::rng::SplitMix;
 use crate::shards::Shards;
 use crate::stats::{DeliveryTotals, SentLedger};
 use crate::transport::TransportKind;
@@ -153,34 +154,6 @@ pub async fn chat(args: &ChatArgs) -> Result<Report> {
     run(&args.common, &args.publish, plan, args).await
 }
 
-/// A small deterministic generator (SplitMix64) for schedules and room
-/// sizes: the same seed gives the same run.
-pub struct SplitMix(u64);
-
-impl SplitMix {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in (0, 1].
-    pub fn unit(&mut self) -> f64 {
-        ((self.next() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-
-    /// A gap of a Poisson process of `rate` per second: exponential.
-    pub fn exponential_secs(&mut self, rate: f64) -> f64 {
-        -self.unit().ln() / rate
-    }
-}
-
 pub async fn targeted(args: &TargetedArgs) -> Result<Report> {
     let nodes = args.common.nodes()?.len();
     let receivers = (0..args.targets)
@@ -257,7 +230,7 @@ async fn run<S: serde::Serialize>(
         join_event: plan.join_event.clone(),
         event: publish.event.clone(),
         publish_event: publish.publish_event.clone(),
-        payload_bytes: publish.payload_bytes,
+        payload: publish.payload(),
         ack_timeout: secs(common.ack_timeout),
         connect_gate: Arc::new(Semaphore::new(common.connect_concurrency)),
         stop: stop.clone(),
@@ -367,7 +340,8 @@ async fn run<S: serde::Serialize>(
     // Publish.
     progress.phase("publish");
     let before = sampler.snapshot()?;
-    let delivered_before = shards.totals().delivered;
+    let at_start = shards.totals();
+    let delivered_before = at_start.delivered;
     let start = Instant::now();
     let _ = go_tx.send(Some(start));
     let results: Vec<PublisherResult> = collect(
@@ -422,6 +396,7 @@ async fn run<S: serde::Serialize>(
     }
     let window = last_change.saturating_duration_since(start);
     let after = sampler.snapshot()?;
+    let at_end = shards.totals();
 
     // Stop: receivers hand in their tallies and close.
     progress.phase("stop");
@@ -457,7 +432,7 @@ async fn run<S: serde::Serialize>(
         }
     }
     let window_secs = window.as_secs_f64();
-    report.delivery = Some(Delivery {
+    let mut delivery = Delivery {
         publishers: n_pub as u64,
         published: ledger.total(),
         publish_acks: totals.publish_acks,
@@ -467,7 +442,14 @@ async fn run<S: serde::Serialize>(
         window_secs,
         deliveries_per_sec: seen as f64 / window_secs.max(1e-9),
         latency_ms: hist.delivery.percentiles(),
-    });
+        ..Default::default()
+    };
+    delivery.set_wire(
+        at_end.wire_bytes_read - at_start.wire_bytes_read,
+        at_end.compressed_messages - at_start.compressed_messages,
+        seen,
+    );
+    report.delivery = Some(delivery);
     if let (Some(before), Some(after)) = (before, after) {
         let mut server = Server::between(before, after, window_secs);
         if server.cpu_secs > 0.0 {

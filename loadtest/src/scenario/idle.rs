@@ -13,6 +13,7 @@ use super::clients::{self, ClientEnv, Ready, ReceiverSpec};
 use super::delivery::settle_closes;
 use super::{Progress, collect, fill_connections, new_report, remember_error};
 use crate::cli::{IdleArgs, secs};
+use crate::payload::{PayloadKind, PayloadSpec};
 use crate::procfs::Sampler;
 use crate::report::{Report, Server};
 use crate::shards::Shards;
@@ -50,7 +51,10 @@ pub async fn idle(args: &IdleArgs) -> Result<Report> {
         join_event: args.join_event.clone(),
         event: String::new(),
         publish_event: String::new(),
-        payload_bytes: 0,
+        payload: PayloadSpec {
+            kind: PayloadKind::Padding,
+            bytes: 0,
+        },
         ack_timeout: secs(common.ack_timeout),
         connect_gate: Arc::new(Semaphore::new(common.connect_concurrency)),
         stop: stop.clone(),

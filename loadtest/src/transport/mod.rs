@@ -1,22 +1,30 @@
 //! Client connections to a Socket.IO server: the Engine.IO handshake, the
 //! Socket.IO CONNECT, heartbeats, and sending/receiving Socket.IO packets,
-//! over WebSocket ([`ws`]) or HTTP long-polling ([`polling`]).
+//! over WebSocket ([`ws`], or [`ws_deflate`] with permessage-deflate) or
+//! HTTP long-polling ([`polling`]). Every connection counts the bytes it
+//! reads from TCP ([`counted`]).
 //!
 //! A [`Conn`] hands its owner only Socket.IO packets; pings are answered
 //! inside. Sockets bind a chosen loopback source address before
 //! connecting, so one process can open more connections to one server port
 //! than one source address has ephemeral ports.
 
+pub mod counted;
+pub mod frame;
+pub mod inflate;
 pub mod polling;
 pub mod ws;
+pub mod ws_deflate;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use self::counted::{Counted, WireStats};
 use crate::protocol::{self, SioKind};
 
 /// A server node under test: where to connect.
@@ -103,6 +111,8 @@ pub struct ConnectOpts {
     /// Number of loopback source addresses to spread over (127.0.0.2 ..);
     /// 0 lets the kernel choose.
     pub source_ips: u8,
+    /// WebSocket clients offer permessage-deflate ([`ws_deflate`]).
+    pub ws_deflate: bool,
 }
 
 impl ConnectOpts {
@@ -123,8 +133,13 @@ impl ConnectOpts {
     }
 }
 
-/// Opens a TCP connection to `addr` from `source` (port chosen by the kernel).
-pub async fn tcp_connect(addr: SocketAddr, source: Option<Ipv4Addr>) -> Result<TcpStream> {
+/// Opens a TCP connection to `addr` from `source` (port chosen by the
+/// kernel), counting what is read from it into `wire`.
+pub async fn tcp_connect(
+    addr: SocketAddr,
+    source: Option<Ipv4Addr>,
+    wire: &Arc<WireStats>,
+) -> Result<Counted<TcpStream>> {
     let socket = TcpSocket::new_v4()?;
     if let Some(ip) = source {
         socket.set_reuseaddr(true)?;
@@ -137,7 +152,7 @@ pub async fn tcp_connect(addr: SocketAddr, source: Option<Ipv4Addr>) -> Result<T
         .await
         .with_context(|| format!("connect {addr}"))?;
     stream.set_nodelay(true)?;
-    Ok(stream)
+    Ok(Counted::new(stream, wire.clone()))
 }
 
 /// One Socket.IO client connection.
@@ -150,6 +165,7 @@ pub struct Conn {
 
 enum Inner {
     Ws(Box<ws::WsConn>),
+    WsDeflate(Box<ws_deflate::DeflateConn>),
     Polling(polling::PollingConn),
 }
 
@@ -176,16 +192,18 @@ impl std::ops::Deref for Packet {
 }
 
 impl Conn {
-    /// Connects and joins the namespace, all within `opts.timeout`.
+    /// Connects and joins the namespace, all within `opts.timeout`; what
+    /// the connection reads from TCP is counted into `wire`.
     pub async fn connect(
         node: &Node,
         transport: TransportKind,
         opts: &ConnectOpts,
         source: Option<Ipv4Addr>,
+        wire: &Arc<WireStats>,
     ) -> Result<Self> {
         tokio::time::timeout(
             opts.timeout,
-            Self::connect_inner(node, transport, opts, source),
+            Self::connect_inner(node, transport, opts, source, wire),
         )
         .await
         .map_err(|_| {
@@ -202,13 +220,17 @@ impl Conn {
         transport: TransportKind,
         opts: &ConnectOpts,
         source: Option<Ipv4Addr>,
+        wire: &Arc<WireStats>,
     ) -> Result<Self> {
         let inner = match transport {
+            TransportKind::Websocket if opts.ws_deflate => Inner::WsDeflate(Box::new(
+                ws_deflate::DeflateConn::open(node, opts, source, wire).await?,
+            )),
             TransportKind::Websocket => {
-                Inner::Ws(Box::new(ws::WsConn::open(node, opts, source).await?))
+                Inner::Ws(Box::new(ws::WsConn::open(node, opts, source, wire).await?))
             }
             TransportKind::Polling => {
-                Inner::Polling(polling::PollingConn::open(node, opts, source).await?)
+                Inner::Polling(polling::PollingConn::open(node, opts, source, wire).await?)
             }
         };
         let mut conn = Self {
@@ -248,6 +270,7 @@ impl Conn {
     pub async fn send(&mut self, packet: String) -> Result<()> {
         match &mut self.inner {
             Inner::Ws(c) => c.send(packet).await,
+            Inner::WsDeflate(c) => c.send(packet).await,
             Inner::Polling(c) => c.send(packet).await,
         }
     }
@@ -257,6 +280,7 @@ impl Conn {
     pub async fn recv(&mut self) -> Result<Option<Packet>> {
         match &mut self.inner {
             Inner::Ws(c) => c.recv().await,
+            Inner::WsDeflate(c) => c.recv().await,
             Inner::Polling(c) => Ok(c.recv().await),
         }
     }
@@ -297,6 +321,7 @@ impl Conn {
         let packet = protocol::disconnect_packet(&self.namespace);
         match self.inner {
             Inner::Ws(c) => c.close(packet).await,
+            Inner::WsDeflate(c) => c.close(packet).await,
             Inner::Polling(c) => c.close(packet).await,
         }
     }
@@ -341,6 +366,7 @@ mod tests {
             ws_read_buffer: 4096,
             timeout: Duration::from_secs(1),
             source_ips: 3,
+            ws_deflate: false,
         };
         assert_eq!(opts.source_ip(0), Some(Ipv4Addr::new(127, 0, 0, 2)));
         assert_eq!(opts.source_ip(4), Some(Ipv4Addr::new(127, 0, 0, 3)));

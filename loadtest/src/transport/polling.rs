@@ -5,6 +5,7 @@
 //! requests at once (the protocol allows one GET and one POST at a time).
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -17,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::counted::WireStats;
 use super::{ConnectOpts, Node, Packet, tcp_connect};
 use crate::protocol::{self, RECORD_SEPARATOR, eio};
 
@@ -33,8 +35,8 @@ struct Http {
 }
 
 impl Http {
-    async fn open(node: &Node, source: Option<Ipv4Addr>) -> Result<Self> {
-        let stream = tcp_connect(node.addr, source).await?;
+    async fn open(node: &Node, source: Option<Ipv4Addr>, wire: &Arc<WireStats>) -> Result<Self> {
+        let stream = tcp_connect(node.addr, source, wire).await?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
         let driver = tokio::spawn(async move {
             let _ = conn.await;
@@ -84,8 +86,13 @@ pub struct PollingConn {
 
 impl PollingConn {
     /// The Engine.IO handshake (a GET without sid), then the two loops.
-    pub async fn open(node: &Node, opts: &ConnectOpts, source: Option<Ipv4Addr>) -> Result<Self> {
-        let mut get = Http::open(node, source).await?;
+    pub async fn open(
+        node: &Node,
+        opts: &ConnectOpts,
+        source: Option<Ipv4Addr>,
+        wire: &Arc<WireStats>,
+    ) -> Result<Self> {
+        let mut get = Http::open(node, source, wire).await?;
         let body = get
             .request(Method::GET, &opts.query("polling", None), Bytes::new())
             .await
@@ -108,7 +115,7 @@ impl PollingConn {
                 let _ = in_tx.try_send(pkt);
             }
         }
-        let post = Http::open(node, source).await?;
+        let post = Http::open(node, source, wire).await?;
         let post_task = tokio::spawn(post_loop(post, uri.clone(), out_rx));
         let get_task = AbortOnDrop(tokio::spawn(get_loop(get, uri, in_tx, outbox.clone())));
         Ok(Self {

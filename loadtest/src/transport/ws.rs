@@ -3,6 +3,7 @@
 //! kept small so thousands of clients fit in one process.
 
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use anyhow::{Result, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
@@ -11,17 +12,23 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
+use super::counted::{Counted, WireStats};
 use super::{ConnectOpts, Node, Packet, tcp_connect};
 use crate::protocol::{self, eio};
 
 pub struct WsConn {
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Counted<TcpStream>>,
 }
 
 impl WsConn {
     /// TCP connect, WebSocket upgrade, and the Engine.IO OPEN packet.
-    pub async fn open(node: &Node, opts: &ConnectOpts, source: Option<Ipv4Addr>) -> Result<Self> {
-        let stream = tcp_connect(node.addr, source).await?;
+    pub async fn open(
+        node: &Node,
+        opts: &ConnectOpts,
+        source: Option<Ipv4Addr>,
+        wire: &Arc<WireStats>,
+    ) -> Result<Self> {
+        let stream = tcp_connect(node.addr, source, wire).await?;
         let url = format!("ws://{}{}", node.addr, opts.query("websocket", None));
         let config = WebSocketConfig::default()
             .read_buffer_size(opts.ws_read_buffer)
