@@ -32,7 +32,7 @@
 #     (a JSON document of about PAYLOAD_BYTES, as applications send)
 #   COMPRESSION [0]: 1 turns WebSocket permessage-deflate on in every
 #     system that has it (gateway: GATEWAY_SERVER__COMPRESSION__ENABLED,
-#     threshold 1024 bytes, level 1; Node: COMPRESSION=1, threshold 1024,
+#     threshold 1024 bytes, level 6 (its default); Node: COMPRESSION=1, threshold 1024,
 #     zlib level 6; socketioxide cannot compress and runs without) and the
 #     load generator's clients offer it (--ws-deflate). The compression
 #     benchmark (both modes, one table) is compare-compression.sh.

@@ -352,9 +352,11 @@ pub struct CompressionConfig {
     /// Messages shorter than this many bytes are sent uncompressed (as
     /// Node's `perMessageDeflate.threshold`). Default 1024.
     pub threshold: usize,
-    /// Deflate level, 1 (fastest) to 9 (smallest). Default 1: on 2 KB of
-    /// JSON it saves 99% of the bytes level 6 saves, for 40% of its CPU
-    /// (`docs/operations.md`).
+    /// Deflate level, 1 (fastest) to 9 (smallest). Default 6 (zlib's, and
+    /// Node's): a message is compressed once per node whatever its
+    /// recipients, so in the compression benchmark level 6 sent 11% fewer
+    /// bytes than level 1 at the same CPU per delivery
+    /// (`docs/benchmarks.md`).
     pub level: u32,
 }
 
@@ -363,7 +365,7 @@ impl Default for CompressionConfig {
         Self {
             enabled: false,
             threshold: 1024,
-            level: 1,
+            level: 6,
         }
     }
 }
@@ -1646,7 +1648,7 @@ mod tests {
         c.validate().unwrap();
         assert!(c.server.compression.enabled);
         assert_eq!(c.server.compression.threshold, 0);
-        assert_eq!(c.server.compression.level, 1);
+        assert_eq!(c.server.compression.level, 6);
         let e = Config::from_toml(&format!("{on}level = 10\n"))
             .unwrap()
             .validate()
