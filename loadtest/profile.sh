@@ -108,6 +108,20 @@ metric() { # file name: the websocket series' value
   awk -v n="$2" '$1 == n "{transport=\"websocket\"}" { print $2 }' "$1"
 }
 
+# The nodes' metrics and CPU ticks, Redis's ticks, and the load
+# generator's counts so far, as <what>-$1 files.
+snapshot() { # before|after
+  local n
+  for n in $(seq "$NODE_COUNT"); do
+    curl -s --max-time 5 "http://${ops[$((n - 1))]}/metrics" >"$OUT/metrics-$1-$n.txt"
+    ticks "${pids[$((n - 1))]}" >"$OUT/ticks-$1-$n.txt"
+  done
+  ticks "$REDIS_PID" >"$OUT/ticks-$1-redis.txt"
+  for what in delivered published; do
+    sed -n "s/.*$what \\([0-9]*\\).*/\\1/p" "$OUT/loadtest.err" | tail -n1 >"$OUT/$what-$1.txt"
+  done
+}
+
 timeout $((DURATION + 300)) "$LOADTEST_BIN" "${args[@]}" "${common[@]}" \
   >"$OUT/loadtest.json" 2>"$OUT/loadtest.err" &
 LOADTEST_PID=$!
@@ -118,13 +132,7 @@ for _ in $(seq 3000); do
   sleep 0.1
 done
 sleep 5
-for n in $(seq "$NODE_COUNT"); do
-  curl -s --max-time 5 "http://${ops[$((n - 1))]}/metrics" >"$OUT/metrics-before-$n.txt"
-  ticks "${pids[$((n - 1))]}" >"$OUT/ticks-before-$n.txt"
-done
-ticks "$REDIS_PID" >"$OUT/ticks-before-redis.txt"
-DELIVERED_BEFORE="$(sed -n 's/.*delivered \([0-9]*\).*/\1/p' "$OUT/loadtest.err" | tail -n1)"
-PUBLISHED_BEFORE="$(sed -n 's/.*published \([0-9]*\).*/\1/p' "$OUT/loadtest.err" | tail -n1)"
+snapshot before
 SYSCALLS=""
 if command -v perf >/dev/null; then
   timeout $((PERF_SECONDS + 30)) perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_futex \
@@ -136,18 +144,12 @@ if command -v perf >/dev/null; then
 else
   sleep "$PERF_SECONDS"
 fi
-for n in $(seq "$NODE_COUNT"); do
-  curl -s --max-time 5 "http://${ops[$((n - 1))]}/metrics" >"$OUT/metrics-after-$n.txt"
-  ticks "${pids[$((n - 1))]}" >"$OUT/ticks-after-$n.txt"
-done
-ticks "$REDIS_PID" >"$OUT/ticks-after-redis.txt"
-DELIVERED_AFTER="$(sed -n 's/.*delivered \([0-9]*\).*/\1/p' "$OUT/loadtest.err" | tail -n1)"
-PUBLISHED_AFTER="$(sed -n 's/.*published \([0-9]*\).*/\1/p' "$OUT/loadtest.err" | tail -n1)"
+snapshot after
 wait "$LOADTEST_PID" || echo "profile: the load generator failed (see $OUT/loadtest.err)" >&2
 
 HZ="$(getconf CLK_TCK)"
-deliveries=$((DELIVERED_AFTER - DELIVERED_BEFORE))
-published=$((PUBLISHED_AFTER - PUBLISHED_BEFORE))
+deliveries=$(($(cat "$OUT/delivered-after.txt") - $(cat "$OUT/delivered-before.txt")))
+published=$(($(cat "$OUT/published-after.txt") - $(cat "$OUT/published-before.txt")))
 read -r ru0 rs0 <"$OUT/ticks-before-redis.txt"
 read -r ru1 rs1 <"$OUT/ticks-after-redis.txt"
 redis=$((ru1 - ru0 + rs1 - rs0))
