@@ -154,31 +154,20 @@ async fn binary_arguments_arrive_as_attachments() {
     if skip_without_redis() {
         return;
     }
-    let redis = support::redis::Redis::start().await;
-    let mut config = config(
+    let (redis, _node, mut a) = node_receiving_the_emitter(
         r#"
         [[namespaces]]
         name = "/"
         "#,
-    );
-    config.cluster.redis_url = Some(redis.url());
-    let node = TestNode::builder(config).start().await;
-    let mut a = SioClient::connect(node.addr, "/", AckMode::Echo).await;
+    )
+    .await;
     let bytes = emit(
         "bin",
         vec![Mp::Map(vec![(Mp::from("b"), Mp::Binary(vec![1, 2, 3]))])],
         &[],
         &[],
     );
-    let deadline = Instant::now() + DEADLINE * 3;
-    loop {
-        assert!(Instant::now() < deadline, "the node receives the emitter");
-        publish_bytes(&redis, "socket.io#/#", &bytes);
-        if a.event_within(STEP).await.is_some_and(|(e, _)| e == "bin") {
-            break;
-        }
-    }
-    // The next one, whole: the placeholder and its attachment.
+    // Whole: the placeholder and its attachment.
     publish_bytes(&redis, "socket.io#/#", &bytes);
     let (name, args, attachments) = loop {
         let e = a.event().await;
@@ -192,6 +181,30 @@ async fn binary_arguments_arrive_as_attachments() {
         [serde_json::json!({ "b": { "_placeholder": true, "num": 0 } })]
     );
     assert_eq!(attachments, [bytes::Bytes::from_static(&[1, 2, 3])]);
+}
+
+/// A node configured by `toml` over a standalone Redis of its own, and a
+/// client of it that got an emit from the emitter's channel (so the node's
+/// subscription is up).
+async fn node_receiving_the_emitter(toml: &str) -> (support::redis::Redis, TestNode, SioClient) {
+    let redis = support::redis::Redis::start().await;
+    let mut config = config(toml);
+    config.cluster.redis_url = Some(redis.url());
+    let node = TestNode::builder(config).start().await;
+    let mut client = SioClient::connect(node.addr, "/", AckMode::Echo).await;
+    let warm = emit("warm", vec![], &[], &[]);
+    let deadline = Instant::now() + DEADLINE * 3;
+    loop {
+        assert!(Instant::now() < deadline, "the node receives the emitter");
+        publish_bytes(&redis, "socket.io#/#", &warm);
+        if client
+            .event_within(STEP)
+            .await
+            .is_some_and(|(e, _)| e == "warm")
+        {
+            return (redis, node, client);
+        }
+    }
 }
 
 /// PUBLISH of raw bytes through `redis-cli -x` (the message on stdin).
@@ -213,30 +226,15 @@ async fn a_message_over_max_payload_is_counted_and_not_delivered() {
     if skip_without_redis() {
         return;
     }
-    let redis = support::redis::Redis::start().await;
-    let mut config = config(
+    let (redis, node, mut a) = node_receiving_the_emitter(
         r#"
         [server]
         max_payload = 1000
         [[namespaces]]
         name = "/"
         "#,
-    );
-    config.cluster.redis_url = Some(redis.url());
-    let node = TestNode::builder(config).start().await;
-    let mut a = SioClient::connect(node.addr, "/", AckMode::Echo).await;
-    let small = emit("small", vec![], &[], &[]);
-    let deadline = Instant::now() + DEADLINE * 3;
-    loop {
-        assert!(Instant::now() < deadline, "the node receives the emitter");
-        publish_bytes(&redis, "socket.io#/#", &small);
-        if a.event_within(STEP)
-            .await
-            .is_some_and(|(e, _)| e == "small")
-        {
-            break;
-        }
-    }
+    )
+    .await;
     let large = emit("large", vec![Mp::from("x".repeat(2000))], &[], &[]);
     publish_bytes(&redis, "socket.io#/#", &large);
     publish_bytes(&redis, "socket.io#/#", &emit("after", vec![], &[], &[]));
