@@ -287,9 +287,15 @@ export class Clients {
   }
 }
 
-/** A fresh room or event name, so tests on one node never see each other's traffic. */
+/**
+ * A fresh room or event name, so tests on one node never see each other's
+ * traffic. The separators are dots, outside the socket id alphabet: with
+ * dashes, a prefix, process id and counter that happen to add up to 20
+ * characters have the shape of a socket id, and the gateway refuses such a
+ * room name.
+ */
 let counter = 0;
 export function unique(prefix) {
   counter += 1;
-  return `${prefix}-${process.pid}-${counter}`;
+  return `${prefix}.${process.pid}.${counter}`;
 }
