@@ -201,6 +201,7 @@ start_node_once() {
       # shellcheck disable=SC2086
       GATEWAY_CLUSTER__REDIS_URL="$REDIS_URL" GATEWAY_LIMITS__RATE_LIMIT_PER_SEC=0 \
         GATEWAY_OPS__LISTEN="${GATEWAY_OPS__LISTEN:-127.0.0.1:0}" \
+        GATEWAY_ADMIN__LISTEN="${GATEWAY_ADMIN__LISTEN:-127.0.0.1:0}" \
         GATEWAY_SERVER__COMPRESSION__ENABLED="$([[ "$COMPRESSION" == 1 ]] && echo true || echo false)" \
         "$(gateway_bin "$system")" --listen 127.0.0.1:0 ${GATEWAY_EXTRA_ARGS:-} >"$log" 2>&1 &
       NODE_PID=$!

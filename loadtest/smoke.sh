@@ -37,7 +37,7 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-GATEWAY_SERVER__COMPRESSION__ENABLED=true "$GATEWAY_BIN" --listen 127.0.0.1:0 >"$LOG" 2>&1 &
+GATEWAY_SERVER__COMPRESSION__ENABLED=true GATEWAY_ADMIN__LISTEN=127.0.0.1:0 "$GATEWAY_BIN" --listen 127.0.0.1:0 >"$LOG" 2>&1 &
 GATEWAY_PID=$!
 addr=""
 for ((i = 0; i < 200; i++)); do
