@@ -12,8 +12,16 @@
 #
 #   loadtest/profile.sh A                  # or B, C2, Across
 #   GATEWAY_BIN=/tmp/other/gateway loadtest/profile.sh C2
+#   SYSTEM=socketioxide loadtest/profile.sh C2   # the baseline, measured alike
 #
-# Environment (defaults in brackets): NODE_COUNT [2], GATEWAY_BIN [<repo>/target/release/gateway],
+# The profile also splits node 1's CPU by where it is spent: inside each
+# kind of system call (kernel time under its entry point, the loopback
+# receiver's TCP path included), in the scheduler's switch and wake-up
+# paths, and everything else (user space, interrupts).
+#
+# Environment (defaults in brackets): SYSTEM [gateway] or socketioxide
+# (SIOXIDE_BIN [built here]; its nodes have no /metrics, so no WebSocket
+# write counts), NODE_COUNT [2], GATEWAY_BIN [<repo>/target/release/gateway],
 # LOADTEST_BIN [built here], DURATION [20] seconds of publishing, PERF_SECONDS
 # [10] of it sampled (starting 5 s in), GATEWAY_EXTRA_ARGS, OUT
 # [loadtest/results/profile-<run>-<time>], REDIS_SERVER [redis-server], and
@@ -34,7 +42,7 @@ C2_SOCKETS="${C2_SOCKETS:-18000}" C2_MIN="${C2_MIN:-2}" C2_MAX="${C2_MAX:-8}"
 C2_RATE="${C2_RATE:-1000}" C2_PUBLISHERS="${C2_PUBLISHERS:-40}"
 PUBLISHERS="${PUBLISHERS:-4}" PAYLOAD_BYTES="${PAYLOAD_BYTES:-100}"
 SCHEDULE="${SCHEDULE:-poisson}" NODE_COUNT="${NODE_COUNT:-2}"
-GATEWAY_BIN="${GATEWAY_BIN:-$ROOT/target/release/gateway}"
+GATEWAY_BIN="${GATEWAY_BIN:-$ROOT/target/release/gateway}" SYSTEM="${SYSTEM:-gateway}"
 REDIS_SERVER="${REDIS_SERVER:-redis-server}"
 OUT="${OUT:-$HERE/results/profile-$RUN-$(date +%Y%m%d-%H%M%S)}"
 mkdir -p "$OUT"
@@ -51,7 +59,18 @@ if [[ -z "${LOADTEST_BIN:-}" ]]; then
   LOADTEST_BIN="$(cargo metadata --format-version 1 --no-deps --manifest-path "$HERE/Cargo.toml" |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/loadtest"
 fi
-[[ -x "$GATEWAY_BIN" ]] || { echo "profile: $GATEWAY_BIN not found" >&2; exit 2; }
+case "$SYSTEM" in
+  gateway) SERVER_BIN="$GATEWAY_BIN" ;;
+  socketioxide)
+    if [[ -z "${SIOXIDE_BIN:-}" ]]; then
+      nice -n 10 cargo build --release --quiet --manifest-path "$HERE/baselines/socketioxide/Cargo.toml"
+      SIOXIDE_BIN="$(cargo metadata --format-version 1 --no-deps --manifest-path "$HERE/baselines/socketioxide/Cargo.toml" |
+        sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')/release/loadtest-baseline-socketioxide"
+    fi
+    SERVER_BIN="$SIOXIDE_BIN" ;;
+  *) echo "profile: unknown SYSTEM $SYSTEM (gateway, socketioxide)" >&2; exit 2 ;;
+esac
+[[ -x "$SERVER_BIN" ]] || { echo "profile: $SERVER_BIN not found" >&2; exit 2; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() {
@@ -70,24 +89,34 @@ PIDS+=("$REDIS_PID")
 for _ in $(seq 50); do port_open "$REDIS_PORT" && break; sleep 0.1; done
 
 nodes=() pids=() ops=()
-for n in $(seq "$NODE_COUNT"); do
-  log="$OUT/gateway-$n.log"
+start_gateway() { # n
+  local log="$OUT/gateway-$1.log" pid addr="" op=""
   # shellcheck disable=SC2086
   GATEWAY_CLUSTER__REDIS_URL="redis://127.0.0.1:$REDIS_PORT" GATEWAY_LIMITS__RATE_LIMIT_PER_SEC=0 \
     GATEWAY_OPS__LISTEN=127.0.0.1:0 GATEWAY_ADMIN__LISTEN=127.0.0.1:0 \
     "$GATEWAY_BIN" --listen 127.0.0.1:0 ${GATEWAY_EXTRA_ARGS:-} >"$log" 2>&1 &
   pid=$!
   PIDS+=("$pid")
-  addr="" op=""
   for _ in $(seq 150); do
     addr="$(sed -n 's/.*gateway listening on \([0-9.:]*\).*/\1/p' "$log" | head -n1)"
     op="$(sed -n 's/.*gateway ops listening on \([0-9.:]*\).*/\1/p' "$log" | head -n1)"
     [[ -n "$addr" && -n "$op" ]] && break
     sleep 0.1
   done
-  [[ -n "$addr" ]] || { echo "profile: gateway node $n did not start (see $log)" >&2; exit 1; }
+  [[ -n "$addr" ]] || { echo "profile: gateway node $1 did not start (see $log)" >&2; exit 1; }
   nodes+=("http://$addr") pids+=("$pid") ops+=("$op")
-done
+}
+start_socketioxide() { # n
+  local log="$OUT/socketioxide-$1.log" pid port
+  port="$(free_port)"
+  PORT="$port" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" "$SIOXIDE_BIN" >"$log" 2>&1 &
+  pid=$!
+  PIDS+=("$pid")
+  for _ in $(seq 150); do port_open "$port" && break; sleep 0.1; done
+  port_open "$port" || { echo "profile: socketioxide node $1 did not start (see $log)" >&2; exit 1; }
+  nodes+=("http://127.0.0.1:$port") pids+=("$pid") ops+=("")
+}
+for n in $(seq "$NODE_COUNT"); do "start_$SYSTEM" "$n"; done
 NODES="$(IFS=,; echo "${nodes[*]}")" SERVER_PIDS="$(IFS=,; echo "${pids[*]}")"
 
 common=(--nodes "$NODES" --server-pids "$SERVER_PIDS" --schedule "$SCHEDULE" --duration "$DURATION"
@@ -113,7 +142,11 @@ metric() { # file name: the websocket series' value
 snapshot() { # before|after
   local n
   for n in $(seq "$NODE_COUNT"); do
-    curl -s --max-time 5 "http://${ops[$((n - 1))]}/metrics" >"$OUT/metrics-$1-$n.txt"
+    if [[ -n "${ops[$((n - 1))]}" ]]; then
+      curl -s --max-time 5 "http://${ops[$((n - 1))]}/metrics" >"$OUT/metrics-$1-$n.txt"
+    else
+      : >"$OUT/metrics-$1-$n.txt"
+    fi
     ticks "${pids[$((n - 1))]}" >"$OUT/ticks-$1-$n.txt"
   done
   ticks "$REDIS_PID" >"$OUT/ticks-$1-redis.txt"
@@ -135,7 +168,7 @@ sleep 5
 snapshot before
 SYSCALLS=""
 if command -v perf >/dev/null; then
-  timeout $((PERF_SECONDS + 30)) perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_sendmsg,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_futex \
+  timeout $((PERF_SECONDS + 30)) perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_futex \
     -p "$SERVER_PIDS" -o "$OUT/syscalls.txt" -- sleep "$PERF_SECONDS" 2>/dev/null &
   SYSCALLS=$!
   timeout $((PERF_SECONDS + 30)) perf record -e cpu-clock -F 2000 -g -p "${pids[0]}" -o "$OUT/perf.data" \
@@ -169,7 +202,7 @@ for n in $(seq "$NODE_COUNT"); do
   done
 done
 {
-  echo "## Profile of $RUN ($(date -u +%Y-%m-%dT%H:%MZ), $(basename "$GATEWAY_BIN") $("$GATEWAY_BIN" --version 2>/dev/null | head -n1))"
+  echo "## Profile of $RUN ($(date -u +%Y-%m-%dT%H:%MZ), $SYSTEM: $SERVER_BIN)"
   echo
   echo "$NODE_COUNT nodes over ${PERF_SECONDS}s of publishing ($published messages published, $deliveries deliveries, as counted by the load generator):"
   echo
@@ -192,6 +225,33 @@ done
       sub(/^raw_syscalls:sys_enter/, "all system calls", name); printf "| %s per delivery | %.3f |\n", name, $1 / d }' "$OUT/syscalls.txt"
   fi
   if [[ -s "$OUT/perf.data" ]]; then
+    # Kernel time under each system call's entry point, the scheduler's
+    # switch and wake-up paths (charged where they run), and the rest.
+    perf report -i "$OUT/perf.data" --children --sort sym --stdio -g none 2>/dev/null >"$OUT/children.txt" || true
+    echo
+    echo "Node 1's CPU by where it is spent (perf, share of samples; a call's share includes the"
+    echo "scheduling done inside it):"
+    echo
+    awk -v d="$deliveries" -v u="$user" -v s="$sys" -v hz="$HZ" -v n="$NODE_COUNT" '
+      # The kernel function every such call goes through (the entry
+      # points themselves are often tail calls, missing from the stacks).
+      BEGIN { split("__sys_sendmsg sendmsg __sys_sendto sendto ksys_write write do_writev writev " \
+        "__sys_recvfrom recvfrom ksys_read read do_epoll_wait epoll_wait do_futex futex", m, " ")
+        for (i = 1; i < 16; i += 2) call[m[i]] = m[i + 1] }
+      ($NF in call) { gsub("%", "", $1); share[call[$NF]] = $1 }
+      $NF == "finish_task_switch.isra.0" || $NF == "_raw_spin_unlock_irqrestore" { gsub("%", "", $2); sched += $2 }
+      END {
+        us = (u + s) / hz / d * 1e6
+        printf "| where | share | us per delivery (of %.1f, all nodes alike) |\n|---|---:|---:|\n", us
+        split("sendmsg sendto write writev recvfrom read epoll_wait futex", order, " ")
+        for (i = 1; i <= 8; i++) if (order[i] in share) {
+          printf "| %s | %.1f%% | %.2f |\n", order[i], share[order[i]], share[order[i]] / 100 * us
+          calls += share[order[i]]
+        }
+        printf "| all of these | %.1f%% | %.2f |\n", calls, calls / 100 * us
+        printf "| scheduler switch and wake-up (self time, anywhere) | %.1f%% | %.2f |\n", sched, sched / 100 * us
+        printf "| the rest (user space, other kernel work) | %.1f%% | %.2f |\n", 100 - calls, (100 - calls) / 100 * us
+      }' "$OUT/children.txt"
     echo
     echo "Node 1, perf record -e cpu-clock -g (self time, top 25 symbols):"
     echo

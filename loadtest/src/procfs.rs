@@ -44,6 +44,10 @@ pub struct MachineCpu {
     pub nice: u64,
     /// idle + iowait.
     pub idle: u64,
+    /// Time the hypervisor ran something else while this machine's CPUs
+    /// wanted to run (included in `busy`): on a shared host it makes runs
+    /// of one comparison noisier than their CPU times show.
+    pub steal: u64,
 }
 
 /// Parses the aggregate `cpu` line of `/proc/stat`.
@@ -62,6 +66,7 @@ pub fn parse_proc_stat(stat: &str) -> Option<MachineCpu> {
         busy: at(0) + at(2) + at(5) + at(6) + at(7),
         nice: at(1),
         idle: at(3) + at(4),
+        steal: at(7),
     })
 }
 
@@ -114,6 +119,7 @@ pub struct MachineLoad {
     pub busy_cores: f64,
     pub nice_cores: f64,
     pub idle_cores: f64,
+    pub steal_cores: f64,
 }
 
 impl Snapshot {
@@ -130,6 +136,7 @@ impl Snapshot {
             busy_cores: cores(self.machine.busy, earlier.machine.busy),
             nice_cores: cores(self.machine.nice, earlier.machine.nice),
             idle_cores: cores(self.machine.idle, earlier.machine.idle),
+            steal_cores: cores(self.machine.steal, earlier.machine.steal),
         }
     }
 
@@ -216,6 +223,7 @@ mod tests {
                 busy: 100 + 20 + 1 + 2 + 3,
                 nice: 50,
                 idle: 1005,
+                steal: 3,
             })
         );
         assert_eq!(parse_proc_stat("intr 1 2"), None);
@@ -225,11 +233,15 @@ mod tests {
                 busy: 200,
                 nice: 100,
                 idle: 0,
+                steal: 50,
             },
             ..Snapshot::default()
         };
         let load = b.machine_load_since(&a, 2.0);
-        assert_eq!((load.busy_cores, load.nice_cores), (1.0, 0.5));
+        assert_eq!(
+            (load.busy_cores, load.nice_cores, load.steal_cores),
+            (1.0, 0.5, 0.25)
+        );
     }
 
     #[test]

@@ -233,9 +233,11 @@ impl Report {
             rows.push((
                 "machine cpu",
                 format!(
-                    "{:.2} cores busy ({:.2} by this load generator), {:.2} niced (other work), {:.2} idle",
+                    "{:.2} cores busy ({:.2} by this load generator, {:.2} stolen by the hypervisor), \
+                     {:.2} niced (other work), {:.2} idle",
                     s.machine.busy_cores,
                     s.generator_cores,
+                    s.machine.steal_cores,
                     s.machine.nice_cores,
                     s.machine.idle_cores
                 ),

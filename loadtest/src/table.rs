@@ -118,6 +118,13 @@ const FIGURES: &[Figure] = &[
     },
     Figure {
         run: "A",
+        label: "A: hypervisor steal (cores)",
+        pointer: "/server/machine/steal_cores",
+        better: Better::Neither,
+        decimals: 2,
+    },
+    Figure {
+        run: "A",
         label: "A: load generator CPU (cores)",
         pointer: "/server/generator_cores",
         better: Better::Neither,
@@ -180,6 +187,13 @@ const FIGURES: &[Figure] = &[
         decimals: 0,
     },
     Figure {
+        run: "C2",
+        label: "C2: hypervisor steal (cores)",
+        pointer: "/server/machine/steal_cores",
+        better: Better::Neither,
+        decimals: 2,
+    },
+    Figure {
         run: "B",
         label: "B: deliveries per server CPU-second",
         pointer: "/server/deliveries_per_cpu_sec",
@@ -232,6 +246,13 @@ const FIGURES: &[Figure] = &[
         run: "B",
         label: "B: other work on the machine (niced cores)",
         pointer: "/server/machine/nice_cores",
+        better: Better::Neither,
+        decimals: 2,
+    },
+    Figure {
+        run: "B",
+        label: "B: hypervisor steal (cores)",
+        pointer: "/server/machine/steal_cores",
         better: Better::Neither,
         decimals: 2,
     },
