@@ -38,7 +38,7 @@ use crate::reason::DisconnectReason;
 use crate::socketio::hooks::{ConnectDecision, ConnectRequest, Event, HookError, Hooks};
 use crate::socketio::{Observer, Payload, Socket, SocketIo, Target, WeakSocketIo};
 use crate::telemetry::{ErrorChain, Tally};
-use session::Sessions;
+use session::{Admission, Sessions};
 
 pub(crate) struct AdminUi {
     namespace: String,
@@ -360,15 +360,16 @@ impl Hooks for AdminUi {
         if req.namespace != self.namespace {
             return self.hooks.on_connect(req).await;
         }
-        if self.sessions.admit(req.auth).await {
-            Ok(ConnectDecision::allow())
-        } else {
-            tracing::info!(remote = %req.handshake.remote, "admin UI login refused");
-            Ok(ConnectDecision::Refuse {
-                message: "invalid credentials".to_owned(),
-                data: None,
-            })
-        }
+        let message = match self.sessions.admit(req.auth).await {
+            Admission::Admitted => return Ok(ConnectDecision::allow()),
+            Admission::Refused => "invalid credentials",
+            Admission::Busy => "too many logins under way; try again",
+        };
+        tracing::info!(remote = %req.handshake.remote, reason = message, "admin UI login refused");
+        Ok(ConnectDecision::Refuse {
+            message: message.to_owned(),
+            data: None,
+        })
     }
 
     fn on_connected(&self, socket: &Arc<Socket>) {

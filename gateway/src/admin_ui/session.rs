@@ -21,12 +21,27 @@ const LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Password checks under way at once: bcrypt is slow on purpose, and a
 /// flood of logins must not take every core.
 const CONCURRENT_CHECKS: usize = 2;
+/// The longest a login waits for its turn at the password check. Past it
+/// the login is refused as busy: a flood of logins queues for seconds at
+/// most, not for as long as all the checks before it take.
+const CHECK_WAIT: Duration = Duration::from_secs(5);
+
+/// What became of a login.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admission {
+    Admitted,
+    /// Wrong or missing credentials.
+    Refused,
+    /// Too many password checks were waiting: not judged.
+    Busy,
+}
 
 pub(super) struct Sessions {
     username: String,
     hash: String,
     key: [u8; 32],
     checks: Semaphore,
+    check_wait: Duration,
 }
 
 impl Sessions {
@@ -41,6 +56,7 @@ impl Sessions {
             hash,
             key,
             checks: Semaphore::new(CONCURRENT_CHECKS),
+            check_wait: CHECK_WAIT,
         }
     }
 
@@ -87,26 +103,34 @@ impl Sessions {
 
     /// The CONNECT's auth object: `{sessionId}` of a valid session, or the
     /// configured `{username, password}`.
-    pub(super) async fn admit(&self, auth: Option<&serde_json::Value>) -> bool {
+    pub(super) async fn admit(&self, auth: Option<&serde_json::Value>) -> Admission {
         let field = |name: &str| auth.and_then(|a| a.get(name)).and_then(|v| v.as_str());
         if let Some(id) = field("sessionId")
             && self.valid_at(id, SystemTime::now())
         {
-            return true;
+            return Admission::Admitted;
         }
         let (Some(user), Some(password)) = (field("username"), field("password")) else {
-            return false;
+            return Admission::Refused;
         };
         if !bool::from(user.as_bytes().ct_eq(self.username.as_bytes())) {
-            return false;
+            return Admission::Refused;
         }
-        let Ok(_permit) = self.checks.acquire().await else {
-            return false;
+        let _permit = match tokio::time::timeout(self.check_wait, self.checks.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_closed)) => return Admission::Refused,
+            Err(_elapsed) => return Admission::Busy,
         };
         let (password, hash) = (password.to_owned(), self.hash.clone());
-        tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false)
+        let right =
+            tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash).unwrap_or(false))
+                .await
+                .unwrap_or(false);
+        if right {
+            Admission::Admitted
+        } else {
+            Admission::Refused
+        }
     }
 }
 
@@ -124,7 +148,7 @@ mod tests {
     async fn the_password_or_a_session_id_admits() {
         let s = sessions();
         let login = serde_json::json!({ "username": "admin", "password": "s3cret" });
-        assert!(s.admit(Some(&login)).await);
+        assert_eq!(s.admit(Some(&login)).await, Admission::Admitted);
         for wrong in [
             serde_json::json!({ "username": "admin", "password": "s3cret " }),
             serde_json::json!({ "username": "root", "password": "s3cret" }),
@@ -132,11 +156,30 @@ mod tests {
             serde_json::json!({ "sessionId": "1.2.3" }),
             serde_json::json!("admin"),
         ] {
-            assert!(!s.admit(Some(&wrong)).await, "{wrong}");
+            assert_eq!(s.admit(Some(&wrong)).await, Admission::Refused, "{wrong}");
         }
-        assert!(!s.admit(None).await);
+        assert_eq!(s.admit(None).await, Admission::Refused);
         let id = s.issue();
-        assert!(s.admit(Some(&serde_json::json!({ "sessionId": id }))).await);
+        assert_eq!(
+            s.admit(Some(&serde_json::json!({ "sessionId": id }))).await,
+            Admission::Admitted
+        );
+    }
+
+    #[tokio::test]
+    async fn a_login_that_waits_too_long_for_its_check_is_busy_not_judged() {
+        let mut s = sessions();
+        s.check_wait = Duration::from_millis(50);
+        let login = serde_json::json!({ "username": "admin", "password": "s3cret" });
+        // Every check taken (as by a flood of logins under way).
+        let taken = s.checks.try_acquire_many(CONCURRENT_CHECKS as u32).unwrap();
+        let waited = tokio::time::timeout(Duration::from_secs(2), s.admit(Some(&login))).await;
+        assert_eq!(waited, Ok(Admission::Busy), "a login waited without bound");
+        // A session id needs no check: admitted even now.
+        let id = serde_json::json!({ "sessionId": s.issue() });
+        assert_eq!(s.admit(Some(&id)).await, Admission::Admitted);
+        drop(taken);
+        assert_eq!(s.admit(Some(&login)).await, Admission::Admitted);
     }
 
     #[test]
