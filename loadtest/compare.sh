@@ -43,6 +43,9 @@
 #   LOADTEST_BIN, SIOXIDE_BIN (built here when unset, into CARGO_TARGET_DIR
 #   or each crate's own target folder), GATEWAY_BIN
 #   [<repo>/target/release/gateway], GATEWAY_EXTRA_ARGS (more gateway flags)
+#   socketioxide-nodelay: the socketioxide baseline with TCP_NODELAY on its
+#     connections (NODELAY=1), as the gateway and Node set it; plain
+#     `socketioxide` keeps axum's default (Nagle on)
 #   A second gateway build in the same run (before/after a change): add
 #   `gateway-<label>` to SYSTEMS and give its binary in GATEWAY_BIN_<label>,
 #   e.g. SYSTEMS="socketioxide gateway gateway-base" GATEWAY_BIN_base=/tmp/gw
@@ -115,7 +118,7 @@ gateway_bin() {
 
 for s in $SYSTEMS; do
   case "$s" in
-    socketioxide)
+    socketioxide | socketioxide-nodelay)
       if [[ -z "${SIOXIDE_BIN:-}" ]]; then
         build "$HERE/baselines/socketioxide/Cargo.toml" socketioxide-baseline
         SIOXIDE_BIN="$(target_dir "$HERE/baselines/socketioxide/Cargo.toml")/release/loadtest-baseline-socketioxide"
@@ -193,9 +196,10 @@ start_node_once() {
       PORT="$port" REDIS_URL="$REDIS_URL" COMPRESSION="$COMPRESSION" \
         node "$HERE/baselines/node/server.js" >"$log" 2>&1 &
       NODE_PID=$! ;;
-    socketioxide)
+    socketioxide | socketioxide-nodelay)
       port="$(free_port)"
-      PORT="$port" REDIS_URL="$REDIS_URL" "$SIOXIDE_BIN" >"$log" 2>&1 &
+      PORT="$port" REDIS_URL="$REDIS_URL" NODELAY="$([[ "$system" == *-nodelay ]] && echo 1 || echo 0)" \
+        "$SIOXIDE_BIN" >"$log" 2>&1 &
       NODE_PID=$! ;;
     gateway | gateway-*)
       # shellcheck disable=SC2086

@@ -11,10 +11,15 @@
 //! (`SELF_ROOM=0` turns that off).
 //!
 //! Env: `PORT` (default 3000), `HOST` (default 127.0.0.1), `REDIS_URL`
-//! (optional; without it the node runs alone with the local adapter).
+//! (optional; without it the node runs alone with the local adapter),
+//! `NODELAY` (`1`: TCP_NODELAY on every connection, as the gateway and
+//! Node's HTTP server set it; by default off, as `axum::serve` leaves it,
+//! and the kernel's Nagle algorithm holds small writes while earlier data
+//! is unacknowledged).
 
 use std::convert::Infallible;
 
+use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 use socketioxide::SocketIo;
 use socketioxide::adapter::{Adapter, LocalAdapter};
@@ -94,10 +99,16 @@ async fn serve<A: Adapter>(layer: SocketIoLayer<A>, adapter: &str) -> Result<(),
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
     let app = axum::Router::new().layer(layer);
     let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
+    let nodelay = std::env::var("NODELAY").is_ok_and(|v| v == "1");
     println!(
-        "socketioxide baseline listening on {} (adapter: {adapter})",
+        "socketioxide baseline listening on {} (adapter: {adapter}, nodelay: {nodelay})",
         listener.local_addr()?
     );
+    let listener = listener.tap_io(move |tcp| {
+        if nodelay {
+            let _ = tcp.set_nodelay(true);
+        }
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }
