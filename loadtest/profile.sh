@@ -232,7 +232,7 @@ done
     echo "Node 1's CPU by where it is spent (perf, share of samples; a call's share includes the"
     echo "scheduling done inside it):"
     echo
-    awk -v d="$deliveries" -v u="$user" -v s="$sys" -v hz="$HZ" -v n="$NODE_COUNT" '
+    awk -v d="$deliveries" -v u="$user" -v s="$sys" -v hz="$HZ" '
       # The kernel function every such call goes through (the entry
       # points themselves are often tail calls, missing from the stacks).
       BEGIN { split("__sys_sendmsg sendmsg __sys_sendto sendto ksys_write write do_writev writev " \
