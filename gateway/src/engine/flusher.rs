@@ -114,17 +114,13 @@ impl ScheduleBatch {
     pub(crate) fn submit(mut self) {
         let quiet = self.queues.iter().filter(|(_, _, busy)| !busy).count();
         if quiet > 0 && quiet <= INLINE_WRITES {
-            let mut sent = Sent::default();
-            let mut metrics = None;
-            self.queues.retain(|(_, queue, busy)| {
-                if !busy && let Some(m) = queue.flush_scheduled(&mut sent) {
-                    metrics = Some(m);
-                }
-                *busy
-            });
-            if let Some(m) = metrics {
-                sent.count(&m);
-            }
+            flush_each(
+                self.queues
+                    .iter()
+                    .filter(|(_, _, busy)| !busy)
+                    .map(|(_, queue, _)| queue),
+            );
+            self.queues.retain(|(_, _, busy)| *busy);
         }
         while let Some((shard, _, _)) = self.queues.first() {
             let shard = shard.clone();
@@ -135,6 +131,21 @@ impl ScheduleBatch {
             shard.schedule_all(mine.into_iter().map(|(_, q, _)| q));
             self.queues = rest;
         }
+    }
+}
+
+/// Writes each of `queues` (as far as its socket takes) and counts what
+/// was written into the node's metrics once.
+fn flush_each<'a>(queues: impl Iterator<Item = &'a Arc<OutboundQueue>>) {
+    let mut sent = Sent::default();
+    let mut metrics = None;
+    for queue in queues {
+        if let Some(m) = queue.flush_scheduled(&mut sent) {
+            metrics = Some(m);
+        }
+    }
+    if let Some(m) = metrics {
+        sent.count(&m);
     }
 }
 
@@ -185,16 +196,8 @@ impl Shard {
             tokio::task::yield_now().await;
             let started = Instant::now();
             std::mem::swap(&mut batch, &mut *self.dirty.lock());
-            let mut sent = Sent::default();
-            let mut metrics = None;
-            for queue in batch.drain(..) {
-                if let Some(m) = queue.flush_scheduled(&mut sent) {
-                    metrics = Some(m);
-                }
-            }
-            if let Some(m) = metrics {
-                sent.count(&m);
-            }
+            flush_each(batch.iter());
+            batch.clear();
             next_pass = started + next_window(self.coalesce, started.elapsed());
         }
     }
