@@ -714,6 +714,9 @@ pub(crate) async fn run(adapter: Arc<Adapter>, node: Arc<dyn Deliver>, stop: Can
                     node.logged(&payload);
                     continue;
                 }
+                if BusMessage::is_broadcast_from(&payload, adapter.node_id) {
+                    continue;
+                }
                 let msg = match BusMessage::decode(&payload) {
                     Ok(m) => m,
                     Err(e) => {

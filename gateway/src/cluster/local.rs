@@ -12,7 +12,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::mpsc;
 
 use super::recovery::{LocalRecovery, RecoveryStore};
-use super::{BusError, BusEvent, ClusterBus, Sent};
+use super::{BusError, BusEvent, BusEvents, ClusterBus, Sent};
 
 /// Messages a member may have waiting before further ones are dropped (as
 /// Redis drops a subscriber whose output buffer overflows).
@@ -181,8 +181,8 @@ impl ClusterBus for LocalBus {
         Ok(())
     }
 
-    fn take_events(&self) -> Option<mpsc::Receiver<BusEvent>> {
-        self.rx.lock().take()
+    fn take_events(&self) -> Option<BusEvents> {
+        self.rx.lock().take().map(BusEvents::new)
     }
 
     fn is_connected(&self) -> bool {

@@ -51,6 +51,23 @@ impl BusMessage {
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
         postcard::from_bytes(bytes)
     }
+
+    /// Whether `bytes` is a broadcast `node` sent, read from the message's
+    /// first field only. A node hears its own emits on every channel it is
+    /// subscribed to, and skips them without decoding (and copying) the
+    /// rest.
+    pub(crate) fn is_broadcast_from(bytes: &[u8], node: NodeId) -> bool {
+        /// The variant index and first field of [`BusMessage::Broadcast`]
+        /// (postcard writes fields in order; other variants fail to read).
+        #[derive(Deserialize)]
+        enum Head<'a> {
+            Broadcast { origin: &'a str },
+        }
+        matches!(
+            postcard::take_from_bytes::<Head>(bytes),
+            Ok((Head::Broadcast { origin }, _)) if origin == node.as_str()
+        )
+    }
 }
 
 /// An emit to be delivered by the nodes receiving it.
@@ -185,5 +202,32 @@ mod tests {
         assert_eq!(BusMessage::decode(&m.encode().unwrap()).unwrap(), m);
         assert!(BusMessage::decode(&[0xff, 0xff, 0xff]).is_err());
         assert!(BusMessage::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn a_nodes_own_broadcast_is_told_from_its_first_field() {
+        let (a, b) = (
+            NodeId::parse("node0a").unwrap(),
+            NodeId::parse("node0b").unwrap(),
+        );
+        let from_a = BusMessage::Broadcast(Broadcast {
+            origin: a,
+            nsp: "/".into(),
+            target: Target::room("r"),
+            responsible: vec![0],
+            text: "42[\"ev\"]".into(),
+            attachments: vec![],
+            sent_at_us: 1,
+            trace: vec![],
+        })
+        .encode()
+        .unwrap();
+        assert!(BusMessage::is_broadcast_from(&from_a, a));
+        assert!(!BusMessage::is_broadcast_from(&from_a, b));
+        // Other kinds of message from the node itself are read in full.
+        let goodbye = BusMessage::Goodbye { node_id: a }.encode().unwrap();
+        assert!(!BusMessage::is_broadcast_from(&goodbye, a));
+        assert!(!BusMessage::is_broadcast_from(&[], a));
+        assert!(!BusMessage::is_broadcast_from(&from_a[..3], a));
     }
 }

@@ -85,6 +85,53 @@ pub(crate) enum BusEvent {
     Disconnected,
 }
 
+/// The events of a bus, read by the cluster loop: the messages of a Redis
+/// subscriber straight off its connection's channel (no task between the
+/// connection and the loop: one wake-up per message, not two), and
+/// everything else (the in-process broker's messages, connection events)
+/// through a queue.
+pub(crate) struct BusEvents {
+    events: mpsc::Receiver<BusEvent>,
+    messages: Option<redis::Messages>,
+}
+
+impl BusEvents {
+    pub(crate) fn new(events: mpsc::Receiver<BusEvent>) -> Self {
+        Self {
+            events,
+            messages: None,
+        }
+    }
+
+    pub(crate) fn with_messages(
+        events: mpsc::Receiver<BusEvent>,
+        messages: redis::Messages,
+    ) -> Self {
+        Self {
+            events,
+            messages: Some(messages),
+        }
+    }
+
+    /// The next event; `None` once the bus is gone. Cancel-safe.
+    pub(crate) async fn recv(&mut self) -> Option<BusEvent> {
+        loop {
+            let Some(messages) = &mut self.messages else {
+                return self.events.recv().await;
+            };
+            tokio::select! {
+                // A lost connection is heard before the messages after it.
+                biased;
+                event = self.events.recv() => return event,
+                payload = messages.next() => match payload {
+                    Some(payload) => return Some(BusEvent::Message { payload }),
+                    None => self.messages = None,
+                },
+            }
+        }
+    }
+}
+
 /// A publish/subscribe transport between nodes.
 #[async_trait::async_trait]
 pub(crate) trait ClusterBus: Send + Sync + 'static {
@@ -111,7 +158,7 @@ pub(crate) trait ClusterBus: Send + Sync + 'static {
     async fn subscribe(&self, channels: &[String]) -> Result<(), BusError>;
     async fn unsubscribe(&self, channels: &[String]) -> Result<(), BusError>;
     /// The stream of incoming messages and connection events (taken once).
-    fn take_events(&self) -> Option<mpsc::Receiver<BusEvent>>;
+    fn take_events(&self) -> Option<BusEvents>;
     /// Whether the bus is connected now.
     fn is_connected(&self) -> bool;
     /// Whether other nodes may be listening (false for a lone in-process

@@ -19,7 +19,7 @@ use fred::types::config::{Config, Options, ReconnectPolicy, ServerConfig};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
-use super::{BusError, BusEvent, ClusterBus, Sent};
+use super::{BusError, BusEvent, BusEvents, ClusterBus, Sent};
 use crate::telemetry::ErrorChain;
 use crate::telemetry::logs::Throttle;
 
@@ -27,15 +27,17 @@ use crate::telemetry::logs::Throttle;
 /// unreachable.
 const OUTAGE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Events waiting for the node before further messages are dropped.
-const EVENT_QUEUE: usize = 65_536;
+/// Connection events waiting for the node.
+const EVENT_QUEUE: usize = 64;
 /// Messages handed to [`ClusterBus::enqueue`] not yet sent.
 const SEND_QUEUE: usize = 65_536;
 /// Most messages sent in one pipeline.
 const SEND_BATCH: usize = 512;
-/// Messages fred's subscriber keeps for a slow reader of its broadcast
-/// channel (its default, 32, loses messages under load).
-const SUBSCRIBER_BACKLOG: usize = 16_384;
+/// Messages the subscriber's connection keeps for the cluster loop, which
+/// reads them off the client's broadcast channel: past this many waiting,
+/// the oldest are lost (the client's default, 32, loses messages under
+/// load). The channel's slots are allocated up front, about 150 bytes each.
+const SUBSCRIBER_BACKLOG: usize = 32_768;
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) struct RedisBus {
@@ -45,7 +47,7 @@ pub(crate) struct RedisBus {
     subscriber: Client,
     sharded: bool,
     sender: mpsc::Sender<Outgoing>,
-    rx: Mutex<Option<mpsc::Receiver<BusEvent>>>,
+    events: Mutex<Option<BusEvents>>,
     _tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -152,7 +154,7 @@ impl RedisBus {
         let subscriber = client(&config)?;
         // Listening before connecting: the first connection is an event too
         // (however late it comes), and so is every failed attempt.
-        let mut messages = subscriber.message_rx();
+        let messages = Messages(subscriber.message_rx());
         let mut reconnects = subscriber.reconnect_rx();
         let mut errors = subscriber.error_rx();
         publisher.connect();
@@ -170,26 +172,6 @@ impl RedisBus {
             sharded,
             outgoing,
         )));
-        let msg_tx = tx.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                match messages.recv().await {
-                    Ok(msg) => {
-                        let Some(payload) = msg.value.into_bytes() else {
-                            continue;
-                        };
-                        let event = BusEvent::Message { payload };
-                        if msg_tx.try_send(event).is_err() {
-                            tracing::warn!("bus event queue full; message dropped");
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "redis subscriber lagged");
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        }));
         // During an outage every reconnection attempt fails (one every
         // 2 s at most): one warning per OUTAGE_LOG_INTERVAL, with the count
         // of those held back.
@@ -225,7 +207,7 @@ impl RedisBus {
             subscriber,
             sharded,
             sender,
-            rx: Mutex::new(Some(rx)),
+            events: Mutex::new(Some(BusEvents::with_messages(rx, messages))),
             _tasks: tasks,
         })
     }
@@ -354,8 +336,8 @@ impl ClusterBus for RedisBus {
         }
     }
 
-    fn take_events(&self) -> Option<mpsc::Receiver<BusEvent>> {
-        self.rx.lock().take()
+    fn take_events(&self) -> Option<BusEvents> {
+        self.events.lock().take()
     }
 
     fn is_connected(&self) -> bool {
@@ -385,6 +367,31 @@ impl ClusterBus for RedisBus {
             ))
         });
         Some(store.clone())
+    }
+}
+
+/// The messages of the subscriber's connection, as the client hands them
+/// to every reader of its broadcast channel.
+pub(crate) struct Messages(tokio::sync::broadcast::Receiver<fred::types::Message>);
+
+impl Messages {
+    /// The next message's payload; `None` once the client is gone.
+    /// Cancel-safe.
+    pub(crate) async fn next(&mut self) -> Option<Bytes> {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match self.0.recv().await {
+                Ok(msg) => {
+                    if let Some(payload) = msg.value.into_bytes() {
+                        return Some(payload);
+                    }
+                }
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "redis subscriber lagged; messages lost");
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
     }
 }
 

@@ -300,9 +300,9 @@ impl Subscriptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::{BusError, BusEvent, Sent};
+    use crate::cluster::{BusError, BusEvents, Sent};
     use bytes::Bytes;
-    use tokio::sync::{Semaphore, mpsc};
+    use tokio::sync::Semaphore;
 
     /// A bus whose (un)subscribe calls each wait for a permit, so a test
     /// decides when the bus confirms; it records what it was asked.
@@ -334,7 +334,7 @@ mod tests {
             self.pass(format!("unsub {}", channels.join(","))).await;
             Ok(())
         }
-        fn take_events(&self) -> Option<mpsc::Receiver<BusEvent>> {
+        fn take_events(&self) -> Option<BusEvents> {
             None
         }
         fn is_connected(&self) -> bool {
