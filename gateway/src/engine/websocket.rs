@@ -14,6 +14,7 @@
 //! within `server.max_payload`, and long messages to them go compressed.
 
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -23,6 +24,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio_util::io::poll_read_buf;
 
 use super::queue::Frame;
 use super::session::Session;
@@ -164,20 +166,26 @@ impl WsReader {
             {
                 return Ok(m);
             }
-            if self.buf.is_empty() {
-                // Nothing pending: hold no buffer while waiting.
-                self.buf = BytesMut::new();
-            }
-            self.socket.readable().await.map_err(ReadError::Io)?;
             // Room for the next read grows with what arrived (a large frame
             // is read in larger pieces), never with what a frame header
             // announces: memory follows the bytes a client actually sends.
             let room = self.read_size.max(self.buf.len().min(MAX_READ));
-            self.buf.reserve(room);
-            match self.socket.try_read_buf(&mut self.buf) {
+            let read = std::future::poll_fn(|cx| {
+                self.buf.reserve(room);
+                // A read shorter than the room drained the socket: the
+                // runtime then waits for the next readiness event instead
+                // of trying a read that would only say "would block".
+                let read = poll_read_buf(Pin::new(&mut self.socket), cx, &mut self.buf);
+                if read.is_pending() && self.buf.is_empty() {
+                    // Nothing pending: hold no buffer while waiting.
+                    self.buf = BytesMut::new();
+                }
+                read
+            })
+            .await;
+            match read {
                 Ok(0) => return Err(ReadError::Eof),
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(ReadError::Io(e)),
             }
         }
