@@ -293,8 +293,8 @@ pub struct ServerConfig {
     /// Shortest time between two write passes of a WebSocket writer
     /// shard, ms: on a busy node the messages that reach a connection
     /// within it go out in one write (one system call and TCP segment);
-    /// after a long pass a shard waits twice that pass (at most four times
-    /// this). A shard woken after a pause passes at once, and a broadcast
+    /// after a long pass a shard waits four times that pass (at most eight
+    /// times this). A shard woken after a pause passes at once, and a broadcast
     /// with only a few quiet recipients (no other broadcast for two
     /// windows: small rooms, targeted emits) is written at once by its
     /// producer. Replies to one client never wait. 0 writes everything at
