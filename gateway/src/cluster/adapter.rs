@@ -755,13 +755,12 @@ pub(crate) async fn run(adapter: Arc<Adapter>, node: Arc<dyn Deliver>, stop: Can
 
 async fn handle(adapter: &Arc<Adapter>, node: &Arc<dyn Deliver>, msg: BusMessage) {
     match msg {
+        // The node's own broadcasts were dropped unread (see `run`).
         BusMessage::Broadcast(b) => {
-            if b.origin != adapter.node_id {
-                if let Some(m) = &adapter.metrics {
-                    m.redis_received(Some(Metrics::lag_since_unix_micros(b.sent_at_us)));
-                }
-                node.deliver(b);
+            if let Some(m) = &adapter.metrics {
+                m.redis_received(Some(Metrics::lag_since_unix_micros(b.sent_at_us)));
             }
+            node.deliver(b);
         }
         BusMessage::Request(req) => {
             if req.origin == adapter.node_id {
